@@ -1,0 +1,3 @@
+//! `tether-load`: a load generator for WebSocket servers.
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! `tetherd`: the Tether gateway.
+
+fn main() {}
