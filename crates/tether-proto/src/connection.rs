@@ -1,1 +1,581 @@
-//! placeholder
+//! The connection state machine: frames in, events out.
+
+use std::{
+    collections::VecDeque,
+    mem,
+    time::{Duration, Instant},
+};
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::{
+    CloseCode, CloseFrame, Limits, Message, ProtocolError, Role, UsageError, Utf8Bytes,
+    frame::{FrameHeader, OpCode, apply_mask},
+    utf8::{self, Validator},
+};
+
+/// Frames with payloads up to this size are copied next to their header in
+/// one buffer, so a burst of small messages leaves in a single write. Larger
+/// payloads are queued as they are (no copy) behind a separate header.
+const COALESCE_MAX_PAYLOAD: usize = 1024;
+
+/// What a connection needs to know besides its role.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Config {
+    /// Size limits on received frames and messages.
+    pub limits: Limits,
+    /// How long the side that sent the first close frame waits for the reply
+    /// before reporting an abnormal closure (default 5 s).
+    pub close_timeout: Duration,
+    /// Pings sent when the peer is silent, to detect dead peers.
+    pub keepalive: Keepalive,
+}
+
+impl Config {
+    /// Sets [`Config::limits`].
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets [`Config::close_timeout`].
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::keepalive`].
+    pub fn keepalive(mut self, keepalive: Keepalive) -> Self {
+        self.keepalive = keepalive;
+        self
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            close_timeout: Duration::from_secs(5),
+            keepalive: Keepalive::default(),
+        }
+    }
+}
+
+/// Keepalive: after `interval` without receiving anything, send a ping; if
+/// still nothing arrives within `timeout`, the peer is declared dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Silence before a ping is sent; `None` turns keepalive off.
+    pub interval: Option<Duration>,
+    /// Further silence after the ping before the connection is given up.
+    pub timeout: Duration,
+}
+
+impl Keepalive {
+    /// No keepalive pings; a silent peer is never declared dead.
+    pub const OFF: Self = Self {
+        interval: None,
+        timeout: Duration::ZERO,
+    };
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Self {
+            interval: Some(Duration::from_secs(30)),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What happened on the connection, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A complete text or binary message.
+    Message(Message),
+    /// The peer pinged; the pong is already queued.
+    Ping(Bytes),
+    /// The peer ponged (an answer to our ping, or unsolicited).
+    Pong(Bytes),
+    /// The connection is closed; nothing more will be received.
+    Closed {
+        /// The peer's close code; 1005 if its close frame had none, 1006 if
+        /// there was no close frame at all.
+        code: CloseCode,
+        /// The peer's reason, or why the connection was given up.
+        reason: String,
+        /// Who sent the first close frame (or gave up).
+        initiator: Initiator,
+    },
+}
+
+/// Who started the closing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initiator {
+    /// This endpoint: a local close, a protocol error or a timeout.
+    Local,
+    /// The remote endpoint.
+    Peer,
+}
+
+/// Where the close handshake stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Messages flow both ways.
+    Open,
+    /// We sent a close frame and wait for the peer's.
+    Closing,
+    /// Nothing more is received or sent after the queued bytes; once
+    /// [`Connection::poll_transmit`] is drained the transport can be closed.
+    Closed,
+}
+
+/// A fragmented message being reassembled.
+#[derive(Debug)]
+struct Partial {
+    data: BytesMut,
+    fragments: usize,
+    /// `Some` for text messages.
+    utf8: Option<Validator>,
+}
+
+/// One WebSocket connection after the handshake.
+///
+/// Call order: feed bytes with [`receive`](Self::receive), then drain
+/// [`poll_event`](Self::poll_event) and [`poll_transmit`](Self::poll_transmit);
+/// after anything that may have changed timers, re-arm with
+/// [`poll_timeout`](Self::poll_timeout) and call
+/// [`handle_timeout`](Self::handle_timeout) when it expires.
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    config: Config,
+    state: State,
+    /// RSV bits an extension has claimed for the first frame of a message.
+    extension_rsv: u8,
+    message: Option<Box<Partial>>,
+    events: VecDeque<Event>,
+    /// Only the latest unanswered ping needs a pong (§5.5.3).
+    pending_pong: Option<Bytes>,
+    /// Whole frames ready to write, oldest first, followed by `coalesced`.
+    outgoing: VecDeque<Bytes>,
+    coalesced: BytesMut,
+    buffered: usize,
+    last_received: Instant,
+    ping_sent: Option<Instant>,
+    close_deadline: Option<Instant>,
+}
+
+impl Connection {
+    /// A connection whose handshake completed at `now`.
+    pub fn new(role: Role, config: Config, now: Instant) -> Self {
+        Self {
+            role,
+            config,
+            state: State::Open,
+            extension_rsv: 0,
+            message: None,
+            events: VecDeque::new(),
+            pending_pong: None,
+            outgoing: VecDeque::new(),
+            coalesced: BytesMut::new(),
+            buffered: 0,
+            last_received: now,
+            ping_sent: None,
+            close_deadline: None,
+        }
+    }
+
+    /// Our role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The close handshake's progress.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Consumes every complete frame at the front of `buf`, leaving a partial
+    /// frame (if any) for the next call. Header checks (role, limits, control
+    /// frame rules) run as soon as the header is in, before the payload is.
+    ///
+    /// On error a close frame with the matching code is queued, the state is
+    /// [`State::Closed`] and events decoded before the bad frame stay queued.
+    pub fn receive(&mut self, now: Instant, buf: &mut BytesMut) -> Result<(), ProtocolError> {
+        if !buf.is_empty() {
+            self.last_received = now;
+            self.ping_sent = None;
+        }
+        while self.state != State::Closed {
+            let Some((header, header_len)) = FrameHeader::parse(buf).map_err(|e| self.fail(e))?
+            else {
+                return Ok(());
+            };
+            self.check_header(&header).map_err(|e| self.fail(e))?;
+            // check_header bounded the length by a usize limit.
+            let len = header.payload_len as usize;
+            if buf.len() - header_len < len {
+                return Ok(());
+            }
+            buf.advance(header_len);
+            let mut payload = buf.split_to(len);
+            if let Some(key) = header.mask {
+                apply_mask(&mut payload, key, 0);
+            }
+            self.on_frame(header, payload).map_err(|e| self.fail(e))?;
+        }
+        // Nothing is read after the close handshake (§5.5.1).
+        buf.clear();
+        Ok(())
+    }
+
+    /// How many bytes the frame at the front of `buf` needs in total, once its
+    /// header is in and has passed the checks. Lets the caller reserve a read
+    /// buffer of the right size at once.
+    pub fn frame_len_hint(&self, buf: &[u8]) -> Option<usize> {
+        let (header, header_len) = FrameHeader::parse(buf).ok()??;
+        self.check_header(&header).ok()?;
+        Some(header_len + header.payload_len as usize)
+    }
+
+    /// The transport reached end-of-file. Unless the close handshake already
+    /// finished, this is an abnormal closure (1006).
+    pub fn receive_eof(&mut self) {
+        if self.state != State::Closed {
+            self.abandon("connection closed without a close frame", Initiator::Peer);
+        }
+    }
+
+    /// The next event, oldest first.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Queues a message, ping, pong or close frame. `now` starts the close
+    /// timeout when `message` is a close.
+    pub fn send(&mut self, now: Instant, message: Message) -> Result<(), UsageError> {
+        if self.state != State::Open {
+            return Err(UsageError::AlreadyClosing);
+        }
+        match message {
+            Message::Text(text) => self.queue_frame(OpCode::Text, text.into_bytes()),
+            Message::Binary(data) => self.queue_frame(OpCode::Binary, data),
+            Message::Ping(data) => self.queue_control(OpCode::Ping, data)?,
+            Message::Pong(data) => self.queue_control(OpCode::Pong, data)?,
+            Message::Close(frame) => {
+                let payload = match frame {
+                    Some(frame) if !frame.code.is_sendable() => {
+                        return Err(UsageError::UnsendableCloseCode(frame.code.0));
+                    }
+                    Some(frame) => frame.encode(),
+                    None => Bytes::new(),
+                };
+                self.queue_frame(OpCode::Close, payload);
+                self.state = State::Closing;
+                self.pending_pong = None;
+                self.close_deadline = Some(now + self.config.close_timeout);
+            }
+        }
+        Ok(())
+    }
+
+    /// The next chunk of bytes to write, oldest first. Small frames queued
+    /// together come out as one chunk.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        if let Some(payload) = self.pending_pong.take() {
+            self.queue_frame(OpCode::Pong, payload);
+        }
+        let chunk = match self.outgoing.pop_front() {
+            Some(chunk) => chunk,
+            None if !self.coalesced.is_empty() => mem::take(&mut self.coalesced).freeze(),
+            None => return None,
+        };
+        self.buffered -= chunk.len();
+        Some(chunk)
+    }
+
+    /// Bytes queued but not yet taken by [`poll_transmit`](Self::poll_transmit).
+    pub fn buffered_amount(&self) -> usize {
+        self.buffered + self.pending_pong.as_ref().map_or(0, |p| p.len() + 2)
+    }
+
+    /// Whether the transport can be closed: the close handshake is over (or
+    /// was abandoned) and every queued byte was taken.
+    pub fn is_finished(&self) -> bool {
+        self.state == State::Closed && self.buffered_amount() == 0
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) wants to run next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Open => {
+                let keepalive = self.config.keepalive;
+                let interval = keepalive.interval?;
+                Some(match self.ping_sent {
+                    Some(sent) => sent + keepalive.timeout,
+                    None => self.last_received + interval,
+                })
+            }
+            State::Closing => self.close_deadline,
+            State::Closed => None,
+        }
+    }
+
+    /// Runs whatever timer expired by `now`: keepalive pings, dead-peer
+    /// detection and the close timeout. Early calls do nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Open => {
+                let keepalive = self.config.keepalive;
+                let Some(interval) = keepalive.interval else {
+                    return;
+                };
+                match self.ping_sent {
+                    Some(sent) if now >= sent + keepalive.timeout => {
+                        self.abandon(
+                            "keepalive timeout: the peer stopped answering",
+                            Initiator::Local,
+                        );
+                    }
+                    None if now >= self.last_received + interval => {
+                        self.queue_frame(OpCode::Ping, Bytes::new());
+                        self.ping_sent = Some(now);
+                    }
+                    _ => {}
+                }
+            }
+            State::Closing => {
+                if self.close_deadline.is_some_and(|deadline| now >= deadline) {
+                    self.abandon("the peer did not answer our close frame", Initiator::Local);
+                }
+            }
+            State::Closed => {}
+        }
+    }
+
+    fn check_header(&self, header: &FrameHeader) -> Result<(), ProtocolError> {
+        let allowed_rsv = match header.opcode {
+            OpCode::Text | OpCode::Binary => self.extension_rsv,
+            _ => 0,
+        };
+        if header.rsv & !allowed_rsv != 0 {
+            return Err(ProtocolError::ReservedBitsSet(header.rsv));
+        }
+        match (self.role.expects_masked_input(), header.mask.is_some()) {
+            (true, false) => return Err(ProtocolError::UnmaskedFrame),
+            (false, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        let len = header.payload_len;
+        if header.opcode.is_control() {
+            if !header.fin {
+                return Err(ProtocolError::FragmentedControlFrame);
+            }
+            if len > 125 {
+                return Err(ProtocolError::ControlFrameTooLong(len));
+            }
+            return Ok(());
+        }
+        let limits = &self.config.limits;
+        if len > limits.max_frame_size as u64 {
+            return Err(ProtocolError::FrameTooBig {
+                len,
+                max: limits.max_frame_size,
+            });
+        }
+        let message_len = match (header.opcode, &self.message) {
+            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Continuation, Some(partial)) => {
+                if partial.fragments >= limits.max_fragments {
+                    return Err(ProtocolError::TooManyFragments {
+                        max: limits.max_fragments,
+                    });
+                }
+                partial.data.len() as u64 + len
+            }
+            (_, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
+            (_, None) => len,
+        };
+        if message_len > limits.max_message_size as u64 {
+            return Err(ProtocolError::MessageTooBig {
+                len: message_len,
+                max: limits.max_message_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Handles one frame that passed `check_header`, payload unmasked.
+    fn on_frame(&mut self, header: FrameHeader, payload: BytesMut) -> Result<(), ProtocolError> {
+        let invalid_utf8 = |_| ProtocolError::InvalidUtf8;
+        match header.opcode {
+            OpCode::Text if header.fin => {
+                utf8::validate(&payload).map_err(invalid_utf8)?;
+                let text = Utf8Bytes::from_validated(payload.freeze());
+                self.events.push_back(Event::Message(Message::Text(text)));
+            }
+            OpCode::Binary if header.fin => {
+                let data = payload.freeze();
+                self.events.push_back(Event::Message(Message::Binary(data)));
+            }
+            OpCode::Text | OpCode::Binary => {
+                let mut utf8 = (header.opcode == OpCode::Text).then(Validator::default);
+                if let Some(validator) = &mut utf8 {
+                    validator.feed(&payload).map_err(invalid_utf8)?;
+                }
+                // A copy, so the reassembly never pins the read buffer the
+                // first fragment arrived in.
+                self.message = Some(Box::new(Partial {
+                    data: BytesMut::from(&payload[..]),
+                    fragments: 1,
+                    utf8,
+                }));
+            }
+            OpCode::Continuation => {
+                let Some(partial) = self.message.as_mut() else {
+                    return Err(ProtocolError::UnexpectedContinuation);
+                };
+                if let Some(validator) = &mut partial.utf8 {
+                    validator.feed(&payload).map_err(invalid_utf8)?;
+                }
+                partial.data.extend_from_slice(&payload);
+                partial.fragments += 1;
+                if header.fin {
+                    if let Some(partial) = self.message.take() {
+                        self.finish_message(*partial)?;
+                    }
+                }
+            }
+            OpCode::Close => self.on_close(&payload)?,
+            OpCode::Ping => {
+                let data = payload.freeze();
+                if self.state == State::Open {
+                    self.pending_pong = Some(data.clone());
+                }
+                self.events.push_back(Event::Ping(data));
+            }
+            OpCode::Pong => self.events.push_back(Event::Pong(payload.freeze())),
+        }
+        Ok(())
+    }
+
+    fn finish_message(&mut self, partial: Partial) -> Result<(), ProtocolError> {
+        let data = partial.data.freeze();
+        let message = match partial.utf8 {
+            Some(validator) => {
+                validator.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                Message::Text(Utf8Bytes::from_validated(data))
+            }
+            None => Message::Binary(data),
+        };
+        self.events.push_back(Event::Message(message));
+        Ok(())
+    }
+
+    fn on_close(&mut self, payload: &[u8]) -> Result<(), ProtocolError> {
+        let received = CloseFrame::parse(payload)?;
+        let (code, reason) = match &received {
+            Some(frame) => (frame.code, frame.reason.clone()),
+            None => (CloseCode::NO_STATUS, String::new()),
+        };
+        let initiator = match self.state {
+            State::Open => {
+                // Echo the code (§5.5.1); an empty close is answered empty.
+                let reply =
+                    received.map_or_else(Bytes::new, |frame| CloseFrame::new(frame.code).encode());
+                self.queue_frame(OpCode::Close, reply);
+                Initiator::Peer
+            }
+            State::Closing | State::Closed => Initiator::Local,
+        };
+        self.enter_closed();
+        self.events.push_back(Event::Closed {
+            code,
+            reason,
+            initiator,
+        });
+        Ok(())
+    }
+
+    /// Fails the connection (§7.1.7): a close frame with the error's code if
+    /// we have not sent one yet, then nothing more.
+    fn fail(&mut self, error: ProtocolError) -> ProtocolError {
+        if self.state == State::Open {
+            let frame = CloseFrame {
+                code: error.close_code(),
+                reason: error.to_string(),
+            };
+            self.queue_frame(OpCode::Close, frame.encode());
+        }
+        self.enter_closed();
+        error
+    }
+
+    /// Gives up without a close handshake (dead peer, timeout, EOF).
+    fn abandon(&mut self, reason: &str, initiator: Initiator) {
+        self.enter_closed();
+        self.events.push_back(Event::Closed {
+            code: CloseCode::ABNORMAL,
+            reason: reason.to_owned(),
+            initiator,
+        });
+    }
+
+    fn enter_closed(&mut self) {
+        self.state = State::Closed;
+        self.message = None;
+        self.pending_pong = None;
+        self.close_deadline = None;
+    }
+
+    fn queue_control(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), UsageError> {
+        if payload.len() > 125 {
+            return Err(UsageError::ControlPayloadTooLong(payload.len()));
+        }
+        self.queue_frame(opcode, payload);
+        Ok(())
+    }
+
+    fn queue_frame(&mut self, opcode: OpCode, payload: Bytes) {
+        let mask = (self.role == Role::Client).then(rand::random::<[u8; 4]>);
+        let header = FrameHeader {
+            fin: true,
+            rsv: 0,
+            opcode,
+            mask,
+            payload_len: payload.len() as u64,
+        };
+        let total = header.encoded_len() + payload.len();
+        self.buffered += total;
+        if mask.is_some() || payload.len() <= COALESCE_MAX_PAYLOAD {
+            // Clients must copy anyway to mask; small frames are cheaper
+            // copied than written separately.
+            self.coalesced.reserve(total);
+            header.encode(&mut self.coalesced);
+            let start = self.coalesced.len();
+            self.coalesced.extend_from_slice(&payload);
+            if let Some(key) = mask {
+                apply_mask(&mut self.coalesced[start..], key, 0);
+            }
+        } else {
+            if !self.coalesced.is_empty() {
+                self.outgoing
+                    .push_back(mem::take(&mut self.coalesced).freeze());
+            }
+            let mut head = BytesMut::with_capacity(header.encoded_len());
+            header.encode(&mut head);
+            self.outgoing.push_back(head.freeze());
+            self.outgoing.push_back(payload);
+        }
+    }
+}

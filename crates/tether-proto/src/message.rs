@@ -4,13 +4,24 @@ use std::{fmt, ops::Deref};
 
 use bytes::Bytes;
 
-/// A complete text or binary message, reassembled from its fragments.
+use crate::CloseFrame;
+
+/// What the application sends and receives: a complete text or binary
+/// message (reassembled from its fragments), or a control frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// A text message: always valid UTF-8.
     Text(Utf8Bytes),
     /// A binary message.
     Binary(Bytes),
+    /// A ping (payload at most 125 bytes). Received pings are answered
+    /// automatically; they are shown for information.
+    Ping(Bytes),
+    /// A pong (payload at most 125 bytes).
+    Pong(Bytes),
+    /// A close frame: sending one starts the close handshake; receiving one
+    /// means the connection is closed. `None` is a close without a code.
+    Close(Option<CloseFrame>),
 }
 
 impl Message {
@@ -24,11 +35,12 @@ impl Message {
         Self::Binary(data.into())
     }
 
-    /// The payload bytes, whatever the type.
+    /// The payload bytes (for a close, the reason).
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             Self::Text(text) => text.as_bytes(),
-            Self::Binary(data) => data,
+            Self::Binary(data) | Self::Ping(data) | Self::Pong(data) => data,
+            Self::Close(frame) => frame.as_ref().map_or(&[], |f| f.reason.as_bytes()),
         }
     }
 
@@ -36,8 +48,13 @@ impl Message {
     pub fn as_text(&self) -> Option<&str> {
         match self {
             Self::Text(text) => Some(text),
-            Self::Binary(_) => None,
+            _ => None,
         }
+    }
+
+    /// Whether this is a text or binary message rather than a control frame.
+    pub fn is_data(&self) -> bool {
+        matches!(self, Self::Text(_) | Self::Binary(_))
     }
 
     /// Payload length in bytes.
@@ -50,11 +67,12 @@ impl Message {
         self.len() == 0
     }
 
-    /// The payload as shared bytes (cheap: no copy).
+    /// The payload as shared bytes (cheap: no copy, except a close reason).
     pub fn into_bytes(self) -> Bytes {
         match self {
             Self::Text(text) => text.into_bytes(),
-            Self::Binary(data) => data,
+            Self::Binary(data) | Self::Ping(data) | Self::Pong(data) => data,
+            Self::Close(frame) => frame.map_or_else(Bytes::new, |f| Bytes::from(f.reason)),
         }
     }
 }

@@ -1,0 +1,243 @@
+//! Accepting connections: from a raw transport, or from a hyper upgrade.
+
+use std::{io, time::Duration};
+
+use bytes::{Bytes, BytesMut};
+use hyper_util::rt::TokioIo;
+use tether_proto::{
+    Config, Role,
+    handshake::{HandshakeError, HeadLimits, server::Request},
+};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    time::{Instant, timeout_at},
+};
+
+use crate::{DEFAULT_MAX_BUFFERED, Error, WebSocket};
+
+/// How the server side of the handshake and the connection behave.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Limits, close timeout and keepalive of each connection.
+    pub connection: Config,
+    /// A client must finish its upgrade request within this time (default
+    /// 10 s), so stalled handshakes cannot pile up.
+    pub handshake_timeout: Duration,
+    /// Size limits of the request head.
+    pub head_limits: HeadLimits,
+    /// Subprotocols we speak, in order of preference.
+    pub subprotocols: Vec<String>,
+    /// Outbound queue bound per connection, in bytes.
+    pub max_buffered: usize,
+}
+
+impl ServerConfig {
+    /// Sets [`ServerConfig::connection`].
+    pub fn connection(mut self, connection: Config) -> Self {
+        self.connection = connection;
+        self
+    }
+
+    /// Sets [`ServerConfig::handshake_timeout`].
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ServerConfig::subprotocols`].
+    pub fn subprotocols<I: IntoIterator<Item = T>, T: Into<String>>(
+        mut self,
+        protocols: I,
+    ) -> Self {
+        self.subprotocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets [`ServerConfig::max_buffered`].
+    pub fn max_buffered(mut self, bytes: usize) -> Self {
+        self.max_buffered = bytes;
+        self
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            connection: Config::default(),
+            handshake_timeout: Duration::from_secs(10),
+            head_limits: HeadLimits::default(),
+            subprotocols: Vec::new(),
+            max_buffered: DEFAULT_MAX_BUFFERED,
+        }
+    }
+}
+
+/// Performs the server handshake on `io` and returns the connection with the
+/// client's request. Refusals are answered with their HTTP error before the
+/// error is returned.
+pub async fn accept<S>(io: S, config: &ServerConfig) -> Result<(WebSocket<S>, Request), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    accept_with(io, config, |_| Ok(())).await
+}
+
+/// Like [`accept`], but `check` sees the request before the 101 and may
+/// refuse it with an HTTP error (an Origin policy, authentication).
+pub async fn accept_with<S, F>(
+    mut io: S,
+    config: &ServerConfig,
+    check: F,
+) -> Result<(WebSocket<S>, Request), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(&Request) -> Result<(), HandshakeError>,
+{
+    let deadline = Instant::now() + config.handshake_timeout;
+    let (request, leftover) =
+        match timeout_at(deadline, read_request(&mut io, &config.head_limits)).await {
+            Err(_) => return Err(Error::HandshakeTimeout),
+            Ok(Err(Error::Handshake(refusal))) => return Err(refuse(io, deadline, refusal).await),
+            Ok(Err(error)) => return Err(error),
+            Ok(Ok(parsed)) => parsed,
+        };
+    if let Err(refusal) = check(&request) {
+        return Err(refuse(io, deadline, refusal).await);
+    }
+    let subprotocol = request.negotiate_subprotocol(&config.subprotocols);
+    let response = request.accept_response(subprotocol, &[], &[]);
+    match timeout_at(deadline, io.write_all(&response)).await {
+        Err(_) => return Err(Error::HandshakeTimeout),
+        Ok(result) => result?,
+    }
+    let mut ws = WebSocket::from_raw(io, Role::Server, config.connection, leftover);
+    ws.set_max_buffered(config.max_buffered);
+    Ok((ws, request))
+}
+
+/// Reads until the request head is complete; returns it with the bytes that
+/// followed it.
+async fn read_request<S: AsyncRead + Unpin>(
+    io: &mut S,
+    limits: &HeadLimits,
+) -> Result<(Request, Bytes), Error> {
+    let mut buf = BytesMut::new();
+    let mut scanned: usize = 0;
+    loop {
+        buf.reserve(1024);
+        if io.read_buf(&mut buf).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "client closed during the handshake",
+            )
+            .into());
+        }
+        // Parse the first read (to refuse garbage at once), then only when the
+        // head may be complete or too long: a client dribbling one byte at a
+        // time must not make us re-parse the whole head on every byte.
+        let head_may_be_complete = buf[scanned.saturating_sub(3)..]
+            .windows(4)
+            .any(|w| w == b"\r\n\r\n");
+        let first_read = scanned == 0;
+        scanned = buf.len();
+        if !(first_read || head_may_be_complete || buf.len() > limits.max_head_bytes) {
+            continue;
+        }
+        if let Some((request, consumed)) =
+            tether_proto::handshake::server::parse_request(&buf, limits)?
+        {
+            return Ok((request, buf.split_off(consumed).freeze()));
+        }
+    }
+}
+
+/// Sends the refusal's HTTP response (best effort, within the deadline).
+async fn refuse<S: AsyncWrite + Unpin>(
+    mut io: S,
+    deadline: Instant,
+    refusal: HandshakeError,
+) -> Error {
+    let _ = timeout_at(deadline, async {
+        io.write_all(&refusal.response()).await?;
+        io.shutdown().await
+    })
+    .await;
+    Error::Handshake(refusal)
+}
+
+/// The transport of a WebSocket accepted through hyper.
+pub type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
+
+/// Validates a WebSocket upgrade request received by a hyper (or axum)
+/// server. Returns the `101` response to send back and the upgrade to await
+/// once it is sent; on refusal, the error's `http_status()` says what to
+/// answer.
+pub fn upgrade<B>(
+    request: &mut http::Request<B>,
+    config: &ServerConfig,
+) -> Result<(http::Response<()>, PendingUpgrade), HandshakeError> {
+    let headers = request
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()));
+    let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let version = match request.version() {
+        http::Version::HTTP_09 => (0, 9),
+        http::Version::HTTP_10 => (1, 0),
+        http::Version::HTTP_11 => (1, 1),
+        _ => (2, 0),
+    };
+    let parsed = tether_proto::handshake::server::validate_upgrade(
+        request.method().as_str(),
+        version,
+        target,
+        headers,
+    )?;
+    let subprotocol = parsed.negotiate_subprotocol(&config.subprotocols);
+    let mut response = http::Response::builder()
+        .status(http::StatusCode::SWITCHING_PROTOCOLS)
+        .header(http::header::UPGRADE, "websocket")
+        .header(http::header::CONNECTION, "Upgrade")
+        .header(
+            http::header::SEC_WEBSOCKET_ACCEPT,
+            tether_proto::handshake::accept_key(parsed.key().as_bytes()),
+        );
+    if let Some(protocol) = subprotocol {
+        response = response.header(http::header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
+    let response = response
+        .body(())
+        .map_err(|_| HandshakeError::Malformed("subprotocol is not a valid header value"))?;
+    let pending = PendingUpgrade {
+        on_upgrade: hyper::upgrade::on(request),
+        config: config.connection,
+        max_buffered: config.max_buffered,
+    };
+    Ok((response, pending))
+}
+
+/// An upgrade hyper completes once the 101 response is sent.
+#[derive(Debug)]
+pub struct PendingUpgrade {
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    config: Config,
+    max_buffered: usize,
+}
+
+impl PendingUpgrade {
+    /// Waits for hyper to hand over the connection.
+    pub async fn wait(self) -> Result<WebSocket<Upgraded>, Error> {
+        let upgraded = self.on_upgrade.await.map_err(io::Error::other)?;
+        // hyper's Upgraded replays any bytes it read past the request itself,
+        // so there is no leftover to pass here.
+        let mut ws = WebSocket::from_raw(
+            TokioIo::new(upgraded),
+            Role::Server,
+            self.config,
+            Bytes::new(),
+        );
+        ws.set_max_buffered(self.max_buffered);
+        Ok(ws)
+    }
+}

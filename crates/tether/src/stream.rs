@@ -1,0 +1,563 @@
+//! [`WebSocket`]: the pump between an async transport and the protocol core.
+//!
+//! read → `Connection::receive` → events → `poll_transmit` → write → re-arm
+//! the timer. Everything protocol-shaped (pongs, close replies, keepalive)
+//! happens in the core; this module only moves bytes and wakes tasks.
+
+use std::{
+    cell::RefCell,
+    collections::VecDeque,
+    fmt, io,
+    io::IoSlice,
+    pin::Pin,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    task::{Context, Poll, Waker, ready},
+};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_core::Stream;
+use futures_sink::Sink;
+use tether_proto::{
+    CloseCode, CloseFrame, Config, Connection, Event, Initiator, Message, Role, State,
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    time::{Instant, Sleep, sleep_until},
+};
+
+use crate::Error;
+
+/// Size of the per-thread buffer that reads land in while no frame is
+/// partially received, so idle connections own no read buffer at all.
+const SCRATCH_LEN: usize = 64 * 1024;
+
+/// Most chunks handed to one vectored write.
+const MAX_IOVECS: usize = 64;
+
+thread_local! {
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_LEN].into_boxed_slice());
+}
+
+/// Bytes the outbound queue may hold before [`Sink::poll_ready`] waits and
+/// [`WebSocket::try_send`] hands messages back (default 1 MiB).
+pub const DEFAULT_MAX_BUFFERED: usize = 1 << 20;
+
+/// A WebSocket over any async transport `S` (TCP, TLS, a hyper upgrade).
+///
+/// Receive with the [`Stream`] impl or [`recv`](Self::recv) (cancellation
+/// safe: a dropped `recv()` loses nothing), send with the [`Sink`] impl,
+/// [`send`](Self::send) or [`try_send`](Self::try_send). Pings are answered
+/// and close frames replied to automatically, but only while the stream is
+/// polled: keep a task receiving.
+pub struct WebSocket<S> {
+    io: S,
+    pump: Pump,
+}
+
+/// The message could not be queued; it is handed back.
+#[derive(Debug)]
+pub enum TrySendError {
+    /// The outbound queue is full: wait with [`WebSocket::send`] or poll flush.
+    Full(Message),
+    /// The connection is closing or closed.
+    Closed(Message),
+    /// The message itself cannot be sent (a control payload over 125 bytes,
+    /// an unsendable close code).
+    Invalid(tether_proto::UsageError),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
+    /// Wraps a transport whose handshake is already done. `leftover` holds
+    /// bytes read past the handshake (the first frames); they are decoded
+    /// before anything is read from `io`.
+    pub fn from_raw(io: S, role: Role, config: Config, leftover: Bytes) -> Self {
+        let now = Instant::now().into_std();
+        Self {
+            io,
+            pump: Pump {
+                conn: Connection::new(role, config, now),
+                read_buf: BytesMut::from(&leftover[..]),
+                leftover: !leftover.is_empty(),
+                writing: VecDeque::new(),
+                writing_len: 0,
+                written: 0,
+                max_buffered: DEFAULT_MAX_BUFFERED,
+                timer: None,
+                pending_error: None,
+                closed_by: None,
+                eof: false,
+                linger_until: None,
+                done: false,
+            },
+        }
+    }
+
+    /// Sets how many bytes may wait in the outbound queue before senders wait.
+    pub fn set_max_buffered(&mut self, bytes: usize) {
+        self.pump.max_buffered = bytes;
+    }
+
+    /// The next message, ping, pong or close; `None` once the connection is
+    /// closed and the transport shut down. Cancellation safe.
+    pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
+        std::future::poll_fn(|cx| self.pump.poll_next(&mut self.io, cx)).await
+    }
+
+    /// Queues `message` (waiting while the outbound queue is full) and
+    /// flushes it.
+    pub async fn send(&mut self, message: Message) -> Result<(), Error> {
+        std::future::poll_fn(|cx| self.pump.poll_ready(&mut self.io, cx)).await?;
+        self.pump.start_send(message)?;
+        std::future::poll_fn(|cx| self.pump.poll_flush(&mut self.io, cx)).await
+    }
+
+    /// Queues `message` without waiting; it goes out on the next poll of the
+    /// stream or of flush.
+    pub fn try_send(&mut self, message: Message) -> Result<(), TrySendError> {
+        self.pump.try_send(message)
+    }
+
+    /// Starts the close handshake with `code` and `reason`, and flushes the
+    /// close frame. Keep receiving to see the peer's reply.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        let frame = CloseFrame {
+            code,
+            reason: reason.to_owned(),
+        };
+        self.send(Message::Close(Some(frame))).await
+    }
+
+    /// Who started the closing, once the connection is closed.
+    pub fn closed_by(&self) -> Option<Initiator> {
+        self.pump.closed_by
+    }
+
+    /// The transport, for peer addresses and socket options.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// Splits into a receiving and a sending half that can live in different
+    /// tasks.
+    pub fn split(self) -> (ReadHalf<S>, WriteHalf<S>) {
+        let shared = Arc::new(Mutex::new(Shared {
+            ws: self,
+            reader: None,
+            writer: None,
+        }));
+        (ReadHalf(shared.clone()), WriteHalf(shared))
+    }
+}
+
+impl<S> fmt::Debug for WebSocket<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("role", &self.pump.conn.role())
+            .field("state", &self.pump.conn.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
+    type Item = Result<Message, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        this.pump.poll_next(&mut this.io, cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        this.pump.poll_ready(&mut this.io, cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, message: Message) -> Result<(), Error> {
+        self.get_mut().pump.start_send(message)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        this.pump.poll_flush(&mut this.io, cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        this.pump.poll_close(&mut this.io, cx)
+    }
+}
+
+/// Object-safe view of the transport, so the pump's logic is compiled once
+/// rather than once per transport type.
+trait Transport: AsyncRead + AsyncWrite + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Transport for T {}
+
+/// Everything about a connection except its transport.
+struct Pump {
+    conn: Connection,
+    /// Bytes of a partially received frame; empty (and unallocated) while idle.
+    read_buf: BytesMut,
+    /// `read_buf` holds bytes from the handshake not yet decoded.
+    leftover: bool,
+    /// Chunks taken from the core, the front one possibly half written.
+    writing: VecDeque<Bytes>,
+    writing_len: usize,
+    /// Total bytes written, so a split half can tell the other it made room.
+    written: u64,
+    max_buffered: usize,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// A protocol error, reported after the events decoded before it.
+    pending_error: Option<Error>,
+    closed_by: Option<Initiator>,
+    eof: bool,
+    /// A client waits this long for the server to close TCP first (§7.1.1).
+    linger_until: Option<Instant>,
+    done: bool,
+}
+
+impl Pump {
+    fn poll_next(
+        &mut self,
+        io: &mut dyn Transport,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Message, Error>>> {
+        loop {
+            if let Some(event) = self.conn.poll_event() {
+                let message = match event {
+                    Event::Message(message) => message,
+                    Event::Ping(data) => {
+                        // Send the pong now rather than when the caller next polls.
+                        let _ = self.poll_write_out(io, cx);
+                        Message::Ping(data)
+                    }
+                    Event::Pong(data) => Message::Pong(data),
+                    Event::Closed {
+                        code,
+                        reason,
+                        initiator,
+                    } => {
+                        self.closed_by = Some(initiator);
+                        Message::Close(Some(CloseFrame { code, reason }))
+                    }
+                };
+                return Poll::Ready(Some(Ok(message)));
+            }
+            if let Some(error) = self.pending_error.take() {
+                return Poll::Ready(Some(Err(error)));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            if self.conn.state() == State::Closed {
+                return self.poll_finish(io, cx).map(|()| None);
+            }
+            if let Poll::Ready(Err(error)) = self.poll_write_out(io, cx) {
+                return Poll::Ready(Some(Err(self.fail_io(error))));
+            }
+            if self.poll_timer(cx).is_ready() {
+                self.conn.handle_timeout(Instant::now().into_std());
+                continue;
+            }
+            if self.leftover {
+                self.leftover = false;
+                self.decode();
+                continue;
+            }
+            match ready!(self.poll_fill(io, cx)) {
+                Ok(0) => {
+                    self.eof = true;
+                    self.conn.receive_eof();
+                }
+                Ok(_) => self.decode(),
+                Err(error) => return Poll::Ready(Some(Err(self.fail_io(error)))),
+            }
+        }
+    }
+
+    fn decode(&mut self) {
+        let now = Instant::now().into_std();
+        if let Err(error) = self.conn.receive(now, &mut self.read_buf) {
+            self.pending_error = Some(error.into());
+        }
+        if self.read_buf.is_empty() {
+            // Give the allocation back: idle connections hold no buffer.
+            self.read_buf = BytesMut::new();
+        }
+    }
+
+    /// After the close handshake: flush the last frames, let a client wait for
+    /// the server's FIN, then shut the transport down.
+    fn poll_finish(&mut self, io: &mut dyn Transport, cx: &mut Context<'_>) -> Poll<()> {
+        if ready!(self.poll_write_out(io, cx)).is_ok()
+            && self.conn.role() == Role::Client
+            && !self.eof
+        {
+            let linger = *self
+                .linger_until
+                .get_or_insert_with(|| Instant::now() + self.conn.config().close_timeout);
+            while !self.eof {
+                if self.poll_deadline(cx, linger).is_ready() {
+                    break;
+                }
+                match ready!(self.poll_fill(io, cx)) {
+                    Ok(0) | Err(_) => self.eof = true,
+                    Ok(_) => self.read_buf.clear(),
+                }
+            }
+        }
+        let _ = ready!(Pin::new(&mut *io).poll_shutdown(cx));
+        self.done = true;
+        self.timer = None;
+        self.read_buf = BytesMut::new();
+        Poll::Ready(())
+    }
+
+    fn fail_io(&mut self, error: io::Error) -> Error {
+        self.conn.receive_eof();
+        while self.conn.poll_event().is_some() {}
+        self.closed_by.get_or_insert(Initiator::Peer);
+        self.done = true;
+        Error::Io(error)
+    }
+
+    fn poll_fill(
+        &mut self,
+        io: &mut dyn Transport,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        if self.read_buf.is_empty() {
+            return SCRATCH.with_borrow_mut(|scratch| {
+                let mut buf = ReadBuf::new(scratch);
+                ready!(Pin::new(&mut *io).poll_read(cx, &mut buf))?;
+                self.read_buf = BytesMut::from(buf.filled());
+                Poll::Ready(Ok(buf.filled().len()))
+            });
+        }
+        let missing = self
+            .conn
+            .frame_len_hint(&self.read_buf)
+            .map_or(0, |len| len.saturating_sub(self.read_buf.len()));
+        self.read_buf.reserve(missing.clamp(4096, 4 << 20));
+        tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut self.read_buf)
+    }
+
+    /// Writes everything the core has queued, several chunks per syscall.
+    fn poll_write_out(
+        &mut self,
+        io: &mut dyn Transport,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            while let Some(chunk) = self.conn.poll_transmit() {
+                self.writing_len += chunk.len();
+                self.writing.push_back(chunk);
+            }
+            if self.writing.is_empty() {
+                return Pin::new(&mut *io).poll_flush(cx);
+            }
+            let written = if io.is_write_vectored() {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let count = self.writing.len().min(MAX_IOVECS);
+                for (slice, chunk) in slices.iter_mut().zip(&self.writing) {
+                    *slice = IoSlice::new(chunk);
+                }
+                ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?
+            } else {
+                ready!(Pin::new(&mut *io).poll_write(cx, &self.writing[0]))?
+            };
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.consume_written(written);
+        }
+    }
+
+    fn consume_written(&mut self, mut written: usize) {
+        self.written += written as u64;
+        self.writing_len -= written;
+        while written > 0 {
+            let Some(front) = self.writing.front_mut() else {
+                return;
+            };
+            if written < front.len() {
+                front.advance(written);
+                return;
+            }
+            written -= front.len();
+            self.writing.pop_front();
+        }
+    }
+
+    fn buffered(&self) -> usize {
+        self.conn.buffered_amount() + self.writing_len
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.conn.poll_timeout() {
+            Some(deadline) => self.poll_deadline(cx, Instant::from_std(deadline)),
+            None => Poll::Pending,
+        }
+    }
+
+    /// Polls one lazily allocated timer. When the deadline moves later (each
+    /// received frame pushes keepalive back) the timer is not reset: it fires
+    /// early, the core finds nothing due, and the timer is re-armed then.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+        let sleep = self
+            .timer
+            .get_or_insert_with(|| Box::pin(sleep_until(deadline)));
+        if deadline < sleep.deadline() || (deadline > sleep.deadline() && sleep.is_elapsed()) {
+            sleep.as_mut().reset(deadline);
+        }
+        sleep.as_mut().poll(cx)
+    }
+
+    fn poll_ready(
+        &mut self,
+        io: &mut dyn Transport,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>> {
+        if self.conn.state() != State::Open {
+            return Poll::Ready(Err(tether_proto::UsageError::AlreadyClosing.into()));
+        }
+        if self.buffered() >= self.max_buffered {
+            ready!(self.poll_write_out(io, cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(&mut self, message: Message) -> Result<(), Error> {
+        Ok(self.conn.send(Instant::now().into_std(), message)?)
+    }
+
+    fn try_send(&mut self, message: Message) -> Result<(), TrySendError> {
+        if self.conn.state() != State::Open {
+            return Err(TrySendError::Closed(message));
+        }
+        if self.buffered() >= self.max_buffered {
+            return Err(TrySendError::Full(message));
+        }
+        self.conn
+            .send(Instant::now().into_std(), message)
+            .map_err(TrySendError::Invalid)
+    }
+
+    fn poll_flush(
+        &mut self,
+        io: &mut dyn Transport,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>> {
+        Poll::Ready(ready!(self.poll_write_out(io, cx)).map_err(Error::Io))
+    }
+
+    fn poll_close(
+        &mut self,
+        io: &mut dyn Transport,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>> {
+        if self.conn.state() == State::Open {
+            self.start_send(Message::Close(Some(CloseFrame::new(CloseCode::NORMAL))))?;
+        }
+        self.poll_flush(io, cx)
+    }
+}
+
+/// State shared by the halves of a split [`WebSocket`].
+struct Shared<S> {
+    ws: WebSocket<S>,
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+}
+
+impl<S> Shared<S> {
+    /// Runs `poll` for one half. The transport keeps one write waker, so when
+    /// both halves write, the one woken may not be the one waiting: whenever
+    /// a half's poll writes bytes, it wakes the other half too.
+    fn poll_half<T>(
+        &mut self,
+        is_reader: bool,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(&mut Pump, &mut S, &mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        let before = self.ws.pump.written;
+        let result = poll(&mut self.ws.pump, &mut self.ws.io, cx);
+        let (mine, other) = if is_reader {
+            (&mut self.reader, &mut self.writer)
+        } else {
+            (&mut self.writer, &mut self.reader)
+        };
+        if result.is_pending() {
+            mine.replace(cx.waker().clone());
+        }
+        if self.ws.pump.written != before {
+            if let Some(waker) = other.take() {
+                waker.wake();
+            }
+        }
+        result
+    }
+}
+
+fn lock<S>(shared: &Mutex<Shared<S>>) -> MutexGuard<'_, Shared<S>> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The receiving half of a split [`WebSocket`]; it also sends pongs and close
+/// replies, so keep polling it.
+pub struct ReadHalf<S>(Arc<Mutex<Shared<S>>>);
+
+/// The sending half of a split [`WebSocket`].
+pub struct WriteHalf<S>(Arc<Mutex<Shared<S>>>);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
+    /// Like [`WebSocket::recv`].
+    pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for ReadHalf<S> {
+    type Item = Result<Message, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        lock(&self.0).poll_half(true, cx, |pump, io, cx| pump.poll_next(io, cx))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WriteHalf<S> {
+    /// Like [`WebSocket::send`].
+    pub async fn send(&mut self, message: Message) -> Result<(), Error> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_ready(cx)).await?;
+        Pin::new(&mut *self).start_send(message)?;
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_flush(cx)).await
+    }
+
+    /// Like [`WebSocket::try_send`].
+    pub fn try_send(&mut self, message: Message) -> Result<(), TrySendError> {
+        lock(&self.0).ws.pump.try_send(message)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WriteHalf<S> {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        lock(&self.0).poll_half(false, cx, |pump, io, cx| pump.poll_ready(io, cx))
+    }
+
+    fn start_send(self: Pin<&mut Self>, message: Message) -> Result<(), Error> {
+        lock(&self.0).ws.pump.start_send(message)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        lock(&self.0).poll_half(false, cx, |pump, io, cx| pump.poll_flush(io, cx))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        lock(&self.0).poll_half(false, cx, |pump, io, cx| pump.poll_close(io, cx))
+    }
+}

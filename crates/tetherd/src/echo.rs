@@ -1,0 +1,136 @@
+//! `tetherd echo`: every text and binary message goes back unchanged.
+
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+
+use tether::{Error, Initiator, Keepalive, Limits, Message, ServerConfig, TrySendError};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{info, warn};
+
+/// Options of `tetherd echo`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// Runtime worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Largest accepted frame payload, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_frame_size)]
+    max_frame_size: usize,
+    /// Largest accepted message, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_message_size)]
+    max_message_size: usize,
+    /// Most fragments in one message.
+    #[arg(long, default_value_t = Limits::default().max_fragments)]
+    max_fragments: usize,
+    /// Seconds a client has to complete its upgrade request.
+    #[arg(long, default_value_t = 10)]
+    handshake_timeout: u64,
+    /// Seconds of silence before a keepalive ping; 0 turns keepalive off.
+    #[arg(long, default_value_t = 30)]
+    ping_interval: u64,
+}
+
+impl Args {
+    fn server_config(&self) -> ServerConfig {
+        let limits = Limits::default()
+            .max_frame_size(self.max_frame_size)
+            .max_message_size(self.max_message_size)
+            .max_fragments(self.max_fragments);
+        let keepalive = match self.ping_interval {
+            0 => Keepalive::OFF,
+            secs => Keepalive {
+                interval: Some(Duration::from_secs(secs)),
+                timeout: Duration::from_secs(secs),
+            },
+        };
+        let defaults = ServerConfig::default();
+        let connection = defaults.connection.limits(limits).keepalive(keepalive);
+        defaults
+            .connection(connection)
+            .handshake_timeout(Duration::from_secs(self.handshake_timeout))
+    }
+}
+
+/// Serves until the process is killed.
+pub(crate) fn run(args: Args) -> io::Result<()> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.threads {
+        runtime.worker_threads(threads);
+    }
+    runtime.enable_all().build()?.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> io::Result<()> {
+    let listener = TcpListener::bind(args.listen).await?;
+    let config = Arc::new(args.server_config());
+    info!(listen = %listener.local_addr()?, "tetherd echo listening");
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(connection(stream, peer, config.clone()));
+            }
+            Err(error) => {
+                // Out of file descriptors or a transient network error: back
+                // off instead of spinning, keep serving existing connections.
+                warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn connection(stream: TcpStream, peer: SocketAddr, config: Arc<ServerConfig>) {
+    let _ = stream.set_nodelay(true);
+    let (mut ws, request) = match tether::accept(stream, &config).await {
+        Ok(accepted) => accepted,
+        Err(Error::Handshake(refusal)) => {
+            info!(%peer, status = refusal.http_status(), reason = %refusal, "handshake refused");
+            return;
+        }
+        Err(error) => {
+            info!(%peer, %error, "handshake failed");
+            return;
+        }
+    };
+    let origin = request.origin().unwrap_or("-").to_owned();
+    let path = request.path().to_owned();
+    drop(request);
+    let mut close = None;
+    let mut failure = None;
+    // Errors do not end the loop: the stream still flushes our close frame
+    // and shuts the transport down, then ends with `None`.
+    while let Some(received) = ws.recv().await {
+        match received {
+            Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
+                // Queue without waiting: the next recv() writes every queued
+                // echo in one batch before it waits for more input.
+                if let Err(TrySendError::Full(message)) = ws.try_send(message) {
+                    if let Err(error) = ws.send(message).await {
+                        failure.get_or_insert(error);
+                    }
+                }
+            }
+            Ok(Message::Close(frame)) => close = frame,
+            Ok(Message::Ping(_) | Message::Pong(_)) => {}
+            Err(error) => {
+                failure.get_or_insert(error);
+            }
+        }
+    }
+    let by = match ws.closed_by() {
+        Some(Initiator::Local) => "server",
+        Some(Initiator::Peer) => "client",
+        None => "-",
+    };
+    match (close, failure) {
+        (_, Some(error)) => {
+            info!(%peer, %origin, %path, %error, closed_by = by, "connection failed")
+        }
+        (Some(frame), None) => {
+            info!(%peer, %origin, %path, code = frame.code.0, reason = %frame.reason, closed_by = by, "connection closed")
+        }
+        (None, None) => info!(%peer, %origin, %path, closed_by = by, "connection closed"),
+    }
+}
