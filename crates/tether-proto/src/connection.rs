@@ -19,6 +19,10 @@ use crate::{
 /// payloads are queued as they are (no copy) behind a separate header.
 const COALESCE_MAX_PAYLOAD: usize = 1024;
 
+/// Outbound bytes beyond which received pings are no longer answered one
+/// by one but only the latest.
+const PONG_QUEUE_LIMIT: usize = 64 * 1024;
+
 /// What a connection needs to know besides its role.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
@@ -156,7 +160,7 @@ pub struct Connection {
     extension_rsv: u8,
     message: Option<Box<Partial>>,
     events: VecDeque<Event>,
-    /// Only the latest unanswered ping needs a pong (§5.5.3).
+    /// The latest ping not yet answered while output is backed up.
     pending_pong: Option<Bytes>,
     /// Whole frames ready to write, oldest first, followed by `coalesced`.
     outgoing: VecDeque<Bytes>,
@@ -460,7 +464,14 @@ impl Connection {
             OpCode::Ping => {
                 let data = payload.freeze();
                 if self.state == State::Open {
-                    self.pending_pong = Some(data.clone());
+                    // Answer every ping while the peer keeps reading; once
+                    // our output backs up, answer only the latest (§5.5.3)
+                    // so a ping flood cannot grow the queue.
+                    if self.buffered < PONG_QUEUE_LIMIT {
+                        self.queue_frame(OpCode::Pong, data.clone());
+                    } else {
+                        self.pending_pong = Some(data.clone());
+                    }
                 }
                 self.events.push_back(Event::Ping(data));
             }

@@ -281,6 +281,8 @@ impl Pump {
     fn decode(&mut self) {
         let now = Instant::now().into_std();
         if let Err(error) = self.conn.receive(now, &mut self.read_buf) {
+            // The core queued a close frame with the error's code: we closed.
+            self.closed_by = Some(Initiator::Local);
             self.pending_error = Some(error.into());
         }
         if self.read_buf.is_empty() {

@@ -124,12 +124,17 @@ async fn connection(stream: TcpStream, peer: SocketAddr, config: Arc<ServerConfi
         Some(Initiator::Peer) => "client",
         None => "-",
     };
-    match (close, failure) {
-        (_, Some(error)) => {
+    match (failure, close) {
+        (Some(Error::Protocol(error)), _) => {
+            let code = error.close_code().0;
+            info!(%peer, %origin, %path, code, reason = %error, closed_by = by, "connection failed");
+        }
+        (Some(error), _) => {
             info!(%peer, %origin, %path, %error, closed_by = by, "connection failed")
         }
-        (Some(frame), None) => {
-            info!(%peer, %origin, %path, code = frame.code.0, reason = %frame.reason, closed_by = by, "connection closed")
+        (None, Some(frame)) => {
+            let (code, reason) = (frame.code.0, frame.reason);
+            info!(%peer, %origin, %path, code, %reason, closed_by = by, "connection closed");
         }
         (None, None) => info!(%peer, %origin, %path, closed_by = by, "connection closed"),
     }
