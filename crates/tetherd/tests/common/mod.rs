@@ -1,0 +1,188 @@
+//! Starts real `tetherd` processes and third-party peers for the tests.
+
+#![allow(dead_code, unreachable_pub)] // each test binary uses part of this module
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, ChildStderr, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::Duration,
+};
+
+/// A `tetherd echo` child process, killed on drop.
+pub struct Tetherd {
+    child: Child,
+    pub addr: SocketAddr,
+    /// Log lines the server wrote after start-up.
+    pub log: mpsc::Receiver<String>,
+}
+
+impl Tetherd {
+    /// Starts `tetherd echo` on a free loopback port with extra `args`.
+    pub fn echo(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tetherd"))
+            .args(["echo", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tetherd starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (addr, log) = follow_log(stderr);
+        Self { child, addr, log }
+    }
+
+    /// `ws://ADDR/`
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// Waits up to `timeout` for a log line containing `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Tetherd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads the server's stderr on a thread: returns the address from the
+/// "listening" line and a channel of the lines after it.
+fn follow_log(stderr: ChildStderr) -> (SocketAddr, mpsc::Receiver<String>) {
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let (log_tx, log_rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut addr_tx = Some(addr_tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(tx) = addr_tx.as_ref() {
+                if let Some(addr) = line.split("listen=").nth(1) {
+                    let addr = addr.split_whitespace().next().unwrap_or_default();
+                    if let Ok(addr) = addr.parse::<SocketAddr>() {
+                        let _ = tx.send(addr);
+                        addr_tx = None;
+                        continue;
+                    }
+                }
+            }
+            let _ = log_tx.send(line);
+        }
+    });
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("tetherd printed its listening address");
+    (addr, log_rx)
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The Python interpreter with the interop requirements installed:
+/// `TETHER_PYTHON`, or the venv `bash interop/setup.sh` makes.
+pub fn python() -> PathBuf {
+    let python = std::env::var_os("TETHER_PYTHON").map_or_else(
+        || PathBuf::from("/tmp/interop-venv/bin/python"),
+        PathBuf::from,
+    );
+    assert!(
+        python.exists(),
+        "{} is missing: run `bash interop/setup.sh` (the test command does) or set TETHER_PYTHON",
+        python.display()
+    );
+    python
+}
+
+/// The directory of the Node peer, with its `node_modules` installed.
+pub fn node_dir() -> PathBuf {
+    let dir = repo_root().join("interop/node");
+    assert!(
+        dir.join("node_modules/ws").exists(),
+        "interop/node/node_modules is missing: run `bash interop/setup.sh` (the test command does)"
+    );
+    dir
+}
+
+/// A third-party peer program: Python `websockets` or Node `ws`.
+#[derive(Debug, Clone, Copy)]
+pub enum Peer {
+    Python,
+    Node,
+}
+
+impl Peer {
+    pub fn command(self) -> Command {
+        match self {
+            Self::Python => {
+                let mut command = Command::new(python());
+                command.arg(repo_root().join("interop/python/peer.py"));
+                command
+            }
+            Self::Node => {
+                let mut command = Command::new("node");
+                command.arg(node_dir().join("peer.mjs"));
+                command
+            }
+        }
+    }
+}
+
+/// A peer running as a server, killed on drop.
+pub struct PeerServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl PeerServer {
+    pub fn start(peer: Peer) -> Self {
+        let mut child = peer
+            .command()
+            .args(["server", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("peer server starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(port) = line.strip_prefix("listening ") {
+                    let _ = tx.send(port.trim().parse::<u16>());
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("peer server printed `listening PORT`")
+            .expect("a port number");
+        Self { child, port }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for PeerServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
