@@ -95,6 +95,7 @@ impl Default for Keepalive {
 
 /// What happened on the connection, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// A complete text or binary message.
     Message(Message),
@@ -125,6 +126,7 @@ pub enum Initiator {
 
 /// Where the close handshake stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum State {
     /// Messages flow both ways.
     Open,
@@ -282,9 +284,12 @@ impl Connection {
                     Some(frame) => frame.encode(),
                     None => Bytes::new(),
                 };
+                // A held-back pong goes first: nothing follows our close.
+                if let Some(pong) = self.pending_pong.take() {
+                    self.queue_frame(OpCode::Pong, pong);
+                }
                 self.queue_frame(OpCode::Close, payload);
                 self.state = State::Closing;
-                self.pending_pong = None;
                 self.close_deadline = Some(now + self.config.close_timeout);
             }
         }
@@ -309,7 +314,10 @@ impl Connection {
 
     /// Bytes queued but not yet taken by [`poll_transmit`](Self::poll_transmit).
     pub fn buffered_amount(&self) -> usize {
-        self.buffered + self.pending_pong.as_ref().map_or(0, |p| p.len() + 2)
+        // A pong payload is at most 125 bytes: a 2-byte header, plus the
+        // masking key when we are the client.
+        let header = if self.role == Role::Client { 6 } else { 2 };
+        self.buffered + self.pending_pong.as_ref().map_or(0, |p| header + p.len())
     }
 
     /// Whether the transport can be closed: the close handshake is over (or
@@ -463,15 +471,14 @@ impl Connection {
             OpCode::Close => self.on_close(&payload)?,
             OpCode::Ping => {
                 let data = payload.freeze();
-                if self.state == State::Open {
-                    // Answer every ping while the peer keeps reading; once
-                    // our output backs up, answer only the latest (§5.5.3)
-                    // so a ping flood cannot grow the queue.
-                    if self.buffered < PONG_QUEUE_LIMIT {
-                        self.queue_frame(OpCode::Pong, data.clone());
-                    } else {
-                        self.pending_pong = Some(data.clone());
-                    }
+                // §5.5.2: every ping gets a pong unless the peer's close was
+                // received (then we are Closed and never get here). Once our
+                // output backs up, only the latest is answered (§5.5.3), so a
+                // ping flood cannot grow the queue.
+                if self.buffered < PONG_QUEUE_LIMIT {
+                    self.queue_frame(OpCode::Pong, data.clone());
+                } else {
+                    self.pending_pong = Some(data.clone());
                 }
                 self.events.push_back(Event::Ping(data));
             }

@@ -54,8 +54,6 @@ pub enum ProtocolError {
         /// Configured maximum.
         max: usize,
     },
-    /// §5.5.1: after a close frame the peer must send no more frames.
-    DataAfterClose,
 }
 
 impl ProtocolError {
@@ -111,7 +109,6 @@ impl fmt::Display for ProtocolError {
                 write!(f, "message of {len} bytes exceeds the limit of {max}")
             }
             Self::TooManyFragments { max } => write!(f, "message has more than {max} fragments"),
-            Self::DataAfterClose => f.write_str("frame received after the peer's close frame"),
         }
     }
 }

@@ -9,6 +9,7 @@ use crate::CloseFrame;
 /// What the application sends and receives: a complete text or binary
 /// message (reassembled from its fragments), or a control frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Message {
     /// A text message: always valid UTF-8.
     Text(Utf8Bytes),

@@ -30,9 +30,17 @@ fn closed(code: CloseCode, reason: &str, initiator: Initiator) -> Event {
 
 #[test]
 fn peer_close_is_echoed_once_with_the_same_code() {
-    for code in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999] {
+    for code in [
+        1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000,
+        4999,
+    ] {
         let mut conn = server();
-        feed(&mut conn, start(), &from_client(true, CLOSE, &close_payload(code, b"bye"))).unwrap();
+        feed(
+            &mut conn,
+            start(),
+            &from_client(true, CLOSE, &close_payload(code, b"bye")),
+        )
+        .unwrap();
         assert_eq!(
             events(&mut conn),
             [closed(CloseCode(code), "bye", Initiator::Peer)],
@@ -50,7 +58,12 @@ fn peer_close_is_echoed_once_with_the_same_code() {
 #[test]
 fn client_echoes_close_masked() {
     let mut conn = Connection::new(Role::Client, quiet(), start());
-    feed(&mut conn, start(), &from_server(true, CLOSE, &close_payload(1001, b""))).unwrap();
+    feed(
+        &mut conn,
+        start(),
+        &from_server(true, CLOSE, &close_payload(1001, b"")),
+    )
+    .unwrap();
     let frames = decode_frames(&transmit(&mut conn));
     assert_eq!(frames.len(), 1);
     assert!(frames[0].masked);
@@ -85,7 +98,9 @@ fn one_byte_close_payload_is_refused() {
 fn close_codes_never_sent_on_the_wire_are_refused() {
     // 1005, 1006 and 1015 are local-only; 0–999 and 1016–2999 are not
     // assigned; 1004 is reserved; 5000+ is out of range.
-    for code in [0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
+    for code in [
+        0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+    ] {
         assert_refused(
             Role::Server,
             quiet(),
@@ -112,7 +127,12 @@ fn close_reason_of_123_bytes_is_accepted() {
     let reason = "é".repeat(61) + "x";
     assert_eq!(reason.len(), 123);
     let mut conn = server();
-    feed(&mut conn, start(), &from_client(true, CLOSE, &close_payload(1000, reason.as_bytes()))).unwrap();
+    feed(
+        &mut conn,
+        start(),
+        &from_client(true, CLOSE, &close_payload(1000, reason.as_bytes())),
+    )
+    .unwrap();
     assert_eq!(
         events(&mut conn),
         [closed(CloseCode::NORMAL, &reason, Initiator::Peer)]
@@ -138,9 +158,19 @@ fn bytes_after_peer_close_are_ignored() {
 #[test]
 fn second_close_from_peer_gets_no_second_reply() {
     let mut conn = server();
-    feed(&mut conn, start(), &from_client(true, CLOSE, &close_payload(1000, b""))).unwrap();
+    feed(
+        &mut conn,
+        start(),
+        &from_client(true, CLOSE, &close_payload(1000, b"")),
+    )
+    .unwrap();
     let _ = transmit(&mut conn);
-    feed(&mut conn, start(), &from_client(true, CLOSE, &close_payload(1001, b""))).unwrap();
+    feed(
+        &mut conn,
+        start(),
+        &from_client(true, CLOSE, &close_payload(1001, b"")),
+    )
+    .unwrap();
     assert!(conn.poll_transmit().is_none());
     assert_eq!(events(&mut conn).len(), 1);
 }
@@ -149,14 +179,22 @@ fn second_close_from_peer_gets_no_second_reply() {
 fn close_reply_completes_our_close() {
     let now = start();
     let mut conn = server();
-    conn.send(now, Message::Close(Some(CloseFrame::new(CloseCode::GOING_AWAY))))
-        .unwrap();
+    conn.send(
+        now,
+        Message::Close(Some(CloseFrame::new(CloseCode::GOING_AWAY))),
+    )
+    .unwrap();
     assert_eq!(conn.state(), State::Closing);
     let frames = decode_frames(&transmit(&mut conn));
     assert_eq!(frames[0].close_code(), Some(1001));
     // Data still arrives while we wait for the reply.
     feed(&mut conn, now, &from_client(true, TEXT, b"in flight")).unwrap();
-    feed(&mut conn, now, &from_client(true, CLOSE, &close_payload(1001, b"ok"))).unwrap();
+    feed(
+        &mut conn,
+        now,
+        &from_client(true, CLOSE, &close_payload(1001, b"ok")),
+    )
+    .unwrap();
     assert_eq!(
         events(&mut conn),
         [
@@ -170,22 +208,30 @@ fn close_reply_completes_our_close() {
 }
 
 #[test]
-fn ping_while_closing_is_reported_but_not_answered() {
+fn ping_while_closing_is_still_answered() {
+    // §5.5.2: a ping gets a pong unless a close was *received*; having sent
+    // ours does not excuse us.
     let now = start();
     let mut conn = server();
     conn.send(now, Message::Close(None)).unwrap();
     let _ = transmit(&mut conn);
     feed(&mut conn, now, &from_client(true, PING, b"p")).unwrap();
     assert_eq!(events(&mut conn), [Event::Ping(Bytes::from_static(b"p"))]);
-    assert!(conn.poll_transmit().is_none());
+    assert_eq!(
+        conn.poll_transmit().as_deref(),
+        Some(&[0x8a, 0x01, b'p'][..])
+    );
 }
 
 #[test]
 fn protocol_error_while_closing_sends_no_second_close() {
     let now = start();
     let mut conn = server();
-    conn.send(now, Message::Close(Some(CloseFrame::new(CloseCode::NORMAL))))
-        .unwrap();
+    conn.send(
+        now,
+        Message::Close(Some(CloseFrame::new(CloseCode::NORMAL))),
+    )
+    .unwrap();
     let _ = transmit(&mut conn);
     assert_eq!(
         feed(&mut conn, now, &from_server(true, TEXT, b"x")),
@@ -197,14 +243,23 @@ fn protocol_error_while_closing_sends_no_second_close() {
 }
 
 #[test]
-fn pending_pong_is_dropped_when_we_close() {
-    let now = start();
-    let mut conn = server();
-    feed(&mut conn, now, &from_client(true, PING, b"p")).unwrap();
-    conn.send(now, Message::Close(None)).unwrap();
-    let frames = decode_frames(&transmit(&mut conn));
-    assert_eq!(frames.len(), 1, "nothing after our close: {frames:?}");
-    assert_eq!(frames[0].opcode, CLOSE);
+fn no_pong_follows_our_close() {
+    for backlog in [0, 70_000] {
+        let now = start();
+        let mut conn = server();
+        // With 64 KiB or more queued, the pong waits (only the latest is kept).
+        if backlog > 0 {
+            conn.send(now, Message::binary(vec![0; backlog])).unwrap();
+        }
+        feed(&mut conn, now, &from_client(true, PING, b"p")).unwrap();
+        conn.send(now, Message::Close(None)).unwrap();
+        let frames = decode_frames(&transmit(&mut conn));
+        assert_eq!(
+            frames.last().map(|f| f.opcode),
+            Some(CLOSE),
+            "nothing after our close: {frames:?}"
+        );
+    }
 }
 
 #[test]
@@ -223,7 +278,10 @@ fn unsendable_close_codes_are_refused() {
     for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {
         let mut conn = server();
         assert_eq!(
-            conn.send(start(), Message::Close(Some(CloseFrame::new(CloseCode(code))))),
+            conn.send(
+                start(),
+                Message::Close(Some(CloseFrame::new(CloseCode(code))))
+            ),
             Err(UsageError::UnsendableCloseCode(code))
         );
         assert_eq!(conn.state(), State::Open, "a refused close changes nothing");

@@ -50,8 +50,16 @@ fn fragmented_text_is_reassembled() {
 fn fragmented_binary_is_reassembled() {
     let payload: Vec<u8> = (0..=255).collect();
     let mut conn = server();
-    feed(&mut conn, start(), &fragments(BINARY, &payload, &[1, 100, 200]).concat()).unwrap();
-    assert_eq!(events(&mut conn), [Event::Message(Message::binary(payload))]);
+    feed(
+        &mut conn,
+        start(),
+        &fragments(BINARY, &payload, &[1, 100, 200]).concat(),
+    )
+    .unwrap();
+    assert_eq!(
+        events(&mut conn),
+        [Event::Message(Message::binary(payload))]
+    );
 }
 
 #[test]
@@ -83,7 +91,10 @@ fn control_frames_interleave_with_fragments() {
     );
     let frames = decode_frames(&transmit(&mut conn));
     assert_eq!(frames.len(), 1);
-    assert_eq!((frames[0].opcode, frames[0].payload.as_slice()), (PONG, &b"1"[..]));
+    assert_eq!(
+        (frames[0].opcode, frames[0].payload.as_slice()),
+        (PONG, &b"1"[..])
+    );
 }
 
 #[test]
@@ -94,7 +105,10 @@ fn ping_in_a_fragmented_message_is_answered_before_it_ends() {
     feed(&mut conn, start(), &wire).unwrap();
     let frames = decode_frames(&transmit(&mut conn));
     assert_eq!(frames.len(), 1);
-    assert_eq!((frames[0].opcode, frames[0].payload.as_slice()), (PONG, &b"now"[..]));
+    assert_eq!(
+        (frames[0].opcode, frames[0].payload.as_slice()),
+        (PONG, &b"now"[..])
+    );
 }
 
 #[test]
@@ -143,7 +157,12 @@ fn continuation_after_a_finished_message_is_refused() {
 
 #[test]
 fn new_message_during_a_fragmented_one_is_refused() {
-    for (first, second) in [(TEXT, TEXT), (TEXT, BINARY), (BINARY, TEXT), (BINARY, BINARY)] {
+    for (first, second) in [
+        (TEXT, TEXT),
+        (TEXT, BINARY),
+        (BINARY, TEXT),
+        (BINARY, BINARY),
+    ] {
         for fin in [true, false] {
             let mut wire = from_client(false, first, b"a");
             wire.extend(from_client(fin, second, b"b"));
@@ -160,7 +179,13 @@ fn new_message_during_a_fragmented_one_is_refused() {
 
 #[test]
 fn invalid_utf8_in_a_single_frame_is_refused_with_1007() {
-    for bad in [&[0xff][..], &[0xc0, 0xaf], &[0xed, 0xa0, 0x80], &[0xf4, 0x90, 0x80, 0x80], &[0xe2, 0x82]] {
+    for bad in [
+        &[0xff][..],
+        &[0xc0, 0xaf],
+        &[0xed, 0xa0, 0x80],
+        &[0xf4, 0x90, 0x80, 0x80],
+        &[0xe2, 0x82],
+    ] {
         assert_refused(
             Role::Server,
             quiet(),
@@ -224,7 +249,11 @@ fn code_point_split_across_fragments_is_valid() {
     for cut in 0..=bytes.len() {
         let mut conn = server();
         feed(&mut conn, start(), &fragments(TEXT, bytes, &[cut]).concat()).unwrap();
-        assert_eq!(events(&mut conn), [Event::Message(Message::text(text))], "cut {cut}");
+        assert_eq!(
+            events(&mut conn),
+            [Event::Message(Message::text(text))],
+            "cut {cut}"
+        );
     }
     // One byte per fragment.
     let cuts: Vec<usize> = (1..bytes.len()).collect();
@@ -253,7 +282,9 @@ fn binary_messages_are_not_checked_for_utf8() {
     feed(&mut conn, start(), &wire).unwrap();
     assert_eq!(
         events(&mut conn),
-        [Event::Message(Message::binary(&[0xff, 0xed, 0xa0, 0x80, 0xf0][..]))]
+        [Event::Message(Message::binary(
+            &[0xff, 0xed, 0xa0, 0x80, 0xf0][..]
+        ))]
     );
 }
 
@@ -261,7 +292,11 @@ fn binary_messages_are_not_checked_for_utf8() {
 fn close_during_a_fragmented_message_drops_it() {
     let mut conn = server();
     let mut wire = from_client(false, TEXT, b"never finished");
-    wire.extend(from_client(true, common::CLOSE, &common::close_payload(1000, b"")));
+    wire.extend(from_client(
+        true,
+        common::CLOSE,
+        &common::close_payload(1000, b""),
+    ));
     feed(&mut conn, start(), &wire).unwrap();
     assert_eq!(conn.state(), State::Closed);
     let events = events(&mut conn);

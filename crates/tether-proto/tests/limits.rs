@@ -58,7 +58,10 @@ fn client_refuses_oversized_frame_from_its_header() {
         Role::Client,
         quiet().limits(limit),
         &header(false, 0, BINARY, None, 1001),
-        &ProtocolError::FrameTooBig { len: 1001, max: 1000 },
+        &ProtocolError::FrameTooBig {
+            len: 1001,
+            max: 1000,
+        },
         CloseCode::MESSAGE_TOO_BIG,
     );
 }
@@ -70,10 +73,7 @@ fn largest_64_bit_length_is_refused_as_too_big() {
         Role::Server,
         quiet(),
         &header(true, 0, BINARY, Some(KEY), len),
-        &ProtocolError::FrameTooBig {
-            len,
-            max: 16 * MIB,
-        },
+        &ProtocolError::FrameTooBig { len, max: 16 * MIB },
         CloseCode::MESSAGE_TOO_BIG,
     );
 }

@@ -243,6 +243,8 @@ impl Pump {
                         self.closed_by = Some(initiator);
                         Message::Close(Some(CloseFrame { code, reason }))
                     }
+                    // Events added to the core later are not for the application.
+                    _ => continue,
                 };
                 return Poll::Ready(Some(Ok(message)));
             }

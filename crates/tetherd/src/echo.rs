@@ -113,7 +113,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, config: Arc<ServerConfi
                 }
             }
             Ok(Message::Close(frame)) => close = frame,
-            Ok(Message::Ping(_) | Message::Pong(_)) => {}
+            Ok(_) => {}
             Err(error) => {
                 failure.get_or_insert(error);
             }
