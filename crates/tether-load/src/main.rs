@@ -1,3 +1,68 @@
-//! `tether-load`: a load generator for WebSocket servers.
+//! `tether-load`: a load generator for WebSocket servers you run yourself.
+//!
+//! What it does not do: it targets loopback addresses only (it refuses any
+//! other host), speaks plain `ws://` (no TLS), and measures rather than
+//! judges: it has no pass/fail thresholds.
+//!
+//! ```text
+//!  echo:  N connections × K messages in flight ──► server ──► echo, verified
+//!         → msg/s, MB/s, latency p50/p99/p99.9, CPU of both sides
+//!  idle:  N quiet connections, spread over 127.0.0.x and worker processes
+//!         → handshakes/s, handshake latency, server RSS per connection
+//! ```
 
-fn main() {}
+use std::{process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+mod echo;
+mod idle;
+mod report;
+mod spread;
+mod sys;
+
+/// Load generator for WebSocket servers on loopback addresses.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Closed-loop echo load: throughput, latency and verification.
+    Echo(echo::Args),
+    /// Many idle connections: handshake rate and server memory per connection.
+    Idle(idle::Args),
+    /// One shard of `idle`, run by `idle` itself.
+    #[command(hide = true)]
+    Worker(idle::WorkerArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(error) = sys::raise_fd_limit() {
+        eprintln!("tether-load: warning: cannot raise the open-file limit: {error}");
+    }
+    let result = match cli.command {
+        Command::Echo(args) => echo::run(args),
+        Command::Idle(args) => idle::run(args),
+        Command::Worker(args) => idle::worker(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tether-load: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses a number of seconds such as `5` or `0.25`.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+        .ok_or_else(|| format!("{text:?} is not a number of seconds"))
+}

@@ -1,0 +1,319 @@
+//! Where connections go and where they come from: the loopback target, the
+//! source addresses 127.0.0.1, 127.0.0.2, … that spread connections past
+//! one address's ephemeral ports, and the dialer that opens them with
+//! bounded concurrency and a few retries.
+
+use std::{
+    fmt, io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use tether::{ClientConfig, Error, WebSocket};
+use tokio::{
+    net::{TcpSocket, TcpStream},
+    sync::Semaphore,
+    time::{Instant, sleep, timeout},
+};
+
+/// Connections per source address by default: well under the ~28,000
+/// ephemeral ports (32768–60999) one source address has towards one target.
+pub(crate) const DEFAULT_PER_SOURCE: usize = 10_000;
+
+/// Connections per process by default, leaving room under a 20,000
+/// open-file limit.
+pub(crate) const DEFAULT_PER_PROCESS: usize = 15_000;
+
+/// Connection attempts in flight at once by default, so the server's accept
+/// queue is not overrun: 128 is the backlog tokio's `TcpListener::bind` (and
+/// std's) asks for, and past it the kernel drops SYNs, which cost a 1 s
+/// retransmission each.
+pub(crate) const DEFAULT_CONCURRENCY: usize = 128;
+
+/// Attempts per connection before it counts as failed.
+const ATTEMPTS: u32 = 4;
+
+/// A `ws://` URL on a loopback address: the only kind of target this tool
+/// accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub(crate) addr: SocketAddr,
+    /// The `Host` header: the URL's authority.
+    pub(crate) host: String,
+    /// The request target: path and query.
+    pub(crate) path: String,
+}
+
+impl Target {
+    /// Parses `ws://host[:port][/path]`, where host is a loopback IP literal
+    /// or `localhost`.
+    pub(crate) fn parse(url: &str) -> Result<Self, String> {
+        let rest = match url.split_once("://") {
+            Some(("ws", rest)) => rest,
+            Some(("wss", _)) => {
+                return Err(format!(
+                    "{url}: wss:// is not supported; tether-load speaks plain ws:// to loopback addresses"
+                ));
+            }
+            _ => return Err(format!("{url}: the URL must start with ws://")),
+        };
+        let (authority, path) = match rest.find(['/', '?', '#']) {
+            Some(at) => (&rest[..at], &rest[at..]),
+            None => (rest, ""),
+        };
+        let path = path.split('#').next().unwrap_or_default();
+        let path = match path.strip_prefix('?') {
+            Some(_) => format!("/{path}"),
+            None if path.is_empty() => "/".to_owned(),
+            None => path.to_owned(),
+        };
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("{url}: unclosed IPv6 bracket"))?;
+            let port = after.strip_prefix(':');
+            if port.is_none() && !after.is_empty() {
+                return Err(format!("{url}: junk after the IPv6 address"));
+            }
+            (host, port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            }
+        };
+        let port = match port {
+            Some(port) => port
+                .parse()
+                .map_err(|_| format!("{url}: bad port {port:?}"))?,
+            None => 80,
+        };
+        let ip = if host.eq_ignore_ascii_case("localhost") {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            host.parse::<IpAddr>().map_err(|_| {
+                format!("{url}: the host must be a loopback IP address or localhost, not {host:?}")
+            })?
+        };
+        if !ip.is_loopback() {
+            return Err(format!(
+                "{url}: {ip} is not a loopback address; tether-load only targets loopback addresses"
+            ));
+        }
+        Ok(Self {
+            addr: SocketAddr::new(ip, port),
+            host: authority.to_owned(),
+            path,
+        })
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ws://{}{}", self.host, self.path)
+    }
+}
+
+/// The `index`-th source address for connections to `target`: 127.0.0.1,
+/// 127.0.0.2, … for an IPv4 target; only `::1` exists for IPv6.
+pub(crate) fn source(target: &Target, index: usize) -> Option<IpAddr> {
+    match target.addr {
+        SocketAddr::V4(_) => {
+            let first = u32::from(Ipv4Addr::new(127, 0, 0, 1));
+            let last = u32::from(Ipv4Addr::new(127, 255, 255, 254));
+            let addr = first.checked_add(u32::try_from(index).ok()?)?;
+            (addr <= last).then(|| IpAddr::V4(Ipv4Addr::from(addr)))
+        }
+        SocketAddr::V6(_) => (index == 0).then_some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+    }
+}
+
+/// How many source addresses exist for `target`.
+pub(crate) fn source_count(target: &Target) -> usize {
+    match target.addr {
+        SocketAddr::V4(_) => (1 << 24) - 2,
+        SocketAddr::V6(_) => 1,
+    }
+}
+
+/// Opens connections to one target, `per_source` per source address starting
+/// at source `first_source`, at most `concurrency` attempts at a time.
+#[derive(Debug, Clone)]
+pub(crate) struct Dialer {
+    target: Target,
+    config: ClientConfig,
+    first_source: usize,
+    per_source: usize,
+    attempts: Arc<Semaphore>,
+}
+
+/// A connection that is open, and how long its handshake took.
+pub(crate) struct Dialed {
+    pub(crate) ws: WebSocket<TcpStream>,
+    /// TCP connect plus upgrade, of the attempt that succeeded.
+    pub(crate) latency: Duration,
+}
+
+impl Dialer {
+    pub(crate) fn new(
+        target: Target,
+        config: ClientConfig,
+        first_source: usize,
+        per_source: usize,
+        concurrency: usize,
+    ) -> Self {
+        Self {
+            target,
+            config,
+            first_source,
+            per_source: per_source.max(1),
+            attempts: Arc::new(Semaphore::new(concurrency.max(1))),
+        }
+    }
+
+    /// Checks that `conns` connections have source addresses.
+    pub(crate) fn check_capacity(&self, conns: usize) -> Result<(), String> {
+        let needed = self.first_source + conns.div_ceil(self.per_source);
+        if needed > source_count(&self.target) {
+            return Err(format!(
+                "{conns} connections at {} per source address need {needed} source addresses; {} has {}",
+                self.per_source,
+                self.target.addr.ip(),
+                source_count(&self.target)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Opens connection number `index`, retrying refused, reset and
+    /// timed-out attempts a few times.
+    pub(crate) async fn dial(&self, index: usize) -> Result<Dialed, Error> {
+        let source =
+            source(&self.target, self.first_source + index / self.per_source).ok_or_else(|| {
+                Error::InvalidUrl(format!("no source address left for connection {index}"))
+            })?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = {
+                // Invariant: the semaphore is never closed.
+                let _permit = self
+                    .attempts
+                    .acquire()
+                    .await
+                    .expect("semaphore is never closed");
+                let start = Instant::now();
+                self.attempt(source).await.map(|ws| Dialed {
+                    ws,
+                    latency: start.elapsed(),
+                })
+            };
+            match result {
+                Err(error) if attempt < ATTEMPTS && is_transient(&error) => {
+                    sleep(Duration::from_millis(50 << attempt)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn attempt(&self, source: IpAddr) -> Result<WebSocket<TcpStream>, Error> {
+        let socket = match source {
+            IpAddr::V4(_) => TcpSocket::new_v4()?,
+            IpAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(source, 0))?;
+        let connecting = async {
+            let tcp = socket.connect(self.target.addr).await?;
+            tcp.set_nodelay(true)?;
+            tether::client::handshake(tcp, &self.target.host, &self.target.path, &self.config).await
+        };
+        let (ws, _response) = timeout(self.config.handshake_timeout, connecting)
+            .await
+            .map_err(|_| Error::HandshakeTimeout)??;
+        Ok(ws)
+    }
+}
+
+/// Whether another attempt may succeed: the server was busy, not wrong.
+fn is_transient(error: &Error) -> bool {
+    match error {
+        Error::Io(error) => matches!(
+            error.kind(),
+            io::ErrorKind::ConnectionRefused
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::TimedOut
+                | io::ErrorKind::AddrInUse
+                | io::ErrorKind::AddrNotAvailable
+        ),
+        Error::ClientHandshake(_) | Error::HandshakeTimeout => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_loopback_urls() {
+        let target = Target::parse("ws://127.0.0.1:9001").unwrap();
+        assert_eq!(target.addr, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!(
+            (target.host.as_str(), target.path.as_str()),
+            ("127.0.0.1:9001", "/")
+        );
+        let target = Target::parse("ws://localhost/echo?x=1#frag").unwrap();
+        assert_eq!(target.addr, "127.0.0.1:80".parse().unwrap());
+        assert_eq!(target.path, "/echo?x=1");
+        let target = Target::parse("ws://[::1]:8000?q").unwrap();
+        assert_eq!(target.addr, "[::1]:8000".parse().unwrap());
+        assert_eq!(target.path, "/?q");
+        assert_eq!(
+            Target::parse("ws://127.3.4.5:1/").unwrap().addr.ip(),
+            Ipv4Addr::new(127, 3, 4, 5)
+        );
+    }
+
+    #[test]
+    fn refuses_other_targets() {
+        for url in [
+            "ws://10.0.0.1:80/",
+            "ws://example.com/",
+            "ws://[2001:db8::1]/",
+            "wss://127.0.0.1/",
+            "http://127.0.0.1/",
+            "ws://127.0.0.1:port/",
+        ] {
+            assert!(Target::parse(url).is_err(), "{url}");
+        }
+        assert!(
+            Target::parse("ws://192.168.1.1/")
+                .unwrap_err()
+                .contains("not a loopback address")
+        );
+    }
+
+    #[test]
+    fn spreads_sources() {
+        let v4 = Target::parse("ws://127.0.0.1:1").unwrap();
+        assert_eq!(
+            source(&v4, 0),
+            Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)))
+        );
+        assert_eq!(
+            source(&v4, 300),
+            Some(IpAddr::V4(Ipv4Addr::new(127, 0, 1, 45)))
+        );
+        assert_eq!(source(&v4, source_count(&v4)), None);
+        let v6 = Target::parse("ws://[::1]:1").unwrap();
+        assert_eq!(source(&v6, 1), None);
+        let dialer = Dialer::new(v6, ClientConfig::default(), 0, 10, 1);
+        assert!(dialer.check_capacity(10).is_ok());
+        assert!(dialer.check_capacity(11).is_err());
+    }
+}
