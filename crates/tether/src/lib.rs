@@ -22,11 +22,13 @@
 
 pub mod client;
 mod error;
+mod origin;
 pub mod server;
 mod stream;
 
 pub use client::{ClientConfig, MaybeTls, connect, connect_with};
 pub use error::Error;
+pub use origin::{InvalidOrigin, OriginPattern, OriginPolicy};
 pub use server::{ServerConfig, accept, accept_with};
 pub use stream::{DEFAULT_MAX_BUFFERED, ReadHalf, TrySendError, WebSocket, WriteHalf};
 pub use tether_proto::{

@@ -13,7 +13,7 @@ use tokio::{
     time::{Instant, timeout_at},
 };
 
-use crate::{DEFAULT_MAX_BUFFERED, Error, WebSocket};
+use crate::{DEFAULT_MAX_BUFFERED, Error, OriginPolicy, WebSocket};
 
 /// How the server side of the handshake and the connection behave.
 #[derive(Debug, Clone)]
@@ -30,6 +30,13 @@ pub struct ServerConfig {
     pub subprotocols: Vec<String>,
     /// Outbound queue bound per connection, in bytes.
     pub max_buffered: usize,
+    /// Which browser origins may connect (default: same origin only).
+    pub origin: OriginPolicy,
+    /// Refuse requests without an `Origin` header (default: accept them, as
+    /// non-browser clients send none).
+    pub require_origin: bool,
+    /// Whether connections arrive over TLS, so same-origin expects `https`.
+    pub secure: bool,
 }
 
 impl ServerConfig {
@@ -54,6 +61,29 @@ impl ServerConfig {
         self
     }
 
+    /// Sets [`ServerConfig::origin`].
+    pub fn origin(mut self, policy: OriginPolicy) -> Self {
+        self.origin = policy;
+        self
+    }
+
+    /// Sets [`ServerConfig::require_origin`].
+    pub fn require_origin(mut self, required: bool) -> Self {
+        self.require_origin = required;
+        self
+    }
+
+    /// Sets [`ServerConfig::secure`].
+    pub fn secure(mut self, secure: bool) -> Self {
+        self.secure = secure;
+        self
+    }
+
+    /// Runs the checks every upgrade passes before application code sees it.
+    fn admit(&self, request: &Request) -> Result<(), HandshakeError> {
+        self.origin.check(request, self.secure, self.require_origin)
+    }
+
     /// Sets [`ServerConfig::max_buffered`].
     pub fn max_buffered(mut self, bytes: usize) -> Self {
         self.max_buffered = bytes;
@@ -69,6 +99,9 @@ impl Default for ServerConfig {
             head_limits: HeadLimits::default(),
             subprotocols: Vec::new(),
             max_buffered: DEFAULT_MAX_BUFFERED,
+            origin: OriginPolicy::default(),
+            require_origin: false,
+            secure: false,
         }
     }
 }
@@ -83,8 +116,9 @@ where
     accept_with(io, config, |_| Ok(())).await
 }
 
-/// Like [`accept`], but `check` sees the request before the 101 and may
-/// refuse it with an HTTP error (an Origin policy, authentication).
+/// Like [`accept`], but `check` sees the request before the 101, after the
+/// Origin policy passed, and may refuse it with an HTTP error (for example
+/// after authenticating a cookie or token).
 pub async fn accept_with<S, F>(
     mut io: S,
     config: &ServerConfig,
@@ -102,7 +136,7 @@ where
             Ok(Err(error)) => return Err(error),
             Ok(Ok(parsed)) => parsed,
         };
-    if let Err(refusal) = check(&request) {
+    if let Err(refusal) = config.admit(&request).and_then(|()| check(&request)) {
         return Err(refuse(io, deadline, refusal).await);
     }
     let subprotocol = request.negotiate_subprotocol(&config.subprotocols);

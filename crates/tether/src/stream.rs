@@ -86,7 +86,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 pending_error: None,
                 closed_by: None,
                 eof: false,
-                linger_until: None,
+                finish_by: None,
                 done: false,
             },
         }
@@ -214,8 +214,10 @@ struct Pump {
     pending_error: Option<Error>,
     closed_by: Option<Initiator>,
     eof: bool,
-    /// A client waits this long for the server to close TCP first (§7.1.1).
-    linger_until: Option<Instant>,
+    /// Once closed, everything left (the last flush, a client's wait for the
+    /// server to close TCP first (§7.1.1), the shutdown) ends by this time,
+    /// set from the close timeout.
+    finish_by: Option<Instant>,
     done: bool,
 }
 
@@ -294,17 +296,23 @@ impl Pump {
     }
 
     /// After the close handshake: flush the last frames, let a client wait for
-    /// the server's FIN, then shut the transport down.
+    /// the server's FIN, then shut the transport down, all within the close
+    /// timeout: a peer that stopped reading must not keep the connection (and
+    /// its queue) alive with a write that never finishes.
     fn poll_finish(&mut self, io: &mut dyn Transport, cx: &mut Context<'_>) -> Poll<()> {
-        if ready!(self.poll_write_out(io, cx)).is_ok()
-            && self.conn.role() == Role::Client
-            && !self.eof
-        {
-            let linger = *self
-                .linger_until
-                .get_or_insert_with(|| Instant::now() + self.conn.config().close_timeout);
+        let deadline = *self
+            .finish_by
+            .get_or_insert_with(|| Instant::now() + self.conn.config().close_timeout);
+        let flushed = match self.poll_write_out(io, cx) {
+            Poll::Ready(result) => result.is_ok(),
+            Poll::Pending => {
+                ready!(self.poll_expired(cx, deadline));
+                false
+            }
+        };
+        if flushed && self.conn.role() == Role::Client {
             while !self.eof {
-                if self.poll_deadline(cx, linger).is_ready() {
+                if self.poll_expired(cx, deadline).is_ready() {
                     break;
                 }
                 match ready!(self.poll_fill(io, cx)) {
@@ -313,10 +321,15 @@ impl Pump {
                 }
             }
         }
-        let _ = ready!(Pin::new(&mut *io).poll_shutdown(cx));
+        if Pin::new(&mut *io).poll_shutdown(cx).is_pending() {
+            ready!(self.poll_expired(cx, deadline));
+        }
         self.done = true;
         self.timer = None;
         self.read_buf = BytesMut::new();
+        // Bytes the peer never took, if the deadline cut the flush short.
+        self.writing = VecDeque::new();
+        self.writing_len = 0;
         Poll::Ready(())
     }
 
@@ -418,6 +431,21 @@ impl Pump {
             sleep.as_mut().reset(deadline);
         }
         sleep.as_mut().poll(cx)
+    }
+
+    /// Like [`poll_deadline`](Self::poll_deadline), but ready only at
+    /// `deadline` itself, not at an earlier deadline the timer still holds.
+    fn poll_expired(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+        loop {
+            ready!(self.poll_deadline(cx, deadline));
+            if self
+                .timer
+                .as_ref()
+                .is_some_and(|sleep| sleep.deadline() >= deadline)
+            {
+                return Poll::Ready(());
+            }
+        }
     }
 
     fn poll_ready(

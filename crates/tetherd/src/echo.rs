@@ -2,8 +2,10 @@
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
-use tether::{Error, Initiator, Keepalive, Limits, Message, ServerConfig, TrySendError};
-use tokio::net::{TcpListener, TcpStream};
+use tether::{
+    Error, Initiator, Keepalive, Limits, Message, OriginPolicy, ServerConfig, TrySendError,
+};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tracing::{info, warn};
 
 /// Options of `tetherd echo`.
@@ -30,10 +32,18 @@ pub(crate) struct Args {
     /// Seconds of silence before a keepalive ping; 0 turns keepalive off.
     #[arg(long, default_value_t = 30)]
     ping_interval: u64,
+    /// A browser origin allowed to connect (repeatable): `https://app.example`,
+    /// `https://*.example.com`, `null`, or `*` for any. Without it, only
+    /// same-origin pages may connect.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origins: Vec<String>,
+    /// Refuse clients that send no `Origin` header.
+    #[arg(long)]
+    require_origin: bool,
 }
 
 impl Args {
-    fn server_config(&self) -> ServerConfig {
+    fn server_config(&self) -> io::Result<ServerConfig> {
         let limits = Limits::default()
             .max_frame_size(self.max_frame_size)
             .max_message_size(self.max_message_size)
@@ -45,11 +55,19 @@ impl Args {
                 timeout: Duration::from_secs(secs),
             },
         };
+        let origin = OriginPolicy::from_list(&self.allow_origins).map_err(|error| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("--allow-origin: {error}"),
+            )
+        })?;
         let defaults = ServerConfig::default();
         let connection = defaults.connection.limits(limits).keepalive(keepalive);
-        defaults
+        Ok(defaults
             .connection(connection)
             .handshake_timeout(Duration::from_secs(self.handshake_timeout))
+            .origin(origin)
+            .require_origin(self.require_origin))
     }
 }
 
@@ -63,8 +81,15 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
 }
 
 async fn serve(args: Args) -> io::Result<()> {
-    let listener = TcpListener::bind(args.listen).await?;
-    let config = Arc::new(args.server_config());
+    let config = Arc::new(args.server_config()?);
+    let listener = listen(args.listen)?;
+    match &config.origin {
+        OriginPolicy::Any => {
+            warn!("--allow-origin '*': any web page may connect with its visitors' cookies")
+        }
+        OriginPolicy::SameOrigin => info!("origin policy: same origin only"),
+        policy => info!(?policy, "origin policy: allow-list"),
+    }
     info!(listen = %listener.local_addr()?, "tetherd echo listening");
     loop {
         match listener.accept().await {
@@ -81,9 +106,24 @@ async fn serve(args: Args) -> io::Result<()> {
     }
 }
 
+/// A listener with a backlog deep enough for bursts of new connections (the
+/// default 128 drops SYNs when thousands of clients connect at once).
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
 async fn connection(stream: TcpStream, peer: SocketAddr, config: Arc<ServerConfig>) {
     let _ = stream.set_nodelay(true);
-    let (mut ws, request) = match tether::accept(stream, &config).await {
+    // Boxed so the handshake's state is freed once it is done, instead of
+    // staying inside every connection's task for its whole life.
+    let (mut ws, request) = match Box::pin(tether::accept(stream, &config)).await {
         Ok(accepted) => accepted,
         Err(Error::Handshake(refusal)) => {
             info!(%peer, status = refusal.http_status(), reason = %refusal, "handshake refused");
