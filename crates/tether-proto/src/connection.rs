@@ -34,6 +34,12 @@ pub struct Config {
     pub close_timeout: Duration,
     /// Pings sent when the peer is silent, to detect dead peers.
     pub keepalive: Keepalive,
+    /// Close with 1001 after this long without receiving anything (pings
+    /// and pongs count). Default 10 minutes; `None` turns it off.
+    pub idle_timeout: Option<Duration>,
+    /// Most data messages per second the peer may send; beyond it the
+    /// connection is closed with 1008. Default: unlimited.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Config {
@@ -46,6 +52,18 @@ impl Config {
     /// Sets [`Config::close_timeout`].
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::idle_timeout`].
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::rate_limit`].
+    pub fn rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.rate_limit = limit;
         self
     }
 
@@ -62,6 +80,8 @@ impl Default for Config {
             limits: Limits::default(),
             close_timeout: Duration::from_secs(5),
             keepalive: Keepalive::default(),
+            idle_timeout: Some(Duration::from_secs(600)),
+            rate_limit: None,
         }
     }
 }
@@ -91,6 +111,23 @@ impl Default for Keepalive {
             timeout: Duration::from_secs(30),
         }
     }
+}
+
+/// A token bucket on received data messages: `burst` messages at once, then
+/// `per_second` on average.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained messages per second.
+    pub per_second: u32,
+    /// Messages that may arrive at once after a quiet period.
+    pub burst: u32,
+}
+
+/// The state of a [`RateLimit`].
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    refilled_at: Instant,
 }
 
 /// What happened on the connection, in order.
@@ -171,6 +208,7 @@ pub struct Connection {
     last_received: Instant,
     ping_sent: Option<Instant>,
     close_deadline: Option<Instant>,
+    bucket: Option<Bucket>,
 }
 
 impl Connection {
@@ -190,6 +228,10 @@ impl Connection {
             last_received: now,
             ping_sent: None,
             close_deadline: None,
+            bucket: config.rate_limit.map(|limit| Bucket {
+                tokens: f64::from(limit.burst),
+                refilled_at: now,
+            }),
         }
     }
 
@@ -235,7 +277,8 @@ impl Connection {
             if let Some(key) = header.mask {
                 apply_mask(&mut payload, key, 0);
             }
-            self.on_frame(header, payload).map_err(|e| self.fail(e))?;
+            self.on_frame(now, header, payload)
+                .map_err(|e| self.fail(e))?;
         }
         // Nothing is read after the close handshake (§5.5.1).
         buf.clear();
@@ -288,12 +331,16 @@ impl Connection {
                 if let Some(pong) = self.pending_pong.take() {
                     self.queue_frame(OpCode::Pong, pong);
                 }
-                self.queue_frame(OpCode::Close, payload);
-                self.state = State::Closing;
-                self.close_deadline = Some(now + self.config.close_timeout);
+                self.start_close(now, payload);
             }
         }
         Ok(())
+    }
+
+    fn start_close(&mut self, now: Instant, payload: Bytes) {
+        self.queue_frame(OpCode::Close, payload);
+        self.state = State::Closing;
+        self.close_deadline = Some(now + self.config.close_timeout);
     }
 
     /// The next chunk of bytes to write, oldest first. Small frames queued
@@ -331,12 +378,19 @@ impl Connection {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Open => {
+                let idle = self
+                    .config
+                    .idle_timeout
+                    .map(|idle| self.last_received + idle);
                 let keepalive = self.config.keepalive;
-                let interval = keepalive.interval?;
-                Some(match self.ping_sent {
+                let keepalive = keepalive.interval.map(|interval| match self.ping_sent {
                     Some(sent) => sent + keepalive.timeout,
                     None => self.last_received + interval,
-                })
+                });
+                match (idle, keepalive) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
             }
             State::Closing => self.close_deadline,
             State::Closed => None,
@@ -348,6 +402,18 @@ impl Connection {
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.state {
             State::Open => {
+                if self
+                    .config
+                    .idle_timeout
+                    .is_some_and(|idle| now >= self.last_received + idle)
+                {
+                    let frame = CloseFrame {
+                        code: CloseCode::GOING_AWAY,
+                        reason: "idle timeout".to_owned(),
+                    };
+                    self.start_close(now, frame.encode());
+                    return;
+                }
                 let keepalive = self.config.keepalive;
                 let Some(interval) = keepalive.interval else {
                     return;
@@ -428,15 +494,22 @@ impl Connection {
     }
 
     /// Handles one frame that passed `check_header`, payload unmasked.
-    fn on_frame(&mut self, header: FrameHeader, payload: BytesMut) -> Result<(), ProtocolError> {
+    fn on_frame(
+        &mut self,
+        now: Instant,
+        header: FrameHeader,
+        payload: BytesMut,
+    ) -> Result<(), ProtocolError> {
         let invalid_utf8 = |_| ProtocolError::InvalidUtf8;
         match header.opcode {
             OpCode::Text if header.fin => {
                 utf8::validate(&payload).map_err(invalid_utf8)?;
+                self.take_token(now)?;
                 let text = Utf8Bytes::from_validated(payload.freeze());
                 self.events.push_back(Event::Message(Message::Text(text)));
             }
             OpCode::Binary if header.fin => {
+                self.take_token(now)?;
                 let data = payload.freeze();
                 self.events.push_back(Event::Message(Message::Binary(data)));
             }
@@ -464,6 +537,7 @@ impl Connection {
                 partial.fragments += 1;
                 if header.fin {
                     if let Some(partial) = self.message.take() {
+                        self.take_token(now)?;
                         self.finish_message(*partial)?;
                     }
                 }
@@ -484,6 +558,27 @@ impl Connection {
             }
             OpCode::Pong => self.events.push_back(Event::Pong(payload.freeze())),
         }
+        Ok(())
+    }
+
+    /// Charges one message to the rate limit, if there is one.
+    fn take_token(&mut self, now: Instant) -> Result<(), ProtocolError> {
+        let (Some(bucket), Some(limit)) = (self.bucket.as_mut(), self.config.rate_limit) else {
+            return Ok(());
+        };
+        let elapsed = now
+            .saturating_duration_since(bucket.refilled_at)
+            .as_secs_f64();
+        bucket.tokens =
+            (bucket.tokens + elapsed * f64::from(limit.per_second)).min(f64::from(limit.burst));
+        bucket.refilled_at = now;
+        if bucket.tokens < 1.0 {
+            return Err(ProtocolError::RateLimited {
+                per_second: limit.per_second,
+                burst: limit.burst,
+            });
+        }
+        bucket.tokens -= 1.0;
         Ok(())
     }
 

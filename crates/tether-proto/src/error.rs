@@ -49,6 +49,13 @@ pub enum ProtocolError {
         /// Configured maximum.
         max: usize,
     },
+    /// Policy: the peer sent data messages faster than `Config::rate_limit`.
+    RateLimited {
+        /// Sustained messages per second allowed.
+        per_second: u32,
+        /// Burst allowed.
+        burst: u32,
+    },
     /// Limit: a message arrived in more than `Limits::max_fragments` frames.
     TooManyFragments {
         /// Configured maximum.
@@ -57,11 +64,12 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
-    /// The close code to send (§7.4.1): 1007 for bad UTF-8, 1009 for limits,
-    /// 1002 for everything else.
+    /// The close code to send (§7.4.1): 1007 for bad UTF-8, 1009 for size
+    /// limits, 1008 for the rate limit, 1002 for everything else.
     pub fn close_code(&self) -> CloseCode {
         match self {
             Self::InvalidUtf8 | Self::InvalidCloseReason => CloseCode::INVALID_PAYLOAD,
+            Self::RateLimited { .. } => CloseCode::POLICY_VIOLATION,
             Self::FrameTooBig { .. }
             | Self::MessageTooBig { .. }
             | Self::TooManyFragments { .. } => CloseCode::MESSAGE_TOO_BIG,
@@ -107,6 +115,12 @@ impl fmt::Display for ProtocolError {
             }
             Self::MessageTooBig { len, max } => {
                 write!(f, "message of {len} bytes exceeds the limit of {max}")
+            }
+            Self::RateLimited { per_second, burst } => {
+                write!(
+                    f,
+                    "more than {per_second} messages per second (burst {burst})"
+                )
             }
             Self::TooManyFragments { max } => write!(f, "message has more than {max} fragments"),
         }

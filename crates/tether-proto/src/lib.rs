@@ -29,7 +29,7 @@ mod role;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
-pub use connection::{Config, Connection, Event, Initiator, Keepalive, State};
+pub use connection::{Config, Connection, Event, Initiator, Keepalive, RateLimit, State};
 pub use error::{ProtocolError, UsageError};
 pub use limits::Limits;
 pub use message::{Message, Utf8Bytes};

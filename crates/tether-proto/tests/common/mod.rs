@@ -35,7 +35,9 @@ pub(crate) fn start() -> Instant {
 
 /// A config without keepalive, so tests that are not about it see no pings.
 pub(crate) fn quiet() -> Config {
-    Config::default().keepalive(Keepalive::OFF)
+    Config::default()
+        .keepalive(Keepalive::OFF)
+        .idle_timeout(None)
 }
 
 /// The header of a frame: FIN, RSV bits (RSV1 = 0b100), opcode, optional
