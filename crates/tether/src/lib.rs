@@ -22,16 +22,18 @@
 
 pub mod client;
 mod error;
+mod limiter;
 mod origin;
 pub mod server;
 mod stream;
 
 pub use client::{ClientConfig, MaybeTls, connect, connect_with};
 pub use error::Error;
+pub use limiter::{ConnectionLimiter, ConnectionPermit};
 pub use origin::{InvalidOrigin, OriginPattern, OriginPolicy};
-pub use server::{ServerConfig, accept, accept_with};
+pub use server::{ServerConfig, accept, accept_with, reject};
 pub use stream::{DEFAULT_MAX_BUFFERED, ReadHalf, TrySendError, WebSocket, WriteHalf};
 pub use tether_proto::{
-    CloseCode, CloseFrame, Config, Initiator, Keepalive, Limits, Message, ProtocolError, Role,
-    Utf8Bytes, handshake,
+    CloseCode, CloseFrame, Config, Initiator, Keepalive, Limits, Message, ProtocolError, RateLimit,
+    Role, Utf8Bytes, handshake,
 };

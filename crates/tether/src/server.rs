@@ -113,20 +113,24 @@ pub async fn accept<S>(io: S, config: &ServerConfig) -> Result<(WebSocket<S>, Re
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    accept_with(io, config, |_| Ok(())).await
+    let (ws, request, ()) = accept_with(io, config, async |_: &Request| Ok(())).await?;
+    Ok((ws, request))
 }
 
-/// Like [`accept`], but `check` sees the request before the 101, after the
-/// Origin policy passed, and may refuse it with an HTTP error (for example
-/// after authenticating a cookie or token).
-pub async fn accept_with<S, F>(
+/// Like [`accept`], with an application hook: `authorize` sees the request
+/// (path, query, headers, cookies) after the Origin policy passed and before
+/// the 101, and either refuses it with an HTTP error (for example
+/// `HandshakeError::Refused { status: 401, .. }`) or accepts it with
+/// per-connection data `T` (a user id, a session) returned next to the
+/// socket. The hook runs within the handshake deadline.
+pub async fn accept_with<S, F, T>(
     mut io: S,
     config: &ServerConfig,
-    check: F,
-) -> Result<(WebSocket<S>, Request), Error>
+    authorize: F,
+) -> Result<(WebSocket<S>, Request, T), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
-    F: FnOnce(&Request) -> Result<(), HandshakeError>,
+    F: AsyncFnOnce(&Request) -> Result<T, HandshakeError>,
 {
     let deadline = Instant::now() + config.handshake_timeout;
     let (request, leftover) =
@@ -136,9 +140,14 @@ where
             Ok(Err(error)) => return Err(error),
             Ok(Ok(parsed)) => parsed,
         };
-    if let Err(refusal) = config.admit(&request).and_then(|()| check(&request)) {
+    if let Err(refusal) = config.admit(&request) {
         return Err(refuse(io, deadline, refusal).await);
     }
+    let data = match timeout_at(deadline, authorize(&request)).await {
+        Err(_) => return Err(Error::HandshakeTimeout),
+        Ok(Err(refusal)) => return Err(refuse(io, deadline, refusal).await),
+        Ok(Ok(data)) => data,
+    };
     let subprotocol = request.negotiate_subprotocol(&config.subprotocols);
     let response = request.accept_response(subprotocol, &[], &[]);
     match timeout_at(deadline, io.write_all(&response)).await {
@@ -147,7 +156,20 @@ where
     }
     let mut ws = WebSocket::from_raw(io, Role::Server, config.connection, leftover);
     ws.set_max_buffered(config.max_buffered);
-    Ok((ws, request))
+    Ok((ws, request, data))
+}
+
+/// Turns a connection away before its handshake, for example when a
+/// connection limit is reached: the request head is read (within
+/// `linger`) so the refusal arrives as an HTTP response rather than a reset,
+/// then `refusal` is answered and the connection closed.
+pub async fn reject<S>(mut io: S, refusal: HandshakeError, linger: Duration) -> Error
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let deadline = Instant::now() + linger;
+    let _ = timeout_at(deadline, read_request(&mut io, &HeadLimits::default())).await;
+    refuse(io, deadline, refusal).await
 }
 
 /// Reads until the request head is complete; returns it with the bytes that

@@ -3,9 +3,13 @@
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use tether::{
-    Error, Initiator, Keepalive, Limits, Message, OriginPolicy, ServerConfig, TrySendError,
+    ConnectionLimiter, ConnectionPermit, Error, Initiator, Keepalive, Limits, Message,
+    OriginPolicy, RateLimit, ServerConfig, TrySendError,
 };
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::{
+    net::{TcpListener, TcpSocket, TcpStream},
+    sync::Semaphore,
+};
 use tracing::{info, warn};
 
 /// Options of `tetherd echo`.
@@ -40,6 +44,25 @@ pub(crate) struct Args {
     /// Refuse clients that send no `Origin` header.
     #[arg(long)]
     require_origin: bool,
+    /// Most connections open at once; more are refused with 503.
+    #[arg(long, default_value_t = 100_000)]
+    max_connections: usize,
+    /// Most connections open at once from one client address; more are
+    /// refused with 503.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections_per_ip: usize,
+    /// Sustained messages per second one connection may send; beyond it the
+    /// connection is closed with 1008. 0 turns the limit off. The default
+    /// leaves room for load tests of this echo endpoint.
+    #[arg(long, default_value_t = 100_000)]
+    max_messages_per_second: u32,
+    /// Messages one connection may send at once after a quiet period.
+    #[arg(long, default_value_t = 200_000)]
+    message_burst: u32,
+    /// Seconds without any traffic (pings and pongs count) before a
+    /// connection is closed with 1001; 0 turns it off.
+    #[arg(long, default_value_t = 600)]
+    idle_timeout: u64,
 }
 
 impl Args {
@@ -61,8 +84,18 @@ impl Args {
                 format!("--allow-origin: {error}"),
             )
         })?;
+        let rate_limit = (self.max_messages_per_second > 0).then_some(RateLimit {
+            per_second: self.max_messages_per_second,
+            burst: self.message_burst.max(1),
+        });
+        let idle_timeout = (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout));
         let defaults = ServerConfig::default();
-        let connection = defaults.connection.limits(limits).keepalive(keepalive);
+        let connection = defaults
+            .connection
+            .limits(limits)
+            .keepalive(keepalive)
+            .rate_limit(rate_limit)
+            .idle_timeout(idle_timeout);
         Ok(defaults
             .connection(connection)
             .handshake_timeout(Duration::from_secs(self.handshake_timeout))
@@ -91,11 +124,26 @@ async fn serve(args: Args) -> io::Result<()> {
         policy => info!(?policy, "origin policy: allow-list"),
     }
     info!(listen = %listener.local_addr()?, "tetherd echo listening");
+    let limiter = ConnectionLimiter::new(args.max_connections, args.max_connections_per_ip);
+    // Refusals linger briefly to answer with a 503; cap how many at once so
+    // a flood beyond the limits cannot grow without bound.
+    let refusals = Arc::new(Semaphore::new(256));
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => {
-                tokio::spawn(connection(stream, peer, config.clone()));
-            }
+            Ok((stream, peer)) => match limiter.try_acquire(peer.ip()) {
+                Ok(permit) => {
+                    tokio::spawn(connection(stream, peer, config.clone(), permit));
+                }
+                Err(refusal) => {
+                    info!(%peer, status = refusal.http_status(), reason = %refusal, "connection refused");
+                    if let Ok(slot) = refusals.clone().try_acquire_owned() {
+                        tokio::spawn(async move {
+                            tether::reject(stream, refusal, Duration::from_secs(1)).await;
+                            drop(slot);
+                        });
+                    }
+                }
+            },
             Err(error) => {
                 // Out of file descriptors or a transient network error: back
                 // off instead of spinning, keep serving existing connections.
@@ -119,7 +167,12 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(4096)
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, config: Arc<ServerConfig>) {
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: Arc<ServerConfig>,
+    _permit: ConnectionPermit,
+) {
     let _ = stream.set_nodelay(true);
     // Boxed so the handshake's state is freed once it is done, instead of
     // staying inside every connection's task for its whole life.
