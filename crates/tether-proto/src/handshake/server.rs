@@ -283,6 +283,17 @@ impl Request {
         values(&self.headers, name).next()
     }
 
+    /// The value of cookie `name` from the `Cookie` header(s) (RFC 6265
+    /// §5.4: `name=value` pairs separated by `; `), if present and UTF-8.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        values(&self.headers, "cookie")
+            .filter_map(|line| std::str::from_utf8(line).ok())
+            .flat_map(|line| line.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.trim_matches('"'))
+    }
+
     /// Every header line as `(name as sent, value)`, in order.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
