@@ -1,16 +1,21 @@
 //! `tetherd echo`: every text and binary message goes back unchanged.
 
-use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{io, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use tether::{
     ConnectionLimiter, ConnectionPermit, Error, Initiator, Keepalive, Limits, Message,
-    OriginPolicy, RateLimit, ServerConfig, TrySendError,
+    OriginPolicy, RateLimit, ServerConfig, TrySendError, WebSocket, handshake::server::Request,
 };
 use tokio::{
+    io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpSocket, TcpStream},
     sync::Semaphore,
+    time::{Instant, timeout_at},
 };
+use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
+
+use crate::tls;
 
 /// Options of `tetherd echo`.
 #[derive(Debug, clap::Args)]
@@ -63,6 +68,13 @@ pub(crate) struct Args {
     /// connection is closed with 1001; 0 turns it off.
     #[arg(long, default_value_t = 600)]
     idle_timeout: u64,
+    /// Serve `wss://` with this PEM certificate chain (with --tls-key);
+    /// SIGHUP re-reads both files.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 impl Args {
@@ -114,7 +126,11 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
 }
 
 async fn serve(args: Args) -> io::Result<()> {
-    let config = Arc::new(args.server_config()?);
+    let tls = match (args.tls_cert.clone(), args.tls_key.clone()) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let config = Arc::new(args.server_config()?.secure(tls.is_some()));
     let listener = listen(args.listen)?;
     match &config.origin {
         OriginPolicy::Any => {
@@ -123,22 +139,44 @@ async fn serve(args: Args) -> io::Result<()> {
         OriginPolicy::SameOrigin => info!("origin policy: same origin only"),
         policy => info!(?policy, "origin policy: allow-list"),
     }
-    info!(listen = %listener.local_addr()?, "tetherd echo listening");
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    info!(listen = %listener.local_addr()?, scheme = %scheme, "tetherd echo listening");
     let limiter = ConnectionLimiter::new(args.max_connections, args.max_connections_per_ip);
     // Refusals linger briefly to answer with a 503; cap how many at once so
     // a flood beyond the limits cannot grow without bound.
     let refusals = Arc::new(Semaphore::new(256));
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => match limiter.try_acquire(peer.ip()) {
-                Ok(permit) => {
+            Ok((stream, peer)) => match (limiter.try_acquire(peer.ip()), &tls) {
+                (Ok(permit), None) => {
                     tokio::spawn(connection(stream, peer, config.clone(), permit));
                 }
-                Err(refusal) => {
+                (Ok(permit), Some(tls)) => {
+                    let (tls, config) = (tls.clone(), config.clone());
+                    tokio::spawn(tls_connection(stream, peer, tls, config, permit));
+                }
+                (Err(refusal), tls) => {
                     info!(%peer, status = refusal.http_status(), reason = %refusal, "connection refused");
                     if let Ok(slot) = refusals.clone().try_acquire_owned() {
+                        let tls = tls.clone();
                         tokio::spawn(async move {
-                            tether::reject(stream, refusal, Duration::from_secs(1)).await;
+                            let linger = Duration::from_secs(1);
+                            match tls {
+                                None => {
+                                    tether::reject(stream, refusal, linger).await;
+                                }
+                                Some(tls) => {
+                                    // The TLS handshake shares the linger.
+                                    let deadline = Instant::now() + linger;
+                                    if let Ok(Ok(stream)) =
+                                        timeout_at(deadline, tls.accept(stream)).await
+                                    {
+                                        let left =
+                                            deadline.saturating_duration_since(Instant::now());
+                                        tether::reject(stream, refusal, left).await;
+                                    }
+                                }
+                            }
                             drop(slot);
                         });
                     }
@@ -176,7 +214,44 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     // Boxed so the handshake's state is freed once it is done, instead of
     // staying inside every connection's task for its whole life.
-    let (mut ws, request) = match Box::pin(tether::accept(stream, &config)).await {
+    let accepted = Box::pin(tether::accept(stream, &config)).await;
+    echo(accepted, peer).await;
+}
+
+/// Like [`connection`], after a TLS handshake; the TLS handshake and the
+/// upgrade share one `--handshake-timeout`.
+async fn tls_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: TlsAcceptor,
+    config: Arc<ServerConfig>,
+    _permit: ConnectionPermit,
+) {
+    let _ = stream.set_nodelay(true);
+    let deadline = Instant::now() + config.handshake_timeout;
+    let handshakes = async {
+        let stream = match tls.accept(stream).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                info!(%peer, %error, "TLS handshake failed");
+                return None;
+            }
+        };
+        Some(tether::accept(stream, &config).await)
+    };
+    match Box::pin(timeout_at(deadline, handshakes)).await {
+        Ok(Some(accepted)) => echo(accepted, peer).await,
+        Ok(None) => {}
+        Err(_) => info!(%peer, error = %Error::HandshakeTimeout, "handshake failed"),
+    }
+}
+
+/// Echoes on an accepted connection until it closes, then logs how it ended.
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
+    accepted: Result<(WebSocket<S>, Request), Error>,
+    peer: SocketAddr,
+) {
+    let (mut ws, request) = match accepted {
         Ok(accepted) => accepted,
         Err(Error::Handshake(refusal)) => {
             info!(%peer, status = refusal.http_status(), reason = %refusal, "handshake refused");

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod echo;
 mod logging;
+mod tls;
 
 /// Every connection is a file descriptor: lift the soft limit to the hard
 /// one, so a default soft limit of 1,024 does not cap the server.

@@ -36,6 +36,11 @@ impl Tetherd {
         Self { child, addr, log }
     }
 
+    /// The process id, to send it signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `ws://ADDR/`
     pub fn url(&self) -> String {
         format!("ws://{}/", self.addr)
