@@ -1,6 +1,15 @@
 //! `tetherd echo`: every text and binary message goes back unchanged.
 
-use std::{io, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    io,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use tether::{
     ConnectionLimiter, ConnectionPermit, Error, Initiator, Keepalive, Limits, Message,
@@ -156,7 +165,9 @@ async fn serve(args: Args) -> io::Result<()> {
                     tokio::spawn(tls_connection(stream, peer, tls, config, permit));
                 }
                 (Err(refusal), tls) => {
-                    info!(%peer, status = refusal.http_status(), reason = %refusal, "connection refused");
+                    let status = refusal.http_status();
+                    let refused_total = count_refusal(status);
+                    info!(%peer, status, reason = %refusal, refused_total, "connection refused");
                     if let Ok(slot) = refusals.clone().try_acquire_owned() {
                         let tls = tls.clone();
                         tokio::spawn(async move {
@@ -246,6 +257,24 @@ async fn tls_connection(
     }
 }
 
+/// Refused handshakes since start, by HTTP status (400, 403, 405, 426, 431,
+/// 503, other), for the logs now and the gateway's metrics later.
+static REFUSALS: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
+
+/// Counts a refusal; returns how many with this status so far.
+fn count_refusal(status: u16) -> u64 {
+    let slot = match status {
+        400 => 0,
+        403 => 1,
+        405 => 2,
+        426 => 3,
+        431 => 4,
+        503 => 5,
+        _ => 6,
+    };
+    REFUSALS[slot].fetch_add(1, Ordering::Relaxed) + 1
+}
+
 /// Echoes on an accepted connection until it closes, then logs how it ended.
 async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
     accepted: Result<(WebSocket<S>, Request), Error>,
@@ -254,7 +283,9 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
     let (mut ws, request) = match accepted {
         Ok(accepted) => accepted,
         Err(Error::Handshake(refusal)) => {
-            info!(%peer, status = refusal.http_status(), reason = %refusal, "handshake refused");
+            let status = refusal.http_status();
+            let refused_total = count_refusal(status);
+            info!(%peer, status, reason = %refusal, refused_total, "handshake refused");
             return;
         }
         Err(error) => {
