@@ -88,6 +88,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 eof: false,
                 finish_by: None,
                 done: false,
+                write_failed: false,
             },
         }
     }
@@ -118,7 +119,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// Starts the close handshake with `code` and `reason`, and flushes the
-    /// close frame. Keep receiving to see the peer's reply.
+    /// close frame. Keep receiving to see the peer's reply. Like
+    /// [`send`](Self::send) it waits while the outbound queue is full; to
+    /// give up on a peer that stopped reading, drop the connection instead.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
         let frame = CloseFrame {
             code,
@@ -219,6 +222,8 @@ struct Pump {
     /// set from the close timeout.
     finish_by: Option<Instant>,
     done: bool,
+    /// A write failed; nothing more is written.
+    write_failed: bool,
 }
 
 impl Pump {
@@ -259,9 +264,9 @@ impl Pump {
             if self.conn.state() == State::Closed {
                 return self.poll_finish(io, cx).map(|()| None);
             }
-            if let Poll::Ready(Err(error)) = self.poll_write_out(io, cx) {
-                return Poll::Ready(Some(Err(self.fail_io(error))));
-            }
+            // Write errors are not reported here: the peer's close frame or
+            // reset may still be waiting on the read side, and it says more.
+            let _ = self.poll_write_out(io, cx);
             if self.poll_timer(cx).is_ready() {
                 self.conn.handle_timeout(Instant::now().into_std());
                 continue;
@@ -368,7 +373,28 @@ impl Pump {
         io: &mut dyn Transport,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
+        let result = ready!(self.poll_write_queue(io, cx));
+        if result.is_err() {
+            // The write side is gone: drop what was queued rather than retry
+            // it on every poll; the read side may still hold the peer's
+            // close frame and is read to the end.
+            self.write_failed = true;
+            self.writing.clear();
+            self.writing_len = 0;
+        }
+        Poll::Ready(result)
+    }
+
+    fn poll_write_queue(
+        &mut self,
+        io: &mut dyn Transport,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
         loop {
+            if self.write_failed {
+                while self.conn.poll_transmit().is_some() {}
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
             while let Some(chunk) = self.conn.poll_transmit() {
                 self.writing_len += chunk.len();
                 self.writing.push_back(chunk);

@@ -19,7 +19,7 @@ use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpSocket, TcpStream},
     sync::Semaphore,
-    time::{Instant, timeout_at},
+    time::{Instant, timeout, timeout_at},
 };
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
@@ -226,7 +226,19 @@ async fn connection(
     // Boxed so the handshake's state is freed once it is done, instead of
     // staying inside every connection's task for its whole life.
     let accepted = Box::pin(tether::accept(stream, &config)).await;
-    echo(accepted, peer).await;
+    echo(accepted, peer, send_timeout(&config)).await;
+}
+
+/// How long an echo may wait for room in the outbound queue. A client that
+/// keeps sending but stops reading is as dead as one that stops answering
+/// pings, so it gets the keepalive timeout (30 s when keepalive is off).
+fn send_timeout(config: &ServerConfig) -> Duration {
+    let keepalive = config.connection.keepalive;
+    if keepalive.interval.is_some() && !keepalive.timeout.is_zero() {
+        keepalive.timeout
+    } else {
+        Duration::from_secs(30)
+    }
 }
 
 /// Like [`connection`], after a TLS handshake; the TLS handshake and the
@@ -251,7 +263,7 @@ async fn tls_connection(
         Some(tether::accept(stream, &config).await)
     };
     match Box::pin(timeout_at(deadline, handshakes)).await {
-        Ok(Some(accepted)) => echo(accepted, peer).await,
+        Ok(Some(accepted)) => echo(accepted, peer, send_timeout(&config)).await,
         Ok(None) => {}
         Err(_) => info!(%peer, error = %Error::HandshakeTimeout, "handshake failed"),
     }
@@ -279,6 +291,7 @@ fn count_refusal(status: u16) -> u64 {
 async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
     accepted: Result<(WebSocket<S>, Request), Error>,
     peer: SocketAddr,
+    send_timeout: Duration,
 ) {
     let (mut ws, request) = match accepted {
         Ok(accepted) => accepted,
@@ -306,8 +319,16 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
                 // Queue without waiting: the next recv() writes every queued
                 // echo in one batch before it waits for more input.
                 if let Err(TrySendError::Full(message)) = ws.try_send(message) {
-                    if let Err(error) = ws.send(message).await {
-                        failure.get_or_insert(error);
+                    match timeout(send_timeout, ws.send(message)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => {
+                            failure.get_or_insert(error);
+                        }
+                        Err(_) => {
+                            let reason = "the client stopped reading: outbound queue full";
+                            info!(%peer, %origin, %path, timeout = ?send_timeout, reason, "connection dropped");
+                            return;
+                        }
                     }
                 }
             }

@@ -133,3 +133,26 @@ async fn idle_connection_is_closed_with_going_away() {
     }
     assert!(timeout(LIMIT, ws.recv()).await.expect("ends").is_none());
 }
+
+#[tokio::test]
+async fn client_that_sends_but_never_reads_is_dropped() {
+    let server = Tetherd::echo(&["--ping-interval", "1"]);
+    let mut ws = websocket_from("127.0.0.1", server.addr).await;
+    let chunk = Message::binary(vec![7u8; 64 * 1024]);
+    // Never receive: the server's echoes pile up until its queue is full,
+    // then it gives up on us instead of holding the connection forever.
+    let sent = timeout(LIMIT, async {
+        let mut sent = 0usize;
+        while ws.send(chunk.clone()).await.is_ok() {
+            sent += 1;
+        }
+        sent
+    })
+    .await
+    .expect("the server dropped the connection in time");
+    assert!(sent > 0);
+    let line = server
+        .wait_for_log("connection dropped", LIMIT)
+        .expect("logged");
+    assert!(line.contains("stopped reading"), "{line}");
+}
