@@ -417,6 +417,22 @@ def read_index(outdir: Path, agent: str | None, errors: list[str]) -> tuple[str 
 # Summary files and comparison.
 
 
+def either_ok_or_non_strict(outdir: Path, agent: str | None, case: str) -> bool:
+    """True when the testsuite itself lists both an OK and a NON-STRICT outcome for `case`.
+
+    In those cases (3.2-3.4, 4.x.3-5, 5.15, 6.4.x) a valid message is followed by a bad frame,
+    and whether the peer's echo of the first goes out before it fails the connection is a race
+    (seen flipping run to run on a loaded machine, for tetherd and for the client). A flip
+    between OK and NON-STRICT there is noise, not a regression."""
+    try:
+        index = json.loads((outdir / "index.json").read_text())
+        entry = (index[agent] if agent in index else next(iter(index.values())))[case]
+        expected = json.loads((outdir / entry["reportfile"]).read_text()).get("expected") or {}
+        return "OK" in expected and "NON-STRICT" in expected
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        return False
+
+
 def summarize(mode: str, agent: str | None, cases: dict) -> dict:
     totals: dict = {"cases": len(cases), "passed": 0, "failed": 0, "behavior": {}, "behaviorClose": {}}
     for b, bc in cases.values():
@@ -531,7 +547,7 @@ def main() -> int:
     bad = {c: v for c, v in current.items() if v[0] not in GOOD or v[1] not in GOOD}
 
     old = load_summary(summary_path)
-    regressions, improvements, changes, new_cases = [], [], [], []
+    regressions, improvements, changes, new_cases, racy = [], [], [], [], []
     if old is None:
         log(f"no checked-in summary at {rel(summary_path)} (run with --update to create it)")
         if not args.update:
@@ -547,6 +563,10 @@ def main() -> int:
             worse = any(RANK.get(n, 3) > RANK.get(w, 3) for w, n in zip(was, now))
             better = any(RANK.get(n, 3) < RANK.get(w, 3) for w, n in zip(was, now))
             line = f"{c}: {fmt(was)} -> {fmt(now)}"
+            if ({was[0], now[0]} == {"OK", "NON-STRICT"} and was[1] == now[1]
+                    and either_ok_or_non_strict(outdir, agent, c)):
+                racy.append(line)
+                continue
             (regressions if worse else improvements if better else changes).append(line)
 
     # Report.
@@ -571,6 +591,11 @@ def main() -> int:
         log(f"{len(improvements)} cases improved on the checked-in summary"
             + ("" if args.update else " (run with --update to record them)") + ":")
         for line in improvements:
+            print(f"    {line}")
+    if racy:
+        log(f"{len(racy)} cases moved between OK and NON-STRICT where the testsuite accepts "
+            f"either (timing-dependent; not a regression):")
+        for line in racy:
             print(f"    {line}")
     if changes:
         log(f"{len(changes)} cases changed between acceptable outcomes:")
