@@ -205,7 +205,7 @@ async fn serve(args: Args) -> io::Result<()> {
 
 /// A listener with a backlog deep enough for bursts of new connections (the
 /// default 128 drops SYNs when thousands of clients connect at once).
-fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {

@@ -1,15 +1,34 @@
 //! `tetherd`: the Tether WebSocket gateway.
 //!
-//! For now it serves `tetherd echo`: an echo endpoint on every path, the
-//! target of the Autobahn|Testsuite and of the interop and load tests.
+//! `tetherd` (or `tetherd serve`) runs the gateway: channels with history
+//! and recovery over the Centrifugo v2 JSON client protocol, the HTTP API,
+//! health, metrics and the demo pages, on one port. `tetherd echo` is a
+//! plain echo endpoint (Autobahn, interop and load tests); `tetherd config`
+//! checks or prints the configuration.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod api;
+mod auth;
+mod broker;
+mod config;
 mod echo;
+mod gateway;
+mod http;
+mod hub;
 mod logging;
+mod metrics;
+mod node;
+mod pages;
+mod session;
 mod tls;
+#[allow(
+    dead_code,
+    reason = "the protocol's whole vocabulary: not every code and push is sent yet"
+)]
+mod wire;
 
 /// Every connection is a file descriptor: lift the soft limit to the hard
 /// one, so a default soft limit of 1,024 does not cap the server.
@@ -42,29 +61,70 @@ fn raise_open_file_limit() {
 
 /// The Tether WebSocket gateway.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
-    /// Log format.
-    #[arg(long, global = true, value_enum, default_value_t = logging::Format::Text)]
-    log_format: logging::Format,
+    command: Option<Command>,
+    /// `tetherd [FLAGS]` is `tetherd serve [FLAGS]`.
+    #[command(flatten)]
+    serve: config::Flags,
+    /// Log format (default: the config's `log_format`, else text).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<logging::Format>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the gateway (the default).
+    Serve(config::Flags),
     /// Echo every text and binary message back, on every path.
     Echo(echo::Args),
+    /// Check a config file, or print a commented example.
+    #[command(subcommand)]
+    Config(config::Command),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
-    raise_open_file_limit();
     let result = match cli.command {
-        Command::Echo(args) => echo::run(args),
+        Some(Command::Echo(args)) => {
+            logging::init(cli.log_format.unwrap_or(logging::Format::Text));
+            raise_open_file_limit();
+            echo::run(args)
+        }
+        Some(Command::Config(command)) => return config::run(command),
+        Some(Command::Serve(flags)) => return serve(&flags, cli.log_format),
+        None => return serve(&cli.serve, cli.log_format),
     };
     match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the configuration (refusing it with every problem named), fills
+/// development secrets, and runs the gateway.
+fn serve(flags: &config::Flags, log_format: Option<logging::Format>) -> ExitCode {
+    let mut config = match config::Config::load(flags) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("tetherd: invalid configuration:\n{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    logging::init(log_format.unwrap_or(config.log_format.into()));
+    raise_open_file_limit();
+    for (key, value) in config.generate_missing_secrets() {
+        tracing::warn!("{key} was not set; generated for this run (development only): {value}");
+        if key == "auth.token_hmac_secret" {
+            let token = auth::TokenBuilder::connection("demo").sign_hs256(&value);
+            tracing::info!("a connection token for user \"demo\": {token}");
+        }
+    }
+    match gateway::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error}");

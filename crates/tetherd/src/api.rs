@@ -1,0 +1,491 @@
+//! The server HTTP API, compatible with Centrifugo's (v5 style): `POST
+//! /api/<method>` with a JSON body, authenticated by `X-API-Key` (or
+//! `Authorization: apikey KEY`). Answers `{"result": …}` or
+//! `{"error": {"code", "message"}}`.
+
+use std::{collections::BTreeMap, sync::atomic::Ordering, time::Instant};
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json, value::RawValue};
+
+use crate::{
+    broker::{BrokerError, ClientInfo, HistoryOptions, HistoryQuery, Publication, StreamPosition},
+    config::Namespace,
+    hub::Disconnect,
+    node::Node,
+};
+
+/// An API error: Centrifugo's code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ApiError {
+    pub(crate) code: u32,
+    pub(crate) message: String,
+}
+
+impl ApiError {
+    fn new(code: u32, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        Self::new(100, message)
+    }
+
+    pub(crate) fn unknown_channel() -> Self {
+        Self::new(102, "unknown channel")
+    }
+
+    pub(crate) fn method_not_found() -> Self {
+        Self::new(104, "method not found")
+    }
+
+    pub(crate) fn bad_request(why: impl Into<String>) -> Self {
+        Self::new(107, why)
+    }
+
+    pub(crate) fn not_available() -> Self {
+        Self::new(108, "not available")
+    }
+
+    pub(crate) fn unrecoverable() -> Self {
+        Self::new(112, "unrecoverable position")
+    }
+}
+
+impl From<BrokerError> for ApiError {
+    fn from(error: BrokerError) -> Self {
+        match error {
+            BrokerError::UnrecoverablePosition => Self::unrecoverable(),
+            BrokerError::Unavailable(why) => Self::internal(why),
+        }
+    }
+}
+
+/// Runs `method` with the JSON `body`; returns the response body.
+pub(crate) async fn call(node: &Node, method: &str, body: &[u8]) -> Value {
+    let result = match method {
+        "publish" => publish_api(node, body).await,
+        "broadcast" => broadcast(node, body).await,
+        "subscribe" => subscribe(node, body).await,
+        "unsubscribe" => unsubscribe(node, body).await,
+        "disconnect" => disconnect(node, body).await,
+        "presence" => presence(node, body).await,
+        "presence_stats" => presence_stats(node, body).await,
+        "history" => history(node, body).await,
+        "history_remove" => history_remove(node, body).await,
+        "channels" => channels(node, body).await,
+        "info" => Ok(info(node)),
+        _ => Err(ApiError::method_not_found()),
+    };
+    match result {
+        Ok(result) => json!({ "result": result }),
+        Err(error) => json!({ "error": { "code": error.code, "message": error.message } }),
+    }
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|error| ApiError::bad_request(format!("bad request body: {error}")))
+}
+
+/// The namespace of a valid channel name.
+pub(crate) fn namespace<'a>(node: &'a Node, channel: &str) -> Result<&'a Namespace, ApiError> {
+    if channel.is_empty() || channel.len() > 255 {
+        return Err(ApiError::bad_request("channel name must be 1 to 255 bytes"));
+    }
+    node.config
+        .namespace_for(channel)
+        .ok_or_else(ApiError::unknown_channel)
+}
+
+/// The history a namespace keeps, if any.
+pub(crate) fn history_options(namespace: &Namespace) -> Option<HistoryOptions> {
+    (namespace.history_size > 0 && !namespace.history_ttl.is_zero()).then_some(HistoryOptions {
+        size: namespace.history_size,
+        ttl: namespace.history_ttl,
+    })
+}
+
+#[derive(Deserialize)]
+struct PublishRequest<'a> {
+    channel: String,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    #[serde(default)]
+    skip_history: bool,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+}
+
+/// Publishes `data` (raw JSON) into `channel`; shared by the API and
+/// client-side publications.
+pub(crate) async fn publish(
+    node: &Node,
+    channel: &str,
+    data: Bytes,
+    info: Option<ClientInfo>,
+    tags: Vec<(String, String)>,
+    skip_history: bool,
+) -> Result<StreamPosition, ApiError> {
+    let namespace = namespace(node, channel)?;
+    let history = if skip_history {
+        None
+    } else {
+        history_options(namespace)
+    };
+    let started = Instant::now();
+    let publication = Publication {
+        offset: 0,
+        data,
+        info,
+        tags,
+    };
+    let position = node.broker.publish(channel, publication, history).await?;
+    node.metrics.publications.fetch_add(1, Ordering::Relaxed);
+    let micros = started.elapsed().as_micros() as u64;
+    node.metrics
+        .publish_micros_sum
+        .fetch_add(micros, Ordering::Relaxed);
+    node.metrics.publish_count.fetch_add(1, Ordering::Relaxed);
+    Ok(position)
+}
+
+fn position_json(position: &StreamPosition) -> Value {
+    let mut result = serde_json::Map::new();
+    if position.offset > 0 {
+        result.insert("offset".into(), json!(position.offset));
+    }
+    if !position.epoch.is_empty() {
+        result.insert("epoch".into(), json!(position.epoch));
+    }
+    Value::Object(result)
+}
+
+async fn publish_api(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
+    let request: PublishRequest<'_> = parse(body)?;
+    let data = Bytes::copy_from_slice(request.data.get().as_bytes());
+    let tags = request.tags.into_iter().collect();
+    let position = publish(
+        node,
+        &request.channel,
+        data,
+        None,
+        tags,
+        request.skip_history,
+    )
+    .await?;
+    Ok(position_json(&position))
+}
+
+#[derive(Deserialize)]
+struct BroadcastRequest<'a> {
+    channels: Vec<String>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    #[serde(default)]
+    skip_history: bool,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+}
+
+async fn broadcast(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
+    let request: BroadcastRequest<'_> = parse(body)?;
+    let data = Bytes::copy_from_slice(request.data.get().as_bytes());
+    let tags: Vec<_> = request.tags.into_iter().collect();
+    let mut responses = Vec::with_capacity(request.channels.len());
+    for channel in &request.channels {
+        let published = publish(
+            node,
+            channel,
+            data.clone(),
+            None,
+            tags.clone(),
+            request.skip_history,
+        )
+        .await;
+        responses.push(match published {
+            Ok(position) => json!({ "result": position_json(&position) }),
+            Err(error) => json!({ "error": { "code": error.code, "message": error.message } }),
+        });
+    }
+    Ok(json!({ "responses": responses }))
+}
+
+#[derive(Deserialize)]
+struct UserChannel {
+    user: String,
+    channel: String,
+    #[serde(default)]
+    client: Option<String>,
+}
+
+async fn subscribe(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
+    let request: UserChannel = parse(body)?;
+    namespace(node, &request.channel)?;
+    for session in node.sessions().values() {
+        if session.user == request.user
+            && request.client.as_ref().is_none_or(|c| *c == session.client)
+        {
+            session
+                .outbox
+                .command(crate::hub::Command::Subscribe(request.channel.clone()));
+        }
+    }
+    Ok(json!({}))
+}
+
+async fn unsubscribe(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
+    let request: UserChannel = parse(body)?;
+    for session in node.sessions().values() {
+        if session.user == request.user
+            && request.client.as_ref().is_none_or(|c| *c == session.client)
+        {
+            session
+                .outbox
+                .command(crate::hub::Command::Unsubscribe(request.channel.clone()));
+        }
+    }
+    Ok(json!({}))
+}
+
+#[derive(Deserialize)]
+struct DisconnectRequest {
+    user: String,
+    #[serde(default)]
+    client: Option<String>,
+    #[serde(default)]
+    disconnect: Option<DisconnectBody>,
+}
+
+#[derive(Deserialize)]
+struct DisconnectBody {
+    code: u16,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn disconnect(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
+    let request: DisconnectRequest = parse(body)?;
+    let disconnect = match request.disconnect {
+        Some(body) => Disconnect {
+            code: body.code,
+            reason: body.reason.into(),
+        },
+        None => Disconnect::FORCE_NO_RECONNECT,
+    };
+    for session in node.sessions().values() {
+        if session.user == request.user
+            && request.client.as_ref().is_none_or(|c| *c == session.client)
+        {
+            session.outbox.close(disconnect.clone());
+        }
+    }
+    Ok(json!({}))
+}
+
+#[derive(Deserialize)]
+struct ChannelRequest {
+    channel: String,
+}
+
+fn presence_enabled(node: &Node, channel: &str) -> Result<(), ApiError> {
+    if namespace(node, channel)?.presence {
+        Ok(())
+    } else {
+        Err(ApiError::not_available())
+    }
+}
+
+/// A `ClientInfo` as the protocol shows it.
+pub(crate) fn client_info_json(info: &ClientInfo) -> Value {
+    let mut object = serde_json::Map::new();
+    object.insert("client".into(), json!(info.client));
+    object.insert("user".into(), json!(info.user));
+    let raw = |bytes: &Bytes| serde_json::from_slice::<Value>(bytes).unwrap_or(Value::Null);
+    if let Some(conn_info) = &info.conn_info {
+        object.insert("conn_info".into(), raw(conn_info));
+    }
+    if let Some(chan_info) = &info.chan_info {
+        object.insert("chan_info".into(), raw(chan_info));
+    }
+    Value::Object(object)
+}
+
+async fn presence(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
+    let request: ChannelRequest = parse(body)?;
+    presence_enabled(node, &request.channel)?;
+    let clients = node.broker.presence(&request.channel).await?;
+    let presence: serde_json::Map<_, _> = clients
+        .iter()
+        .map(|info| (info.client.clone(), client_info_json(info)))
+        .collect();
+    Ok(json!({ "presence": presence }))
+}
+
+async fn presence_stats(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
+    let request: ChannelRequest = parse(body)?;
+    presence_enabled(node, &request.channel)?;
+    let stats = node.broker.presence_stats(&request.channel).await?;
+    Ok(json!({ "num_clients": stats.clients, "num_users": stats.users }))
+}
+
+#[derive(Deserialize)]
+struct HistoryRequest {
+    channel: String,
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    since: Option<SincePosition>,
+    #[serde(default)]
+    reverse: bool,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SincePosition {
+    #[serde(default)]
+    pub(crate) offset: u64,
+    #[serde(default)]
+    pub(crate) epoch: String,
+}
+
+/// A publication as the protocol shows it.
+pub(crate) fn publication_json(publication: &Publication) -> Value {
+    let mut object = serde_json::Map::new();
+    object.insert(
+        "data".into(),
+        serde_json::from_slice(&publication.data).unwrap_or(Value::Null),
+    );
+    if publication.offset > 0 {
+        object.insert("offset".into(), json!(publication.offset));
+    }
+    if let Some(info) = &publication.info {
+        object.insert("info".into(), client_info_json(info));
+    }
+    if !publication.tags.is_empty() {
+        let tags: serde_json::Map<_, _> = publication
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        object.insert("tags".into(), Value::Object(tags));
+    }
+    Value::Object(object)
+}
+
+async fn history(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
+    let request: HistoryRequest = parse(body)?;
+    if history_options(namespace(node, &request.channel)?).is_none() {
+        return Err(ApiError::not_available());
+    }
+    let query = HistoryQuery {
+        since: request.since.map(|since| StreamPosition {
+            offset: since.offset,
+            epoch: since.epoch,
+        }),
+        // Centrifugo: a missing or 0 limit returns only the position, a
+        // negative one everything.
+        limit: match request.limit {
+            None | Some(0) => Some(0),
+            Some(limit) if limit < 0 => None,
+            Some(limit) => Some(limit as usize),
+        },
+        reverse: request.reverse,
+    };
+    let history = node.broker.history(&request.channel, query).await?;
+    let publications: Vec<_> = history.publications.iter().map(publication_json).collect();
+    let mut result = position_json(&history.position);
+    if let Value::Object(object) = &mut result {
+        object.insert("publications".into(), json!(publications));
+    }
+    Ok(result)
+}
+
+async fn history_remove(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
+    let request: ChannelRequest = parse(body)?;
+    namespace(node, &request.channel)?;
+    node.broker.remove_history(&request.channel).await?;
+    Ok(json!({}))
+}
+
+#[derive(Deserialize, Default)]
+struct ChannelsRequest {
+    #[serde(default)]
+    pattern: String,
+}
+
+async fn channels(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
+    let request: ChannelsRequest = if body.is_empty() {
+        ChannelsRequest::default()
+    } else {
+        parse(body)?
+    };
+    let channels: serde_json::Map<_, _> = node
+        .hub
+        .channels()
+        .into_iter()
+        .filter(|(name, _)| glob(&request.pattern, name))
+        .map(|(name, clients)| (name, json!({ "num_clients": clients })))
+        .collect();
+    Ok(json!({ "channels": channels }))
+}
+
+/// Centrifugo's channel pattern: `*` matches any run of characters; an
+/// empty pattern matches everything.
+fn glob(pattern: &str, name: &str) -> bool {
+    if pattern.is_empty() {
+        return true;
+    }
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<_> = parts.collect();
+    for (i, part) in parts.iter().enumerate() {
+        if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        }
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
+/// Node information (one node per process; the Redis broker adds others).
+pub(crate) fn info(node: &Node) -> Value {
+    let sessions = node.sessions();
+    let users: std::collections::HashSet<_> = sessions.values().map(|s| s.user.as_str()).collect();
+    json!({
+        "nodes": [{
+            "uid": node.name,
+            "name": node.name,
+            "version": env!("CARGO_PKG_VERSION"),
+            "num_clients": sessions.len(),
+            "num_users": users.len(),
+            "num_subs": node.hub.subscriptions(),
+            "num_channels": node.hub.channels().len(),
+            "uptime": node.started.elapsed().as_secs(),
+        }]
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_patterns() {
+        assert!(glob("", "chat:a"));
+        assert!(glob("chat:*", "chat:a"));
+        assert!(!glob("chat:*", "news:a"));
+        assert!(glob("*:a", "chat:a"));
+        assert!(glob("c*t:*", "chat:lobby"));
+        assert!(!glob("chat", "chat:a"));
+    }
+}

@@ -1,0 +1,1339 @@
+//! The embedded single-node engine: channels, history and presence in this
+//! process's memory.
+//!
+//! It does not talk to other nodes and keeps nothing across a restart: every
+//! stream gets a new random epoch when it is created, so positions handed out
+//! by an earlier process (or before a stream was removed or expired) never
+//! recover against a new stream.
+//!
+//! ```text
+//!  publish ──► shard(channel) ──► stream: offset += 1, keep the last `size`
+//!                   │
+//!                   └──► channel outbox ──► BrokerEvents (no lock held)
+//! ```
+//!
+//! State is sharded by a hash of the channel name; each shard is a
+//! `std::sync::Mutex` held only for synchronous bookkeeping, never across an
+//! `.await` and never while calling into [`BrokerEvents`].
+//!
+//! **Event order.** A channel's events are queued under its shard's lock, in
+//! offset order, and delivered by whichever call finds nobody delivering that
+//! channel yet. Usually that is the publishing call itself, synchronously;
+//! when another publisher (or an events callback publishing back into the
+//! same channel) is already delivering, that one delivers the new event too,
+//! so a channel's publications always reach the hub in offset order.
+//!
+//! **Expiry.** Streams expire `ttl` after their last publication and presence
+//! entries `ttl` after their last refresh. Both are dropped lazily when their
+//! channel is touched, and each shard sweeps all its channels once the number
+//! of operations it saw since its last sweep reaches its number of channels
+//! (at least [`SWEEP_MIN_OPS`]), which keeps sweeping O(1) amortised and the
+//! memory held by expired channels within a constant factor of the live ones.
+//! An operation counts for its own shard and for one more, round robin, so a
+//! shard whose channels all went quiet is swept too.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    hash::{BuildHasher, RandomState},
+    sync::{
+        Arc, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use rand::distr::{Alphanumeric, SampleString};
+use tokio::time::Instant;
+
+use super::{
+    Broker, BrokerError, BrokerEvents, BrokerFuture, ClientInfo, History, HistoryOptions,
+    HistoryQuery, PresenceStats, Publication, StreamPosition,
+};
+
+/// Number of independently locked shards.
+const SHARDS: usize = 16;
+
+/// A shard sweeps after at least this many operations.
+const SWEEP_MIN_OPS: usize = 1024;
+
+/// Length of a stream epoch (alphanumeric characters).
+const EPOCH_LEN: usize = 8;
+
+/// TTLs are clamped to this, so `now + ttl` cannot overflow.
+const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// The embedded broker: one node, everything in memory.
+pub(crate) struct MemoryBroker {
+    events: OnceLock<Arc<dyn BrokerEvents>>,
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    /// The shard that the next operation also ticks (round robin), so
+    /// shards nobody touches any more get swept too.
+    sweep_cursor: AtomicUsize,
+    empty_stream_ttl: Duration,
+}
+
+/// The channels whose names hash to one shard.
+#[derive(Default)]
+struct Shard {
+    channels: HashMap<String, Channel>,
+    ops_since_sweep: usize,
+}
+
+/// Everything the broker knows about one channel. Removed from its shard
+/// once idle (see [`Channel::is_idle`]).
+#[derive(Default)]
+struct Channel {
+    /// `subscribe` calls minus `unsubscribe` calls.
+    subscriptions: usize,
+    stream: Option<Stream>,
+    /// Client id → presence entry.
+    presence: HashMap<String, Presence>,
+    /// Events waiting to be delivered, in order.
+    outbox: VecDeque<Event>,
+    /// Some call is draining `outbox`; others only append to it.
+    delivering: bool,
+}
+
+/// A channel's history.
+struct Stream {
+    epoch: String,
+    /// Offset of the latest publication (0: none yet).
+    offset: u64,
+    /// The latest publications; their offsets are consecutive and the last
+    /// one is `offset`.
+    publications: VecDeque<Publication>,
+    expires_at: Instant,
+}
+
+struct Presence {
+    info: ClientInfo,
+    expires_at: Instant,
+}
+
+/// Something to tell the hub about a channel.
+enum Event {
+    Publication(Publication),
+    Join(ClientInfo),
+    Leave(ClientInfo),
+}
+
+/// Clears a channel's delivery state if an events callback panics, so the
+/// channel's later events are not stuck behind a delivery that never ends.
+struct ResetOnPanic<'a> {
+    shard: &'a Mutex<Shard>,
+    channel: &'a str,
+}
+
+impl MemoryBroker {
+    /// How long a stream without publications (created when a client asked
+    /// for the position of an empty channel) is kept after its last read.
+    pub(crate) const DEFAULT_EMPTY_STREAM_TTL: Duration = Duration::from_secs(10 * 60);
+
+    /// A broker with no channels, no history and no presence.
+    pub(crate) fn new() -> Self {
+        Self::with_empty_stream_ttl(Self::DEFAULT_EMPTY_STREAM_TTL)
+    }
+
+    /// Like [`MemoryBroker::new`], keeping the position of a channel that
+    /// has no publications yet for `ttl` after it was last read.
+    pub(crate) fn with_empty_stream_ttl(ttl: Duration) -> Self {
+        Self {
+            events: OnceLock::new(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+            sweep_cursor: AtomicUsize::new(0),
+            empty_stream_ttl: ttl,
+        }
+    }
+
+    fn shard(&self, channel: &str) -> &Mutex<Shard> {
+        let index = self.hasher.hash_one(channel) % SHARDS as u64;
+        // `index < SHARDS`, so it fits in a usize.
+        &self.shards[index as usize]
+    }
+
+    /// Ticks one more shard, round robin, unless it is busy: every shard
+    /// sees at least a share of all operations and eventually sweeps, even
+    /// when none of its own channels is touched any more.
+    fn tick_another(&self, now: Instant) {
+        let index = self.sweep_cursor.fetch_add(1, Ordering::Relaxed) % SHARDS;
+        match self.shards[index].try_lock() {
+            Ok(mut shard) => shard.tick(now),
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner().tick(now),
+            Err(TryLockError::WouldBlock) => {}
+        }
+    }
+
+    fn publish_now(
+        &self,
+        channel: &str,
+        mut publication: Publication,
+        history: Option<HistoryOptions>,
+    ) -> StreamPosition {
+        let Some(options) = history else {
+            publication.offset = 0;
+            self.fan_out(channel, Event::Publication(publication));
+            return StreamPosition {
+                offset: 0,
+                epoch: String::new(),
+            };
+        };
+        let now = Instant::now();
+        let events = self.events.get();
+        let shard = self.shard(channel);
+        let (position, deliver) = {
+            let mut guard = lock(shard);
+            guard.tick(now);
+            let state = guard.channel_mut(channel, now);
+            let stream = state
+                .stream
+                .get_or_insert_with(|| Stream::new(now, options.ttl));
+            stream.offset += 1;
+            stream.expires_at = deadline(now, options.ttl);
+            publication.offset = stream.offset;
+            if state.subscriptions > 0 && events.is_some() {
+                state
+                    .outbox
+                    .push_back(Event::Publication(publication.clone()));
+            }
+            stream.publications.push_back(publication);
+            while stream.publications.len() > options.size {
+                stream.publications.pop_front();
+            }
+            (stream.position(), state.start_delivery())
+        };
+        self.tick_another(now);
+        if let (true, Some(events)) = (deliver, events) {
+            deliver_events(shard, channel, events.as_ref());
+        }
+        position
+    }
+
+    /// Queues `event` for `channel` if this node subscribed to it, and
+    /// delivers the queue unless someone else is already doing so.
+    fn fan_out(&self, channel: &str, event: Event) {
+        let Some(events) = self.events.get() else {
+            return;
+        };
+        let shard = self.shard(channel);
+        let deliver = {
+            let mut guard = lock(shard);
+            let Some(state) = guard.channels.get_mut(channel) else {
+                return;
+            };
+            if state.subscriptions == 0 {
+                return;
+            }
+            state.outbox.push_back(event);
+            state.start_delivery()
+        };
+        if deliver {
+            deliver_events(shard, channel, events.as_ref());
+        }
+    }
+
+    fn subscribe_now(&self, channel: &str) {
+        let now = Instant::now();
+        let mut guard = lock(self.shard(channel));
+        guard.channel_mut(channel, now).subscriptions += 1;
+    }
+
+    fn unsubscribe_now(&self, channel: &str) {
+        let mut guard = lock(self.shard(channel));
+        if let Some(state) = guard.channels.get_mut(channel) {
+            state.subscriptions = state.subscriptions.saturating_sub(1);
+        }
+        guard.tidy(channel);
+    }
+
+    fn history_now(&self, channel: &str, query: &HistoryQuery) -> Result<History, BrokerError> {
+        let now = Instant::now();
+        let empty_ttl = self.empty_stream_ttl;
+        let mut guard = lock(self.shard(channel));
+        guard.tick(now);
+        let state = guard.channel_mut(channel, now);
+        let stream = state
+            .stream
+            .get_or_insert_with(|| Stream::new(now, empty_ttl));
+        if stream.offset == 0 {
+            // Keep the position of a channel without publications while
+            // clients keep asking for it, so they can recover from it.
+            stream.expires_at = stream.expires_at.max(deadline(now, empty_ttl));
+        }
+        let result = stream.read(query).map(|publications| History {
+            publications,
+            position: stream.position(),
+        });
+        drop(guard);
+        self.tick_another(now);
+        result
+    }
+
+    fn remove_history_now(&self, channel: &str) {
+        let mut guard = lock(self.shard(channel));
+        if let Some(state) = guard.channels.get_mut(channel) {
+            state.stream = None;
+        }
+        guard.tidy(channel);
+    }
+
+    fn add_presence_now(&self, channel: &str, info: ClientInfo, ttl: Duration) {
+        let now = Instant::now();
+        let mut guard = lock(self.shard(channel));
+        guard.tick(now);
+        let presence = Presence {
+            expires_at: deadline(now, ttl),
+            info,
+        };
+        guard
+            .channel_mut(channel, now)
+            .presence
+            .insert(presence.info.client.clone(), presence);
+        drop(guard);
+        self.tick_another(now);
+    }
+
+    fn remove_presence_now(&self, channel: &str, client: &str) {
+        let mut guard = lock(self.shard(channel));
+        if let Some(state) = guard.channels.get_mut(channel) {
+            state.presence.remove(client);
+        }
+        guard.tidy(channel);
+    }
+
+    /// Runs `read` on the channel's live presence entries (expired ones are
+    /// dropped first).
+    fn read_presence<T>(
+        &self,
+        channel: &str,
+        read: impl FnOnce(&HashMap<String, Presence>) -> T,
+    ) -> T {
+        let now = Instant::now();
+        let mut guard = lock(self.shard(channel));
+        let result = match guard.channels.get_mut(channel) {
+            Some(state) => {
+                state.expire(now);
+                read(&state.presence)
+            }
+            None => read(&HashMap::new()),
+        };
+        guard.tidy(channel);
+        result
+    }
+
+    /// How many channels the broker holds state for, expired or not.
+    #[cfg(test)]
+    fn channel_count(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| lock(shard).channels.len())
+            .sum()
+    }
+}
+
+impl Shard {
+    /// Counts an operation that may create state, and sweeps the shard
+    /// when as many operations happened since the last sweep as it holds
+    /// channels.
+    fn tick(&mut self, now: Instant) {
+        self.ops_since_sweep += 1;
+        if self.ops_since_sweep < self.channels.len().max(SWEEP_MIN_OPS) {
+            return;
+        }
+        self.ops_since_sweep = 0;
+        self.channels.retain(|_, state| {
+            state.expire(now);
+            !state.is_idle()
+        });
+        if self.channels.capacity() > 4 * self.channels.len().max(SWEEP_MIN_OPS) {
+            self.channels.shrink_to_fit();
+        }
+    }
+
+    /// The channel's state, created if missing, with expired parts dropped.
+    fn channel_mut(&mut self, name: &str, now: Instant) -> &mut Channel {
+        if !self.channels.contains_key(name) {
+            self.channels.insert(name.to_owned(), Channel::default());
+        }
+        let state = self
+            .channels
+            .get_mut(name)
+            .expect("the channel is present: inserted just above if it was missing");
+        state.expire(now);
+        state
+    }
+
+    /// Forgets the channel if nothing about it is left.
+    fn tidy(&mut self, name: &str) {
+        if self.channels.get(name).is_some_and(Channel::is_idle) {
+            self.channels.remove(name);
+        }
+    }
+}
+
+impl Channel {
+    /// Drops the stream and presence entries whose time is up.
+    fn expire(&mut self, now: Instant) {
+        if self.stream.as_ref().is_some_and(|s| s.expires_at <= now) {
+            self.stream = None;
+        }
+        self.presence.retain(|_, entry| entry.expires_at > now);
+    }
+
+    fn is_idle(&self) -> bool {
+        self.subscriptions == 0
+            && self.stream.is_none()
+            && self.presence.is_empty()
+            && self.outbox.is_empty()
+            && !self.delivering
+    }
+
+    /// Whether the caller should deliver the outbox (and is now the one
+    /// delivering it).
+    fn start_delivery(&mut self) -> bool {
+        if self.delivering || self.outbox.is_empty() {
+            return false;
+        }
+        self.delivering = true;
+        true
+    }
+
+    /// The next event to deliver; events queued before the last unsubscribe
+    /// are dropped.
+    fn next_event(&mut self) -> Option<Event> {
+        if self.subscriptions == 0 {
+            self.outbox.clear();
+        }
+        self.outbox.pop_front()
+    }
+}
+
+impl Stream {
+    /// A stream with no publications and a new epoch.
+    fn new(now: Instant, ttl: Duration) -> Self {
+        Self {
+            epoch: Alphanumeric.sample_string(&mut rand::rng(), EPOCH_LEN),
+            offset: 0,
+            publications: VecDeque::new(),
+            expires_at: deadline(now, ttl),
+        }
+    }
+
+    fn position(&self) -> StreamPosition {
+        StreamPosition {
+            offset: self.offset,
+            epoch: self.epoch.clone(),
+        }
+    }
+
+    /// The publications `query` asks for: with `since`, exactly those after
+    /// it (or an error if any of them is gone); without, the latest ones.
+    /// `limit` keeps the first ones in the returned order.
+    fn read(&self, query: &HistoryQuery) -> Result<Vec<Publication>, BrokerError> {
+        let kept = self.publications.len();
+        let limit = query.limit.unwrap_or(usize::MAX);
+        let first = match &query.since {
+            Some(since) => {
+                if since.epoch != self.epoch || since.offset > self.offset {
+                    return Err(BrokerError::UnrecoverablePosition);
+                }
+                match usize::try_from(self.offset - since.offset) {
+                    Ok(missed) if missed <= kept => kept - missed,
+                    _ => return Err(BrokerError::UnrecoverablePosition),
+                }
+            }
+            None if query.reverse => 0,
+            None => kept.saturating_sub(limit),
+        };
+        let wanted = self.publications.range(first..);
+        Ok(if query.reverse {
+            wanted.rev().take(limit).cloned().collect()
+        } else {
+            wanted.take(limit).cloned().collect()
+        })
+    }
+}
+
+impl Default for MemoryBroker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Broker for MemoryBroker {
+    fn set_events(&self, events: Arc<dyn BrokerEvents>) {
+        if self.events.set(events).is_err() {
+            tracing::warn!("memory broker: events already set; ignoring the new ones");
+        }
+    }
+
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        history: Option<HistoryOptions>,
+    ) -> BrokerFuture<'a, StreamPosition> {
+        Box::pin(async move { Ok(self.publish_now(channel, publication, history)) })
+    }
+
+    fn publish_join<'a>(&'a self, channel: &'a str, info: ClientInfo) -> BrokerFuture<'a, ()> {
+        Box::pin(async move {
+            self.fan_out(channel, Event::Join(info));
+            Ok(())
+        })
+    }
+
+    fn publish_leave<'a>(&'a self, channel: &'a str, info: ClientInfo) -> BrokerFuture<'a, ()> {
+        Box::pin(async move {
+            self.fan_out(channel, Event::Leave(info));
+            Ok(())
+        })
+    }
+
+    fn subscribe<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, ()> {
+        Box::pin(async move {
+            self.subscribe_now(channel);
+            Ok(())
+        })
+    }
+
+    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, ()> {
+        Box::pin(async move {
+            self.unsubscribe_now(channel);
+            Ok(())
+        })
+    }
+
+    fn history<'a>(&'a self, channel: &'a str, query: HistoryQuery) -> BrokerFuture<'a, History> {
+        Box::pin(async move { self.history_now(channel, &query) })
+    }
+
+    fn remove_history<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, ()> {
+        Box::pin(async move {
+            self.remove_history_now(channel);
+            Ok(())
+        })
+    }
+
+    fn add_presence<'a>(
+        &'a self,
+        channel: &'a str,
+        info: ClientInfo,
+        ttl: Duration,
+    ) -> BrokerFuture<'a, ()> {
+        Box::pin(async move {
+            self.add_presence_now(channel, info, ttl);
+            Ok(())
+        })
+    }
+
+    fn remove_presence<'a>(&'a self, channel: &'a str, client: &'a str) -> BrokerFuture<'a, ()> {
+        Box::pin(async move {
+            self.remove_presence_now(channel, client);
+            Ok(())
+        })
+    }
+
+    fn presence<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, Vec<ClientInfo>> {
+        Box::pin(async move {
+            Ok(self.read_presence(channel, |entries| {
+                let mut clients: Vec<ClientInfo> =
+                    entries.values().map(|entry| entry.info.clone()).collect();
+                clients.sort_unstable_by(|a, b| a.client.cmp(&b.client));
+                clients
+            }))
+        })
+    }
+
+    fn presence_stats<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, PresenceStats> {
+        Box::pin(async move {
+            Ok(self.read_presence(channel, |entries| PresenceStats {
+                clients: entries.len(),
+                users: entries
+                    .values()
+                    .map(|entry| entry.info.user.as_str())
+                    .collect::<HashSet<_>>()
+                    .len(),
+            }))
+        })
+    }
+}
+
+impl Drop for ResetOnPanic<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let mut guard = lock(self.shard);
+        if let Some(state) = guard.channels.get_mut(self.channel) {
+            state.outbox.clear();
+            state.delivering = false;
+        }
+        guard.tidy(self.channel);
+    }
+}
+
+/// Delivers `channel`'s outbox until it is empty. Only the caller that won
+/// [`Channel::start_delivery`] calls this; the shard is locked only to take
+/// the next event, never while `events` runs.
+fn deliver_events(shard: &Mutex<Shard>, channel: &str, events: &dyn BrokerEvents) {
+    let _reset = ResetOnPanic { shard, channel };
+    loop {
+        let event = {
+            let mut guard = lock(shard);
+            // A channel being delivered is not idle, so it is still there.
+            let Some(state) = guard.channels.get_mut(channel) else {
+                return;
+            };
+            match state.next_event() {
+                Some(event) => event,
+                None => {
+                    state.delivering = false;
+                    guard.tidy(channel);
+                    return;
+                }
+            }
+        };
+        match event {
+            Event::Publication(publication) => events.publication(channel, publication),
+            Event::Join(info) => events.join(channel, info),
+            Event::Leave(info) => events.leave(channel, info),
+        }
+    }
+}
+
+/// Locks a shard. A poisoned lock is still consistent: no code panics
+/// between the steps of an update, and events callbacks run unlocked.
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `now + ttl`, clamped so it cannot overflow.
+fn deadline(now: Instant, ttl: Duration) -> Instant {
+    now + ttl.min(MAX_TTL)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        panic::{AssertUnwindSafe, catch_unwind},
+        pin::pin,
+        sync::{Weak, mpsc},
+        task::{Context, Poll, Waker},
+        thread,
+    };
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    /// What a [`Recorder`] saw.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Seen {
+        Publication(String, Publication),
+        Join(String, ClientInfo),
+        Leave(String, ClientInfo),
+    }
+
+    /// Records every event.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Seen>>);
+
+    impl Recorder {
+        fn take(&self) -> Vec<Seen> {
+            std::mem::take(&mut self.0.lock().expect("no test panics holding it"))
+        }
+
+        fn offsets(&self, channel: &str) -> Vec<u64> {
+            self.take()
+                .into_iter()
+                .filter_map(|seen| match seen {
+                    Seen::Publication(c, p) if c == channel => Some(p.offset),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn push(&self, seen: Seen) {
+            self.0.lock().expect("no test panics holding it").push(seen);
+        }
+    }
+
+    impl BrokerEvents for Recorder {
+        fn publication(&self, channel: &str, publication: Publication) {
+            self.push(Seen::Publication(channel.to_owned(), publication));
+        }
+        fn join(&self, channel: &str, info: ClientInfo) {
+            self.push(Seen::Join(channel.to_owned(), info));
+        }
+        fn leave(&self, channel: &str, info: ClientInfo) {
+            self.push(Seen::Leave(channel.to_owned(), info));
+        }
+    }
+
+    fn broker() -> (Arc<MemoryBroker>, Arc<Recorder>) {
+        let broker = Arc::new(MemoryBroker::new());
+        let recorder = Arc::new(Recorder::default());
+        broker.set_events(recorder.clone());
+        (broker, recorder)
+    }
+
+    fn publication(data: &str) -> Publication {
+        Publication {
+            offset: 0,
+            data: Bytes::from(format!("\"{data}\"")),
+            info: None,
+            tags: Vec::new(),
+        }
+    }
+
+    fn client(id: &str, user: &str) -> ClientInfo {
+        ClientInfo {
+            client: id.to_owned(),
+            user: user.to_owned(),
+            conn_info: None,
+            chan_info: None,
+        }
+    }
+
+    fn keep(size: usize, ttl_secs: u64) -> Option<HistoryOptions> {
+        Some(HistoryOptions {
+            size,
+            ttl: Duration::from_secs(ttl_secs),
+        })
+    }
+
+    fn since(position: &StreamPosition) -> HistoryQuery {
+        HistoryQuery {
+            since: Some(position.clone()),
+            ..HistoryQuery::default()
+        }
+    }
+
+    fn offsets(history: &History) -> Vec<u64> {
+        history.publications.iter().map(|p| p.offset).collect()
+    }
+
+    /// Publishes `count` publications to `channel`, returning the last position.
+    async fn publish_n(broker: &MemoryBroker, channel: &str, count: usize) -> StreamPosition {
+        let mut position = None;
+        for i in 0..count {
+            position = Some(
+                broker
+                    .publish(channel, publication(&i.to_string()), keep(10, 60))
+                    .await
+                    .unwrap(),
+            );
+        }
+        position.expect("count > 0")
+    }
+
+    /// Polls a broker future once; the memory broker's complete at once.
+    fn now_or_never<T>(future: BrokerFuture<'_, T>) -> Result<T, BrokerError> {
+        match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(result) => result,
+            Poll::Pending => panic!("memory broker futures complete on their first poll"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn offsets_strictly_increase_under_concurrent_publishers() {
+        let (broker, recorder) = broker();
+        broker.subscribe("chat").await.unwrap();
+        let tasks: Vec<_> = (0..8)
+            .map(|task| {
+                let broker = broker.clone();
+                tokio::spawn(async move {
+                    let mut offsets = Vec::new();
+                    for i in 0..200 {
+                        let data = format!("{task}-{i}");
+                        let position = broker
+                            .publish("chat", publication(&data), keep(10_000, 60))
+                            .await
+                            .unwrap();
+                        offsets.push(position.offset);
+                        tokio::task::yield_now().await;
+                    }
+                    offsets
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            let offsets = task.await.unwrap();
+            assert!(offsets.windows(2).all(|w| w[0] < w[1]), "per publisher");
+            all.extend(offsets);
+        }
+        all.sort_unstable();
+        assert_eq!(all, (1..=1600).collect::<Vec<u64>>());
+
+        // Delivered to the hub exactly once each, in offset order.
+        assert_eq!(recorder.offsets("chat"), (1..=1600).collect::<Vec<u64>>());
+        let history = broker
+            .history("chat", HistoryQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(offsets(&history), (1..=1600).collect::<Vec<u64>>());
+        assert_eq!(history.position.offset, 1600);
+    }
+
+    #[tokio::test]
+    async fn a_new_broker_has_new_epochs() {
+        let (first, _) = broker();
+        let (restarted, _) = broker();
+        let before = publish_n(&first, "chat", 3).await;
+        let after = publish_n(&restarted, "chat", 3).await;
+        assert_eq!(before.offset, after.offset);
+        assert_ne!(before.epoch, after.epoch);
+        assert_eq!(before.epoch.len(), EPOCH_LEN);
+        assert!(before.epoch.chars().all(|c| c.is_ascii_alphanumeric()));
+        let old = StreamPosition {
+            offset: 1,
+            epoch: before.epoch,
+        };
+        assert_eq!(
+            restarted.history("chat", since(&old)).await,
+            Err(BrokerError::UnrecoverablePosition)
+        );
+    }
+
+    #[tokio::test]
+    async fn remove_history_starts_a_new_stream() {
+        let (broker, _) = broker();
+        let old = publish_n(&broker, "chat", 3).await;
+        broker.remove_history("chat").await.unwrap();
+        let new = broker
+            .publish("chat", publication("x"), keep(10, 60))
+            .await
+            .unwrap();
+        assert_eq!(new.offset, 1);
+        assert_ne!(new.epoch, old.epoch);
+        assert_eq!(
+            broker.history("chat", since(&old)).await,
+            Err(BrokerError::UnrecoverablePosition)
+        );
+        let history = broker
+            .history("chat", HistoryQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(offsets(&history), [1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stream_expires_ttl_after_its_last_publication() {
+        let (broker, _) = broker();
+        let first = broker
+            .publish("chat", publication("a"), keep(10, 10))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let second = broker
+            .publish("chat", publication("b"), keep(10, 10))
+            .await
+            .unwrap();
+        assert_eq!((second.offset, &second.epoch), (2, &first.epoch));
+
+        // 14 s after the first publication, 9 s after the last: still there.
+        tokio::time::advance(Duration::from_secs(9)).await;
+        let history = broker.history("chat", since(&first)).await.unwrap();
+        assert_eq!(offsets(&history), [2]);
+
+        // 11 s after the last: gone, with its position.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(
+            broker.history("chat", since(&first)).await,
+            Err(BrokerError::UnrecoverablePosition)
+        );
+        let history = broker
+            .history("chat", HistoryQuery::default())
+            .await
+            .unwrap();
+        assert!(history.publications.is_empty());
+        assert_eq!(history.position.offset, 0);
+        assert_ne!(history.position.epoch, first.epoch);
+        let third = broker
+            .publish("chat", publication("c"), keep(10, 10))
+            .await
+            .unwrap();
+        assert_eq!(third.offset, 1);
+        assert_eq!(third.epoch, history.position.epoch);
+    }
+
+    #[tokio::test]
+    async fn history_keeps_at_most_size_publications() {
+        let (broker, _) = broker();
+        for i in 0..5 {
+            broker
+                .publish("chat", publication(&i.to_string()), keep(3, 60))
+                .await
+                .unwrap();
+        }
+        let history = broker
+            .history("chat", HistoryQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(offsets(&history), [3, 4, 5]);
+        assert_eq!(history.publications[0].data, Bytes::from_static(b"\"2\""));
+        assert_eq!(history.position.offset, 5);
+
+        // A smaller size later trims to it.
+        broker
+            .publish("chat", publication("5"), keep(1, 60))
+            .await
+            .unwrap();
+        let history = broker
+            .history("chat", HistoryQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(offsets(&history), [6]);
+    }
+
+    #[tokio::test]
+    async fn recovery_returns_exactly_the_missed_publications() {
+        let (broker, _) = broker();
+        let position = publish_n(&broker, "chat", 5).await;
+        let at = |offset| StreamPosition {
+            offset,
+            epoch: position.epoch.clone(),
+        };
+
+        let history = broker.history("chat", since(&at(2))).await.unwrap();
+        assert_eq!(offsets(&history), [3, 4, 5]);
+        assert_eq!(history.position, position);
+        assert_eq!(history.publications[0].data, Bytes::from_static(b"\"2\""));
+
+        let history = broker.history("chat", since(&at(5))).await.unwrap();
+        assert!(history.publications.is_empty());
+
+        let history = broker.history("chat", since(&at(0))).await.unwrap();
+        assert_eq!(offsets(&history), [1, 2, 3, 4, 5]);
+
+        // A limit keeps the first ones; the caller sees the cut.
+        let limited = HistoryQuery {
+            limit: Some(2),
+            ..since(&at(1))
+        };
+        assert_eq!(
+            offsets(&broker.history("chat", limited).await.unwrap()),
+            [2, 3]
+        );
+        let reversed = HistoryQuery {
+            reverse: true,
+            ..since(&at(2))
+        };
+        assert_eq!(
+            offsets(&broker.history("chat", reversed).await.unwrap()),
+            [5, 4, 3]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recovery_fails_from_a_lost_position() {
+        let (broker, _) = broker();
+        for i in 0..5 {
+            broker
+                .publish("chat", publication(&i.to_string()), keep(3, 10))
+                .await
+                .unwrap();
+        }
+        let position = broker
+            .history("chat", HistoryQuery::default())
+            .await
+            .unwrap()
+            .position;
+        let at = |offset, epoch: &str| StreamPosition {
+            offset,
+            epoch: epoch.to_owned(),
+        };
+        let epoch = position.epoch.as_str();
+
+        // Kept: 3, 4, 5. From 2 all missed ones are there; from 1, 2 is gone.
+        let history = broker.history("chat", since(&at(2, epoch))).await.unwrap();
+        assert_eq!(offsets(&history), [3, 4, 5]);
+        for lost in [
+            at(1, epoch),
+            at(0, epoch),
+            at(6, epoch),
+            at(3, "other"),
+            at(3, ""),
+        ] {
+            assert_eq!(
+                broker.history("chat", since(&lost)).await,
+                Err(BrokerError::UnrecoverablePosition),
+                "{lost:?}"
+            );
+        }
+
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(
+            broker.history("chat", since(&at(5, epoch))).await,
+            Err(BrokerError::UnrecoverablePosition)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_channel_gives_a_position_to_recover_from() {
+        let (broker, _) = broker();
+        let empty = broker
+            .history("news", HistoryQuery::default())
+            .await
+            .unwrap();
+        assert!(empty.publications.is_empty());
+        assert_eq!(empty.position.offset, 0);
+        assert_eq!(empty.position.epoch.len(), EPOCH_LEN);
+
+        let again = broker
+            .history("news", HistoryQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(again.position, empty.position);
+
+        let last = publish_n(&broker, "news", 3).await;
+        assert_eq!(last.epoch, empty.position.epoch);
+        let history = broker
+            .history("news", since(&empty.position))
+            .await
+            .unwrap();
+        assert_eq!(offsets(&history), [1, 2, 3]);
+
+        // Without publications the position lasts while it is being read.
+        let idle = broker
+            .history("idle", HistoryQuery::default())
+            .await
+            .unwrap()
+            .position;
+        let ttl = MemoryBroker::DEFAULT_EMPTY_STREAM_TTL;
+        tokio::time::advance(ttl - Duration::from_secs(1)).await;
+        assert!(broker.history("idle", since(&idle)).await.is_ok());
+        tokio::time::advance(ttl - Duration::from_secs(1)).await;
+        assert!(broker.history("idle", since(&idle)).await.is_ok());
+        tokio::time::advance(ttl).await;
+        assert_eq!(
+            broker.history("idle", since(&idle)).await,
+            Err(BrokerError::UnrecoverablePosition)
+        );
+    }
+
+    #[tokio::test]
+    async fn history_without_since_gives_the_latest() {
+        let (broker, _) = broker();
+        let position = publish_n(&broker, "chat", 5).await;
+        let query = |limit, reverse| HistoryQuery {
+            since: None,
+            limit,
+            reverse,
+        };
+        let read = async |q| offsets(&broker.history("chat", q).await.unwrap());
+        assert_eq!(read(query(None, false)).await, [1, 2, 3, 4, 5]);
+        assert_eq!(read(query(None, true)).await, [5, 4, 3, 2, 1]);
+        assert_eq!(read(query(Some(2), false)).await, [4, 5]);
+        assert_eq!(read(query(Some(2), true)).await, [5, 4]);
+        assert_eq!(read(query(Some(9), false)).await, [1, 2, 3, 4, 5]);
+        let only_position = broker.history("chat", query(Some(0), false)).await.unwrap();
+        assert!(only_position.publications.is_empty());
+        assert_eq!(only_position.position, position);
+    }
+
+    #[tokio::test]
+    async fn fan_out_reaches_only_subscribed_channels() {
+        let (broker, recorder) = broker();
+        broker
+            .publish("chat", publication("before"), keep(10, 60))
+            .await
+            .unwrap();
+        assert!(recorder.take().is_empty());
+
+        broker.subscribe("chat").await.unwrap();
+        broker.subscribe("chat").await.unwrap();
+        broker
+            .publish("chat", publication("a"), keep(10, 60))
+            .await
+            .unwrap();
+        broker
+            .publish("other", publication("b"), keep(10, 60))
+            .await
+            .unwrap();
+        let mut expected = publication("a");
+        expected.offset = 2;
+        assert_eq!(
+            recorder.take(),
+            [Seen::Publication("chat".into(), expected)]
+        );
+
+        // Without history: offset 0, empty epoch, still fanned out.
+        let position = broker
+            .publish("chat", publication("c"), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            position,
+            StreamPosition {
+                offset: 0,
+                epoch: String::new()
+            }
+        );
+        assert_eq!(recorder.offsets("chat"), [0]);
+
+        broker.unsubscribe("chat").await.unwrap();
+        broker
+            .publish("chat", publication("d"), keep(10, 60))
+            .await
+            .unwrap();
+        assert_eq!(recorder.offsets("chat"), [3]);
+
+        broker.unsubscribe("chat").await.unwrap();
+        broker
+            .publish("chat", publication("e"), keep(10, 60))
+            .await
+            .unwrap();
+        broker
+            .publish("chat", publication("f"), None)
+            .await
+            .unwrap();
+        assert!(recorder.take().is_empty());
+
+        // One unsubscribe too many does not go negative.
+        broker.unsubscribe("chat").await.unwrap();
+        broker.subscribe("chat").await.unwrap();
+        broker
+            .publish("chat", publication("g"), keep(10, 60))
+            .await
+            .unwrap();
+        assert_eq!(recorder.offsets("chat"), [5]);
+    }
+
+    #[tokio::test]
+    async fn join_and_leave_reach_subscribed_channels() {
+        let (broker, recorder) = broker();
+        let alice = client("c1", "alice");
+        broker.publish_join("chat", alice.clone()).await.unwrap();
+        assert!(recorder.take().is_empty());
+
+        broker.subscribe("chat").await.unwrap();
+        broker.publish_join("chat", alice.clone()).await.unwrap();
+        broker.publish_join("other", alice.clone()).await.unwrap();
+        broker.publish_leave("chat", alice.clone()).await.unwrap();
+        assert_eq!(
+            recorder.take(),
+            [
+                Seen::Join("chat".into(), alice.clone()),
+                Seen::Leave("chat".into(), alice.clone())
+            ]
+        );
+
+        broker.unsubscribe("chat").await.unwrap();
+        broker.publish_leave("chat", alice).await.unwrap();
+        assert!(recorder.take().is_empty());
+        assert_eq!(broker.channel_count(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn presence_adds_refreshes_expires_and_counts_users() {
+        let (broker, _) = broker();
+        let ttl = Duration::from_secs(10);
+        broker
+            .add_presence("chat", client("c1", "alice"), ttl)
+            .await
+            .unwrap();
+        broker
+            .add_presence("chat", client("c2", "alice"), ttl)
+            .await
+            .unwrap();
+        broker
+            .add_presence("chat", client("c3", "bob"), ttl)
+            .await
+            .unwrap();
+        broker
+            .add_presence("other", client("c4", "carol"), ttl)
+            .await
+            .unwrap();
+        assert_eq!(
+            broker.presence_stats("chat").await.unwrap(),
+            PresenceStats {
+                clients: 3,
+                users: 2
+            }
+        );
+        let ids =
+            |clients: Vec<ClientInfo>| clients.into_iter().map(|c| c.client).collect::<Vec<_>>();
+        assert_eq!(
+            ids(broker.presence("chat").await.unwrap()),
+            ["c1", "c2", "c3"]
+        );
+
+        // Refreshing replaces the info and extends the TTL.
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let mut refreshed = client("c1", "alice");
+        refreshed.conn_info = Some(Bytes::from_static(b"{\"x\":1}"));
+        broker
+            .add_presence("chat", refreshed.clone(), ttl)
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(broker.presence("chat").await.unwrap(), [refreshed]);
+        assert_eq!(
+            broker.presence_stats("chat").await.unwrap(),
+            PresenceStats {
+                clients: 1,
+                users: 1
+            }
+        );
+
+        broker.remove_presence("chat", "c1").await.unwrap();
+        broker.remove_presence("chat", "missing").await.unwrap();
+        assert!(broker.presence("chat").await.unwrap().is_empty());
+        assert_eq!(
+            broker.presence_stats("nowhere").await.unwrap(),
+            PresenceStats::default()
+        );
+        // "other" expired too; reading it drops it, and nothing is left.
+        assert_eq!(broker.channel_count(), 1);
+        assert!(broker.presence("other").await.unwrap().is_empty());
+        assert_eq!(broker.channel_count(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_channels_are_swept() {
+        let (broker, _) = broker();
+        let channels = 4 * SWEEP_MIN_OPS;
+        for i in 0..channels {
+            let channel = format!("ch{i}");
+            broker
+                .publish(&channel, publication("x"), keep(10, 1))
+                .await
+                .unwrap();
+            broker
+                .add_presence(&channel, client("c", "u"), Duration::from_secs(1))
+                .await
+                .unwrap();
+        }
+        assert_eq!(broker.channel_count(), channels);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // Operations on one live channel only; the idle ones go anyway.
+        for _ in 0..2 * SHARDS * SWEEP_MIN_OPS {
+            broker
+                .add_presence("live", client("c", "u"), Duration::from_secs(60))
+                .await
+                .unwrap();
+        }
+        assert_eq!(broker.channel_count(), 1);
+    }
+
+    /// Calls back into the broker from every event.
+    struct Reentrant {
+        broker: OnceLock<Weak<MemoryBroker>>,
+        seen: Recorder,
+    }
+
+    impl BrokerEvents for Reentrant {
+        fn publication(&self, channel: &str, publication: Publication) {
+            let broker = self
+                .broker
+                .get()
+                .and_then(Weak::upgrade)
+                .expect("set before publishing");
+            if channel != "chat" {
+                self.seen.publication(channel, publication);
+                return;
+            }
+            if publication.offset < 3 {
+                // Same channel: queued, delivered after this one returns.
+                now_or_never(broker.publish("chat", publication.clone(), keep(10, 60))).unwrap();
+                now_or_never(broker.publish_join("chat", client("c1", "alice"))).unwrap();
+            }
+            now_or_never(broker.history(channel, HistoryQuery::default())).unwrap();
+            now_or_never(broker.add_presence(
+                channel,
+                client("c1", "alice"),
+                Duration::from_secs(5),
+            ))
+            .unwrap();
+            now_or_never(broker.presence(channel)).unwrap();
+            now_or_never(broker.publish("elsewhere", publication.clone(), keep(10, 60))).unwrap();
+            now_or_never(broker.unsubscribe("elsewhere")).unwrap();
+            now_or_never(broker.subscribe("elsewhere")).unwrap();
+            self.seen.publication(channel, publication);
+        }
+        fn join(&self, channel: &str, info: ClientInfo) {
+            let broker = self
+                .broker
+                .get()
+                .and_then(Weak::upgrade)
+                .expect("set before publishing");
+            now_or_never(broker.publish_leave(channel, info.clone())).unwrap();
+            self.seen.join(channel, info);
+        }
+        fn leave(&self, channel: &str, info: ClientInfo) {
+            self.seen.leave(channel, info);
+        }
+    }
+
+    #[test]
+    fn events_may_call_back_into_the_broker() {
+        let (done, finished) = mpsc::channel();
+        thread::spawn(move || {
+            let broker = Arc::new(MemoryBroker::new());
+            let events = Arc::new(Reentrant {
+                broker: OnceLock::new(),
+                seen: Recorder::default(),
+            });
+            let _ = events.broker.set(Arc::downgrade(&broker));
+            broker.set_events(events.clone());
+            now_or_never(broker.subscribe("chat")).unwrap();
+            now_or_never(broker.subscribe("elsewhere")).unwrap();
+            now_or_never(broker.publish("chat", publication("a"), keep(10, 60))).unwrap();
+            let _ = done.send(events.seen.take());
+        });
+        let seen = finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("an events callback calling back into the broker deadlocked");
+        let chat: Vec<_> = seen
+            .iter()
+            .filter(|s| !matches!(s, Seen::Publication(c, _) if c == "elsewhere"))
+            .map(|s| match s {
+                Seen::Publication(_, p) => format!("pub {}", p.offset),
+                Seen::Join(..) => "join".to_owned(),
+                Seen::Leave(..) => "leave".to_owned(),
+            })
+            .collect();
+        assert_eq!(
+            chat,
+            ["pub 1", "pub 2", "join", "pub 3", "join", "leave", "leave"]
+        );
+        let elsewhere = seen
+            .iter()
+            .filter(|s| matches!(s, Seen::Publication(c, _) if c == "elsewhere"))
+            .count();
+        assert_eq!(elsewhere, 3);
+    }
+
+    /// Panics on its first publication.
+    #[derive(Default)]
+    struct PanicsOnce {
+        panicked: Mutex<bool>,
+        seen: Recorder,
+    }
+
+    impl BrokerEvents for PanicsOnce {
+        fn publication(&self, channel: &str, publication: Publication) {
+            let first = !std::mem::replace(&mut *self.panicked.lock().unwrap(), true);
+            assert!(!first, "events callback fails");
+            self.seen.publication(channel, publication);
+        }
+        fn join(&self, _: &str, _: ClientInfo) {}
+        fn leave(&self, _: &str, _: ClientInfo) {}
+    }
+
+    #[test]
+    fn a_panicking_callback_does_not_stop_later_deliveries() {
+        let broker = MemoryBroker::new();
+        let events = Arc::new(PanicsOnce::default());
+        broker.set_events(events.clone());
+        now_or_never(broker.subscribe("chat")).unwrap();
+        let publish = || now_or_never(broker.publish("chat", publication("a"), keep(10, 60)));
+        assert!(catch_unwind(AssertUnwindSafe(publish)).is_err());
+        assert_eq!(publish().unwrap().offset, 2);
+        assert_eq!(events.seen.offsets("chat"), [2]);
+    }
+}

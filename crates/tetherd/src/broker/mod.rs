@@ -1,0 +1,184 @@
+//! Where publications go between nodes, and what outlives a node.
+//!
+//! The guarantee: live fan-out is **at most once** (a publication reaches
+//! every subscriber that is connected and keeping up, once). Each channel with
+//! history keeps a stream of its latest publications with strictly increasing
+//! offsets and an epoch that changes whenever history was lost; a client that
+//! reconnects with its last `(offset, epoch)` gets exactly the publications it
+//! missed, or learns that it cannot (`recovered: false`) — never silently less.
+//!
+//! Two engines: [`memory`] (the embedded default, one node) and, later,
+//! `redis` (many nodes). The hub reports a channel's first and last local
+//! subscriber with [`Broker::subscribe`] / [`Broker::unsubscribe`], so an
+//! engine with a network sees one subscription per node per channel.
+
+pub(crate) mod memory;
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+
+/// Who published or joined: the connection's client id, user id and the
+/// connection/channel info attached by tokens (raw JSON, stored as given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClientInfo {
+    pub(crate) client: String,
+    pub(crate) user: String,
+    /// Raw JSON from the connection token's `info` claim.
+    pub(crate) conn_info: Option<Bytes>,
+    /// Raw JSON from the subscription token's `info` claim.
+    pub(crate) chan_info: Option<Bytes>,
+}
+
+/// One publication in a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Publication {
+    /// Position in the channel's stream (0 when the channel keeps no history).
+    pub(crate) offset: u64,
+    /// The payload as raw JSON (Centrifugo's protocol carries JSON values).
+    pub(crate) data: Bytes,
+    /// The publishing client, for client-side publications.
+    pub(crate) info: Option<ClientInfo>,
+    /// Optional key-value tags.
+    pub(crate) tags: Vec<(String, String)>,
+}
+
+/// Where a channel's stream stands: the offset of its latest publication and
+/// the epoch (a random id that changes when history was lost).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StreamPosition {
+    pub(crate) offset: u64,
+    pub(crate) epoch: String,
+}
+
+/// History kept for a channel (from its namespace's options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HistoryOptions {
+    /// Most publications kept.
+    pub(crate) size: usize,
+    /// How long the stream is kept after its last publication.
+    pub(crate) ttl: Duration,
+}
+
+/// What a history query returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct History {
+    /// Publications after the requested position, oldest first (newest first
+    /// when `reverse`), at most `limit`.
+    pub(crate) publications: Vec<Publication>,
+    /// The channel's current position.
+    pub(crate) position: StreamPosition,
+}
+
+/// A history query.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct HistoryQuery {
+    /// Only publications after this offset, if the epoch still matches.
+    pub(crate) since: Option<StreamPosition>,
+    /// At most this many (`None`: all; `Some(0)`: only the position).
+    pub(crate) limit: Option<usize>,
+    /// Newest first.
+    pub(crate) reverse: bool,
+}
+
+/// Presence statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct PresenceStats {
+    pub(crate) clients: usize,
+    pub(crate) users: usize,
+}
+
+/// What the broker tells the local hub.
+pub(crate) trait BrokerEvents: Send + Sync + 'static {
+    /// A publication arrived for a channel this node subscribed to.
+    fn publication(&self, channel: &str, publication: Publication);
+    /// A client joined a channel (join/leave pushes).
+    fn join(&self, channel: &str, info: ClientInfo);
+    /// A client left a channel.
+    fn leave(&self, channel: &str, info: ClientInfo);
+}
+
+/// Why a broker call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BrokerError {
+    /// The backend cannot be reached (Redis down); the call may be retried.
+    #[allow(
+        dead_code,
+        reason = "the memory engine is always available; Redis reports it"
+    )]
+    Unavailable(String),
+    /// The query cannot be answered (for example a `since` position with a
+    /// different epoch): the client's position is gone.
+    UnrecoverablePosition,
+}
+
+impl fmt::Display for BrokerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unavailable(why) => write!(f, "broker unavailable: {why}"),
+            Self::UnrecoverablePosition => f.write_str("stream position is no longer in history"),
+        }
+    }
+}
+
+impl std::error::Error for BrokerError {}
+
+/// A boxed future, so the trait stays object safe (`Arc<dyn Broker>`).
+pub(crate) type BrokerFuture<'a, T> =
+    std::pin::Pin<Box<dyn Future<Output = Result<T, BrokerError>> + Send + 'a>>;
+
+/// The engine behind channels. Every method is safe to call from any task.
+pub(crate) trait Broker: Send + Sync + 'static {
+    /// Installs the hub that receives publications, joins and leaves for
+    /// the channels this node subscribed to. Called once, before use.
+    fn set_events(&self, events: Arc<dyn BrokerEvents>);
+
+    /// Publishes to `channel`: appends to its history when `history` is
+    /// given (returning the new position) and fans out to every node
+    /// subscribed to the channel. Without history the offset is 0 and the
+    /// epoch empty.
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        history: Option<HistoryOptions>,
+    ) -> BrokerFuture<'a, StreamPosition>;
+
+    /// Sends a join push to the channel's subscribers on every node.
+    fn publish_join<'a>(&'a self, channel: &'a str, info: ClientInfo) -> BrokerFuture<'a, ()>;
+
+    /// Sends a leave push to the channel's subscribers on every node.
+    fn publish_leave<'a>(&'a self, channel: &'a str, info: ClientInfo) -> BrokerFuture<'a, ()>;
+
+    /// This node has its first local subscriber to `channel`.
+    fn subscribe<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, ()>;
+
+    /// This node's last local subscriber to `channel` left.
+    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, ()>;
+
+    /// Reads a channel's history. A `since` position whose epoch differs
+    /// from the current one, or whose offset fell out of the kept window,
+    /// gives [`BrokerError::UnrecoverablePosition`].
+    fn history<'a>(&'a self, channel: &'a str, query: HistoryQuery) -> BrokerFuture<'a, History>;
+
+    /// Drops a channel's history (the epoch changes).
+    fn remove_history<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, ()>;
+
+    /// Adds or refreshes a client's presence in a channel; entries expire
+    /// after `ttl` unless refreshed.
+    fn add_presence<'a>(
+        &'a self,
+        channel: &'a str,
+        info: ClientInfo,
+        ttl: Duration,
+    ) -> BrokerFuture<'a, ()>;
+
+    /// Removes a client's presence.
+    fn remove_presence<'a>(&'a self, channel: &'a str, client: &'a str) -> BrokerFuture<'a, ()>;
+
+    /// Who is in a channel, by client id.
+    fn presence<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, Vec<ClientInfo>>;
+
+    /// How many clients and distinct users are in a channel.
+    fn presence_stats<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, PresenceStats>;
+}

@@ -1,0 +1,726 @@
+//! The gateway's configuration: one typed tree, read from built-in defaults,
+//! then a TOML file (`--config`), then `TETHER_*` environment variables, then
+//! command-line flags; [`Config::validate`] runs before anything starts.
+//!
+//! It does not watch the file: settings change with a restart (only the TLS
+//! files are re-read, on SIGHUP).
+//!
+//! ```text
+//!  Config::default() ─► file (--config) ─► TETHER_* env ─► flags ─► Config ─► validate()
+//!   (each layer replaces the keys it sets; unknown keys and bad values are
+//!    reported with their key path and where they came from)
+//! ```
+//!
+//! Every field's doc comment is also its comment in `tetherd config
+//! example` (`config/tether.example.toml`); a test keeps the two equal.
+
+mod command;
+mod duration;
+mod example;
+mod load;
+mod validate;
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use tether::{Keepalive, Limits, OriginPolicy, RateLimit, ServerConfig};
+
+pub(crate) use self::{
+    command::{Command, run},
+    example::EXAMPLE,
+    load::Flags,
+};
+
+/// The gateway's settings. Each section and key has a default, so an empty
+/// file (or none) is a working development setup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Config {
+    /// Address for WebSocket connections, the HTTP API, health checks and
+    /// metrics, all on one port.
+    #[serde(with = "socket_addr")]
+    pub(crate) listen: SocketAddr,
+    /// Where publications fan out between subscribers: "memory" (a single
+    /// node, nothing else to run) or "redis://host:port" (several nodes
+    /// share channels and history through Redis).
+    pub(crate) broker: Broker,
+    /// Log lines as "text" (for people) or "json" (one object per line).
+    pub(crate) log_format: LogFormat,
+    /// Serve wss:// and https:// with these PEM files; SIGHUP re-reads both.
+    pub(crate) tls: Tls,
+    /// Limits on what clients may do, and which web pages may connect.
+    pub(crate) security: Security,
+    /// Who may connect: the HTTP API key and the signed tokens of clients.
+    pub(crate) auth: Auth,
+    /// The gateway's own protocol on each client connection.
+    pub(crate) client: Client,
+    /// Shutting down on SIGTERM or SIGINT.
+    pub(crate) drain: Drain,
+    /// Channel namespaces: channel "chat:lobby" belongs to namespace "chat",
+    /// a channel without ":" to the default namespace "". Channels whose
+    /// namespace is not listed are refused. Listing any [[namespace]]
+    /// replaces the built-in list (the default namespace and "demo").
+    #[serde(rename = "namespace")]
+    pub(crate) namespaces: Vec<Namespace>,
+}
+
+/// `[tls]`: certificate and key files, both or neither.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Tls {
+    /// PEM certificate chain, leaf first. Empty (with key empty too): plain
+    /// ws:// and http://, e.g. behind a proxy that terminates TLS.
+    pub(crate) cert: PathBuf,
+    /// PEM private key of the certificate (PKCS#8, PKCS#1 or SEC1).
+    pub(crate) key: PathBuf,
+}
+
+/// `[security]`: limits and the `Origin` check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Security {
+    /// Web pages (origins) allowed to connect: "https://app.example",
+    /// "https://*.example.com", "null", or "*" for any page. Empty: only
+    /// pages served from this gateway's own address.
+    pub(crate) allow_origins: Vec<String>,
+    /// Refuse clients that send no Origin header (non-browser clients send
+    /// none).
+    pub(crate) require_origin: bool,
+    /// Time a client has to complete TLS and the WebSocket upgrade.
+    #[serde(with = "duration")]
+    pub(crate) handshake_timeout: Duration,
+    /// Most connections open at once; more are refused with 503.
+    pub(crate) max_connections: usize,
+    /// Most connections open at once from one client address; more are
+    /// refused with 503.
+    pub(crate) max_connections_per_ip: usize,
+    /// Sustained messages per second one client may send; beyond it the
+    /// connection is closed with 1008. 0 turns the limit off.
+    pub(crate) client_message_rate: u32,
+    /// Messages one client may send at once after a quiet period.
+    pub(crate) client_message_burst: u32,
+    /// Close a connection (1001) after this long without receiving anything;
+    /// pings and pongs count. "0s" turns it off.
+    #[serde(with = "duration")]
+    pub(crate) idle_timeout: Duration,
+    /// Send a WebSocket ping after this long without hearing from the client.
+    /// "0s" turns these pings off.
+    #[serde(with = "duration")]
+    pub(crate) ping_interval: Duration,
+    /// Give up on a client that has not answered a WebSocket ping after this
+    /// long.
+    #[serde(with = "duration")]
+    pub(crate) pong_timeout: Duration,
+    /// Largest frame payload a client may send, in bytes; larger closes the
+    /// connection with 1009.
+    pub(crate) max_frame_size: usize,
+    /// Largest message a client may send, in bytes (65536 = 64 KiB); larger
+    /// closes the connection with 1009.
+    pub(crate) max_message_size: usize,
+    /// Most frames in one fragmented message from a client.
+    pub(crate) max_fragments: usize,
+}
+
+/// `[auth]`: the API key and connection tokens. `Debug` hides the secrets.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Auth {
+    /// Key for the HTTP API (Authorization: apikey KEY), at least 16
+    /// characters. Empty: a random key is generated and printed at start-up,
+    /// which suits development only.
+    pub(crate) api_key: String,
+    /// HS256 secret that connection and subscription tokens are signed
+    /// with, at least 32 bytes. Empty (and no RSA key either): a random secret
+    /// is generated and printed at start-up, which suits development only.
+    pub(crate) token_hmac_secret: String,
+    /// PEM file with the RSA public key of RS256 tokens, for tokens signed
+    /// by a service that keeps the private key. Empty: RS256 tokens are
+    /// refused.
+    pub(crate) token_rsa_public_key: PathBuf,
+    /// Clients may connect without a token, as anonymous users; they can
+    /// only use namespaces with allow_anonymous.
+    pub(crate) allow_anonymous: bool,
+    /// When a client's connection token expires it is asked for a new one;
+    /// without a refresh within this time it is disconnected.
+    #[serde(with = "duration")]
+    pub(crate) token_refresh_grace: Duration,
+}
+
+/// `[client]`: per-connection protocol settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Client {
+    /// Bytes waiting to be sent to one client (1048576 = 1 MiB); a slow
+    /// subscriber that falls further behind is disconnected with the "slow"
+    /// close code. At least security.max_message_size.
+    pub(crate) outbound_queue_bytes: usize,
+    /// Send a protocol ping message (which browser code can see, unlike
+    /// WebSocket pings) this often. "0s" turns them off.
+    #[serde(with = "duration")]
+    pub(crate) ping_interval: Duration,
+    /// Disconnect a client that has not answered a protocol ping after this
+    /// long.
+    #[serde(with = "duration")]
+    pub(crate) pong_timeout: Duration,
+}
+
+/// `[drain]`: graceful shutdown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Drain {
+    /// After SIGTERM, connections are told to go away (1001) and get this
+    /// long to close; then the process exits regardless.
+    #[serde(with = "duration")]
+    pub(crate) deadline: Duration,
+}
+
+/// `[[namespace]]`: the options of a group of channels.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Namespace {
+    /// The part before ":" in channel names ("chat" for "chat:lobby"); ""
+    /// is the default namespace, for channels without ":". Letters, digits,
+    /// "_", "-" and ".", at most 64.
+    pub(crate) name: String,
+    /// Clients may publish to its channels; otherwise only the HTTP API
+    /// can.
+    pub(crate) allow_publish: bool,
+    /// Publications kept per channel, for history and recovery; 0 keeps
+    /// none.
+    pub(crate) history_size: usize,
+    /// How long a channel's history is kept after its last publication;
+    /// set together with history_size.
+    #[serde(with = "duration")]
+    pub(crate) history_ttl: Duration,
+    /// A reconnecting client gets the publications it missed from history,
+    /// or learns that they are gone. Needs history_size and history_ttl.
+    pub(crate) recovery: bool,
+    /// Who is subscribed to a channel can be queried.
+    pub(crate) presence: bool,
+    /// Subscribers are told when others join or leave a channel.
+    pub(crate) join_leave: bool,
+    /// Anonymous clients (see auth.allow_anonymous) may subscribe, and
+    /// publish if allow_publish.
+    pub(crate) allow_anonymous: bool,
+    /// Subscribing needs a subscription token for the channel, signed like
+    /// connection tokens.
+    pub(crate) subscription_token_required: bool,
+}
+
+/// Where publications fan out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub(crate) enum Broker {
+    /// In this process: one node.
+    #[default]
+    Memory,
+    /// Through Redis at this `redis://` URL: several nodes.
+    Redis {
+        /// `redis://[user:password@]host[:port][/db]`.
+        url: String,
+    },
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// One problem with the configuration: the key at fault, where its value
+/// came from when that was not the file, and why it is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConfigError {
+    /// Key path such as `security.handshake_timeout` or
+    /// `namespace["chat"].recovery`; the file name for syntax errors.
+    pub(crate) key: String,
+    /// The environment variable or flag that set the value, if any.
+    pub(crate) from: Option<String>,
+    /// What is wrong, for a person.
+    pub(crate) reason: String,
+}
+
+/// Every problem found, one per line when displayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConfigErrors(pub(crate) Vec<ConfigError>);
+
+impl Config {
+    /// The namespace whose options apply to `channel`: the part before the
+    /// first `:` names it (`chat:lobby` → `chat`), a channel without `:`
+    /// belongs to the default namespace `""`. `None` when that namespace is
+    /// not configured, or for an empty prefix (`:lobby`), so each channel
+    /// has one spelling.
+    pub(crate) fn namespace_for(&self, channel: &str) -> Option<&Namespace> {
+        let name = match channel.split_once(':') {
+            Some(("", _)) => return None,
+            Some((name, _)) => name,
+            None => "",
+        };
+        self.namespaces
+            .iter()
+            .find(|namespace| namespace.name == name)
+    }
+
+    /// The WebSocket settings of every connection: origin policy, frame and
+    /// message limits, keepalive, rate limit, idle and handshake timeouts,
+    /// outbound queue bound, and `secure` when TLS is configured.
+    pub(crate) fn server_config(&self) -> ServerConfig {
+        let security = &self.security;
+        let limits = Limits::default()
+            .max_frame_size(security.max_frame_size)
+            .max_message_size(security.max_message_size)
+            .max_fragments(security.max_fragments);
+        let keepalive = if security.ping_interval.is_zero() {
+            Keepalive::OFF
+        } else {
+            Keepalive {
+                interval: Some(security.ping_interval),
+                timeout: security.pong_timeout,
+            }
+        };
+        let rate_limit = (security.client_message_rate > 0).then_some(RateLimit {
+            per_second: security.client_message_rate,
+            burst: security.client_message_burst.max(1),
+        });
+        let idle_timeout = (!security.idle_timeout.is_zero()).then_some(security.idle_timeout);
+        // validate() refuses a list that does not parse; should an
+        // unvalidated config get here, same-origin is the strictest policy.
+        let origin = OriginPolicy::from_list(&security.allow_origins).unwrap_or_default();
+        let defaults = ServerConfig::default();
+        let connection = defaults
+            .connection
+            .limits(limits)
+            .keepalive(keepalive)
+            .rate_limit(rate_limit)
+            .idle_timeout(idle_timeout);
+        let mut config = defaults
+            .connection(connection)
+            .handshake_timeout(security.handshake_timeout)
+            .origin(origin)
+            .require_origin(security.require_origin)
+            .secure(self.tls.files().is_some());
+        config.max_buffered = self.client.outbound_queue_bytes;
+        config
+    }
+
+    /// Development mode: fills an empty `auth.api_key`, and an empty
+    /// `auth.token_hmac_secret` when no RSA key is configured either, with
+    /// random values. Returns each key filled with its new value, for
+    /// start-up to print.
+    pub(crate) fn generate_missing_secrets(&mut self) -> Vec<(&'static str, String)> {
+        let mut generated = Vec::new();
+        if self.auth.api_key.is_empty() {
+            self.auth.api_key = random_hex();
+            generated.push(("auth.api_key", self.auth.api_key.clone()));
+        }
+        if self.auth.token_hmac_secret.is_empty()
+            && self.auth.token_rsa_public_key.as_os_str().is_empty()
+        {
+            self.auth.token_hmac_secret = random_hex();
+            generated.push((
+                "auth.token_hmac_secret",
+                self.auth.token_hmac_secret.clone(),
+            ));
+        }
+        generated
+    }
+}
+
+impl Default for Config {
+    /// A development setup: loopback only, the memory broker, anonymous
+    /// clients allowed in the `demo` namespace.
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            broker: Broker::Memory,
+            log_format: LogFormat::Text,
+            tls: Tls::default(),
+            security: Security::default(),
+            auth: Auth::default(),
+            client: Client::default(),
+            drain: Drain::default(),
+            namespaces: vec![
+                Namespace::default(),
+                Namespace {
+                    name: "demo".to_owned(),
+                    allow_publish: true,
+                    history_size: 100,
+                    history_ttl: Duration::from_secs(600),
+                    recovery: true,
+                    presence: true,
+                    join_leave: true,
+                    allow_anonymous: true,
+                    subscription_token_required: false,
+                },
+            ],
+        }
+    }
+}
+
+impl Tls {
+    /// The certificate and key files, when TLS is on.
+    pub(crate) fn files(&self) -> Option<(&Path, &Path)> {
+        if self.cert.as_os_str().is_empty() || self.key.as_os_str().is_empty() {
+            None
+        } else {
+            Some((&self.cert, &self.key))
+        }
+    }
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Self {
+            allow_origins: Vec::new(),
+            require_origin: false,
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 100_000,
+            max_connections_per_ip: 10_000,
+            client_message_rate: 100,
+            client_message_burst: 200,
+            idle_timeout: Duration::from_secs(600),
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(10),
+            max_frame_size: 64 << 10,
+            max_message_size: 64 << 10,
+            max_fragments: 1024,
+        }
+    }
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            api_key: String::new(),
+            token_hmac_secret: String::new(),
+            token_rsa_public_key: PathBuf::new(),
+            allow_anonymous: true,
+            token_refresh_grace: Duration::from_secs(25),
+        }
+    }
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hidden = |secret: &str| if secret.is_empty() { "" } else { "<hidden>" };
+        f.debug_struct("Auth")
+            .field("api_key", &hidden(&self.api_key))
+            .field("token_hmac_secret", &hidden(&self.token_hmac_secret))
+            .field("token_rsa_public_key", &self.token_rsa_public_key)
+            .field("allow_anonymous", &self.allow_anonymous)
+            .field("token_refresh_grace", &self.token_refresh_grace)
+            .finish()
+    }
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self {
+            outbound_queue_bytes: 1 << 20,
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+impl std::str::FromStr for Broker {
+    type Err = String;
+
+    /// `memory`, or `redis://[user:password@]host[:port][/db]`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let invalid =
+            || format!("{text:?} is not a broker (use \"memory\" or \"redis://host:port\")");
+        if text == "memory" {
+            return Ok(Self::Memory);
+        }
+        let rest = text.strip_prefix("redis://").ok_or_else(invalid)?;
+        let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
+        let host_port = authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host_port)| host_port);
+        let (host, port) = match host_port.strip_prefix('[') {
+            Some(v6) => {
+                let (host, after) = v6.split_once(']').ok_or_else(invalid)?;
+                match after {
+                    "" => (host, None),
+                    _ => (host, Some(after.strip_prefix(':').ok_or_else(invalid)?)),
+                }
+            }
+            None => match host_port.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (host_port, None),
+            },
+        };
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            return Err(invalid());
+        }
+        if port.is_some_and(|port| port.parse::<u16>().is_err()) {
+            return Err(format!(
+                "{text:?}: the port is not a number from 0 to 65535"
+            ));
+        }
+        if !database.is_empty() && database.parse::<u32>().is_err() {
+            return Err(format!(
+                "{text:?}: the database after \"/\" is not a number"
+            ));
+        }
+        Ok(Self::Redis {
+            url: text.to_owned(),
+        })
+    }
+}
+
+impl TryFrom<String> for Broker {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+impl From<Broker> for String {
+    fn from(broker: Broker) -> Self {
+        broker.to_string()
+    }
+}
+
+impl fmt::Display for Broker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Memory => f.write_str("memory"),
+            Self::Redis { url } => f.write_str(url),
+        }
+    }
+}
+
+impl From<LogFormat> for crate::logging::Format {
+    fn from(format: LogFormat) -> Self {
+        match format {
+            LogFormat::Text => Self::Text,
+            LogFormat::Json => Self::Json,
+        }
+    }
+}
+
+impl ConfigError {
+    pub(crate) fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            from: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.from {
+            Some(from) => write!(f, "{} (from {from}): {}", self.key, self.reason),
+            None => write!(f, "{}: {}", self.key, self.reason),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// 32 random bytes as 64 hex digits.
+fn random_hex() -> String {
+    rand::random::<[u8; 32]>()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// `#[serde(with = "socket_addr")]`: `host:port` with a readable error.
+mod socket_addr {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer, de};
+
+    pub(super) fn serialize<S: Serializer>(
+        addr: &SocketAddr,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(addr)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<SocketAddr, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(|_| {
+            de::Error::custom(format!(
+                "{text:?} is not an address (use IP:port, e.g. 127.0.0.1:8000 or [::]:8000)"
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_for_takes_the_prefix_before_the_first_colon() {
+        let config = Config::default();
+        let name = |channel| config.namespace_for(channel).map(|ns| ns.name.as_str());
+        assert_eq!(name("lobby"), Some(""));
+        assert_eq!(name("demo:lobby"), Some("demo"));
+        assert_eq!(name("demo:a:b"), Some("demo"));
+        assert_eq!(name("chat:lobby"), None, "not configured");
+        assert_eq!(name(":lobby"), None, "an empty prefix is no namespace");
+        let without_default = Config {
+            namespaces: config.namespaces[1..].to_vec(),
+            ..Config::default()
+        };
+        assert!(without_default.namespace_for("lobby").is_none());
+    }
+
+    #[test]
+    fn default_has_the_demo_namespace() {
+        let config = Config::default();
+        let demo = config.namespace_for("demo:x").unwrap();
+        assert!(demo.allow_anonymous && demo.allow_publish && demo.recovery);
+        assert!(demo.presence && demo.join_leave && !demo.subscription_token_required);
+        assert_eq!(
+            (demo.history_size, demo.history_ttl),
+            (100, Duration::from_secs(600))
+        );
+        assert!(config.auth.allow_anonymous);
+        let default = config.namespace_for("x").unwrap();
+        assert_eq!(default, &Namespace::default());
+    }
+
+    #[test]
+    fn server_config_carries_the_security_settings() {
+        let mut config = Config::default();
+        config.security.allow_origins = vec!["https://app.example".into()];
+        config.security.require_origin = true;
+        let server = config.server_config();
+        assert!(matches!(server.origin, OriginPolicy::AllowList(_)));
+        assert!(server.require_origin && !server.secure);
+        assert_eq!(server.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(server.max_buffered, 1 << 20);
+        let connection = server.connection;
+        assert_eq!(connection.limits.max_message_size, 64 << 10);
+        assert_eq!(connection.limits.max_frame_size, 64 << 10);
+        assert_eq!(connection.limits.max_fragments, 1024);
+        assert_eq!(
+            connection.keepalive,
+            Keepalive {
+                interval: Some(Duration::from_secs(25)),
+                timeout: Duration::from_secs(10)
+            }
+        );
+        assert_eq!(
+            connection.rate_limit,
+            Some(RateLimit {
+                per_second: 100,
+                burst: 200
+            })
+        );
+        assert_eq!(connection.idle_timeout, Some(Duration::from_secs(600)));
+
+        config.security.ping_interval = Duration::ZERO;
+        config.security.client_message_rate = 0;
+        config.security.idle_timeout = Duration::ZERO;
+        config.tls.cert = "cert.pem".into();
+        config.tls.key = "key.pem".into();
+        let server = config.server_config();
+        assert_eq!(server.connection.keepalive, Keepalive::OFF);
+        assert_eq!(server.connection.rate_limit, None);
+        assert_eq!(server.connection.idle_timeout, None);
+        assert!(server.secure);
+    }
+
+    #[test]
+    fn missing_secrets_are_generated_once() {
+        let mut config = Config::default();
+        let generated = config.generate_missing_secrets();
+        let keys: Vec<_> = generated.iter().map(|(key, _)| *key).collect();
+        assert_eq!(keys, ["auth.api_key", "auth.token_hmac_secret"]);
+        assert_eq!(config.auth.api_key.len(), 64);
+        assert_ne!(config.auth.api_key, config.auth.token_hmac_secret);
+        assert!(config.validate().is_ok());
+        assert!(config.generate_missing_secrets().is_empty());
+
+        let mut rsa_only = Config::default();
+        rsa_only.auth.token_rsa_public_key = "tokens.pem".into();
+        let keys: Vec<_> = rsa_only
+            .generate_missing_secrets()
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        assert_eq!(keys, ["auth.api_key"]);
+    }
+
+    #[test]
+    fn debug_output_hides_the_secrets() {
+        let mut config = Config::default();
+        config.auth.api_key = "api-key-0123456789".into();
+        config.auth.token_hmac_secret = "hmac-secret-0123456789".into();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("0123456789"), "{debug}");
+        assert!(debug.contains("<hidden>"), "{debug}");
+    }
+
+    #[test]
+    fn broker_urls() {
+        for good in [
+            "redis://127.0.0.1:6379",
+            "redis://redis",
+            "redis://:pw@redis:6380/1",
+            "redis://user:p@ss@[::1]:6379",
+        ] {
+            assert_eq!(
+                good.parse::<Broker>(),
+                Ok(Broker::Redis { url: good.into() }),
+                "{good}"
+            );
+        }
+        assert_eq!("memory".parse::<Broker>(), Ok(Broker::Memory));
+        for bad in [
+            "",
+            "Memory",
+            "redis://",
+            "redis://host:port",
+            "redis://h/x",
+            "http://h",
+            "redis://[::1",
+        ] {
+            assert!(bad.parse::<Broker>().is_err(), "{bad}");
+        }
+    }
+}

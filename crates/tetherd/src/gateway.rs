@@ -1,0 +1,178 @@
+//! `tetherd serve`: the gateway's listener, its lifecycle and graceful drain.
+//!
+//! start → ready (health 200) → SIGTERM/SIGINT: stop accepting, health 503,
+//! every client told to reconnect elsewhere (disconnect push 3001, close
+//! 1001) → exit when all are gone or the drain deadline passes.
+
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+
+use hyper::{server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use tether::{ConnectionLimiter, OriginPolicy};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+    time::{Instant, sleep, timeout_at},
+};
+use tokio_rustls::TlsAcceptor;
+use tracing::{info, warn};
+
+use crate::{
+    auth::Verifier,
+    broker::{Broker, memory::MemoryBroker},
+    config::{self, Config},
+    echo::listen,
+    http,
+    node::Node,
+    tls,
+};
+
+/// Serves until SIGTERM or SIGINT, then drains.
+pub(crate) fn run(config: Config) -> io::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve(config))
+}
+
+async fn serve(config: Config) -> io::Result<()> {
+    let broker: Arc<dyn Broker> = match &config.broker {
+        config::Broker::Memory => Arc::new(MemoryBroker::new()),
+        config::Broker::Redis { url } => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("broker {url}: the Redis engine is not built yet; use \"memory\""),
+            ));
+        }
+    };
+    let verifier = Verifier::from_config(&config.auth)
+        .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+    let tls = match config.tls.files() {
+        Some((cert, key)) => Some(tls::acceptor(cert.to_owned(), key.to_owned())?),
+        None => None,
+    };
+    let listener = listen(config.listen)?;
+    let limiter = ConnectionLimiter::new(
+        config.security.max_connections,
+        config.security.max_connections_per_ip,
+    );
+    let drain_deadline = config.drain.deadline;
+    let node = Node::new(config, broker, verifier);
+    if node.server_config.origin == OriginPolicy::Any {
+        warn!(
+            "security.allow_origins has '*': any web page may connect with its visitors' cookies"
+        );
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(listen = %listener.local_addr()?, scheme, node = %node.name, "tetherd gateway listening");
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => match limiter.try_acquire(peer.ip()) {
+                    Ok(permit) => {
+                        tokio::spawn(connection(node.clone(), stream, peer, tls.clone(), Arc::new(permit)));
+                    }
+                    Err(refusal) => {
+                        node.metrics.refused(refusal.http_status());
+                        info!(%peer, reason = %refusal, "connection refused");
+                        if tls.is_none() {
+                            tokio::spawn(tether::reject(stream, refusal, Duration::from_secs(1)));
+                        }
+                    }
+                },
+                Err(error) => {
+                    warn!(%error, "accept failed");
+                    sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    drain(&node, drain_deadline).await;
+    Ok(())
+}
+
+/// Tells every client to go and waits for them, at most `deadline`.
+async fn drain(node: &Node, deadline: Duration) {
+    let clients = node.session_count();
+    info!(
+        clients,
+        ?deadline,
+        "draining: telling every client to reconnect elsewhere"
+    );
+    node.start_drain();
+    let until = Instant::now() + deadline;
+    while node.session_count() > 0 && Instant::now() < until {
+        sleep(Duration::from_millis(50)).await;
+    }
+    let left = node.session_count();
+    if left > 0 {
+        warn!(
+            left,
+            "drain deadline passed with clients still connected; exiting"
+        );
+    } else {
+        info!("drained; exiting");
+    }
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = terminate => info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+    }
+}
+
+async fn connection(
+    node: Arc<Node>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    permit: Arc<tether::ConnectionPermit>,
+) {
+    let _ = stream.set_nodelay(true);
+    match tls {
+        None => serve_http(node, stream, peer, permit).await,
+        Some(tls) => {
+            let deadline = Instant::now() + node.server_config.handshake_timeout;
+            match timeout_at(deadline, tls.accept(stream)).await {
+                Ok(Ok(stream)) => serve_http(node, stream, peer, permit).await,
+                Ok(Err(error)) => info!(%peer, %error, "TLS handshake failed"),
+                Err(_) => info!(%peer, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+/// HTTP/1.1 on one connection, with WebSocket upgrades. The request head
+/// must arrive within the handshake timeout.
+async fn serve_http<S>(
+    node: Arc<Node>,
+    stream: S,
+    peer: SocketAddr,
+    permit: Arc<tether::ConnectionPermit>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service =
+        service_fn(move |request| http::handle(node.clone(), peer, permit.clone(), request));
+    let connection = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(error) = connection.await {
+        tracing::debug!(%peer, %error, "HTTP connection ended with an error");
+    }
+}

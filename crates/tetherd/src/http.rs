@@ -1,0 +1,219 @@
+//! One port for everything: the WebSocket endpoint, the HTTP API, health,
+//! metrics and the pages.
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
+use serde_json::json;
+use tether::ConnectionPermit;
+use tracing::info;
+
+use crate::{api, metrics::Gauges, node::Node, pages, session};
+
+/// Largest HTTP API request body.
+const MAX_API_BODY: usize = 1 << 20;
+
+type Body = Full<Bytes>;
+
+/// Routes one HTTP request.
+pub(crate) async fn handle(
+    node: Arc<Node>,
+    peer: SocketAddr,
+    permit: Arc<ConnectionPermit>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let path = request.uri().path().to_owned();
+    Ok(match (request.method(), path.as_str()) {
+        (&Method::GET, "/connection/websocket") => websocket(node, peer, permit, request),
+        (_, p) if p.starts_with("/api/") || p == "/api" => api(node, request).await,
+        (&Method::GET, "/health") => health(&node),
+        (&Method::GET, "/metrics") => metrics(&node),
+        (&Method::GET, "/") => html(pages::DEMO),
+        (&Method::GET, "/admin") => html(pages::ADMIN),
+        (&Method::GET, "/tether.js") => javascript(pages::CLIENT_JS),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    })
+}
+
+fn websocket(
+    node: Arc<Node>,
+    peer: SocketAddr,
+    permit: Arc<ConnectionPermit>,
+    mut request: Request<Incoming>,
+) -> Response<Body> {
+    if node.is_draining() {
+        node.metrics.refused(503);
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining: connect to another node\n",
+        );
+    }
+    match tether::server::upgrade(&mut request, &node.server_config) {
+        Ok((response, pending)) => {
+            let origin = request
+                .headers()
+                .get(header::ORIGIN)
+                .and_then(|o| o.to_str().ok())
+                .map(str::to_owned);
+            tokio::spawn(async move {
+                match pending.wait().await {
+                    Ok(ws) => session::run(node, ws, peer, origin, permit).await,
+                    Err(error) => info!(%peer, %error, "upgrade failed"),
+                }
+            });
+            response.map(|()| Body::default())
+        }
+        Err(refusal) => {
+            let status = refusal.http_status();
+            node.metrics.refused(status);
+            info!(%peer, status, reason = %refusal, "handshake refused");
+            let mut response = text(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                &format!("{refusal}\n"),
+            );
+            if status == 426 {
+                response.headers_mut().insert(
+                    "sec-websocket-version",
+                    header::HeaderValue::from_static("13"),
+                );
+            }
+            response
+        }
+    }
+}
+
+async fn api(node: Arc<Node>, request: Request<Incoming>) -> Response<Body> {
+    if request.method() != Method::POST {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        return response;
+    }
+    if !authorized(&node, &request) {
+        return text(StatusCode::UNAUTHORIZED, "missing or wrong API key\n");
+    }
+    let method = request
+        .uri()
+        .path()
+        .trim_start_matches("/api")
+        .trim_start_matches('/')
+        .to_owned();
+    let body = match Limited::new(request.into_body(), MAX_API_BODY)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large or unreadable\n",
+            );
+        }
+    };
+    // Centrifugo also accepts `{"method": …, "params": …}` at `/api`.
+    let (method, body) = if method.is_empty() {
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(command) => {
+                let method = command["method"].as_str().unwrap_or_default().to_owned();
+                (method, Bytes::from(command["params"].to_string()))
+            }
+            Err(_) => (String::new(), body),
+        }
+    } else {
+        (method, body)
+    };
+    let reply = api::call(&node, &method, &body).await;
+    json_response(StatusCode::OK, reply.to_string())
+}
+
+/// `X-API-Key: KEY` or `Authorization: apikey KEY`, compared in constant
+/// time.
+fn authorized(node: &Node, request: &Request<Incoming>) -> bool {
+    let headers = request.headers();
+    let presented = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("apikey "))
+        })
+        .unwrap_or_default();
+    let expected = node.config.auth.api_key.as_bytes();
+    !expected.is_empty()
+        && presented.len() == expected.len()
+        && presented
+            .bytes()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn health(node: &Node) -> Response<Body> {
+    if node.is_draining() {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "draining"}).to_string(),
+        )
+    } else {
+        json_response(StatusCode::OK, json!({"status": "ready"}).to_string())
+    }
+}
+
+fn metrics(node: &Node) -> Response<Body> {
+    let channels = node.hub.channels();
+    let gauges = Gauges {
+        connections: node.session_count(),
+        subscriptions: channels.iter().map(|(_, n)| n).sum(),
+        channels: channels.len(),
+        draining: node.is_draining(),
+    };
+    let mut response = Response::new(Body::from(node.metrics.render(gauges)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    let mut response = Response::new(Body::from(body.to_owned()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn json_response(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn html(page: &'static str) -> Response<Body> {
+    let mut response = Response::new(Body::from(page));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
+}
+
+fn javascript(source: &'static str) -> Response<Body> {
+    let mut response = Response::new(Body::from(source));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/javascript; charset=utf-8"),
+    );
+    response
+}
