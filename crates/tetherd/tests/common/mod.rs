@@ -36,6 +36,56 @@ impl Tetherd {
         Self { child, addr, log }
     }
 
+    /// Starts the gateway (`tetherd serve`) on a free loopback port with
+    /// the TOML `config` (written to a temporary file) and extra `args`.
+    pub fn gateway(config: &str, args: &[&str]) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("tetherd-test-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("tether.toml");
+        std::fs::write(&path, config).expect("config written");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tetherd"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tetherd starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (addr, log) = follow_log(stderr);
+        Self { child, addr, log }
+    }
+
+    /// `http://ADDR`
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `ws://ADDR/connection/websocket`
+    pub fn gateway_url(&self) -> String {
+        format!("ws://{}/connection/websocket", self.addr)
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the process to exit;
+    /// returns its exit status, or `None` if it is still running.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// The process id, to send it signals.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -65,6 +115,12 @@ impl Drop for Tetherd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A number unique within this test process.
+fn unique() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Reads the server's stderr on a thread: returns the address from the
