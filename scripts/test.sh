@@ -165,6 +165,7 @@ cargo clippy --version >/dev/null || { echo "clippy is missing from the Rust too
 if [[ ${#APT_PACKAGES[@]} -gt 0 ]]; then need_apt "${APT_PACKAGES[@]}"; fi
 setup_node interop/node
 setup_node clients/browser-tests
+setup_node clients/sdk-tests
 setup_python
 if [[ $quick -eq 0 ]]; then
     bash scripts/setup-autobahn.sh >/dev/null

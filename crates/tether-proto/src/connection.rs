@@ -359,6 +359,18 @@ impl Connection {
         Some(chunk)
     }
 
+    /// Frees the capacity of empty internal queues. Call when the connection
+    /// goes idle (not after every message: the queues would be reallocated
+    /// on the next burst).
+    pub fn release_idle_buffers(&mut self) {
+        if self.events.is_empty() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
+        }
+        if self.outgoing.is_empty() && self.outgoing.capacity() > 0 {
+            self.outgoing = VecDeque::new();
+        }
+    }
+
     /// Bytes queued but not yet taken by [`poll_transmit`](Self::poll_transmit).
     pub fn buffered_amount(&self) -> usize {
         // A pong payload is at most 125 bytes: a 2-byte header, plus the

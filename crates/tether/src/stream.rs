@@ -276,7 +276,14 @@ impl Pump {
                 self.decode();
                 continue;
             }
-            match ready!(self.poll_fill(io, cx)) {
+            let filled = match self.poll_fill(io, cx) {
+                Poll::Ready(filled) => filled,
+                Poll::Pending => {
+                    self.release_idle_buffers();
+                    return Poll::Pending;
+                }
+            };
+            match filled {
                 Ok(0) => {
                     self.eof = true;
                     self.conn.receive_eof();
@@ -285,6 +292,16 @@ impl Pump {
                 Err(error) => return Poll::Ready(Some(Err(self.fail_io(error)))),
             }
         }
+    }
+
+    /// About to wait for the peer: give back queue capacity left over from
+    /// the last burst, so an idle connection holds no buffers (once per
+    /// wait, not per message).
+    fn release_idle_buffers(&mut self) {
+        if self.writing.is_empty() && self.writing.capacity() > 0 {
+            self.writing = VecDeque::new();
+        }
+        self.conn.release_idle_buffers();
     }
 
     fn decode(&mut self) {

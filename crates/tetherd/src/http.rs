@@ -58,7 +58,7 @@ fn websocket(
                 .and_then(|o| o.to_str().ok())
                 .map(str::to_owned);
             tokio::spawn(async move {
-                match pending.wait().await {
+                match Box::pin(pending.wait()).await {
                     Ok(ws) => session::run(node, ws, peer, origin, permit).await,
                     Err(error) => info!(%peer, %error, "upgrade failed"),
                 }

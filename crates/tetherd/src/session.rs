@@ -70,8 +70,8 @@ pub(crate) async fn run(
         outbox,
         node,
     };
-    let ending = session.serve(ws).await;
-    session.cleanup().await;
+    let ending = Box::pin(session.serve(ws)).await;
+    Box::pin(session.cleanup()).await;
     let origin = origin.as_deref().unwrap_or("-");
     info!(%peer, %origin, client = %session.client, user = %session.user, code = ending.code, reason = %ending.reason, "session ended");
 }
@@ -127,9 +127,9 @@ impl Session {
                 () = self.outbox.ready() => {
                     let disconnect = self.outbox.take(&mut frames, &mut commands);
                     for command in commands.drain(..) {
-                        self.server_command(command).await;
+                        Box::pin(self.server_command(command)).await;
                     }
-                    if let Err(ending) = self.deliver(&mut ws, &mut frames).await {
+                    if let Err(ending) = Box::pin(self.deliver(&mut ws, &mut frames)).await {
                         break ending;
                     }
                     if let Some(disconnect) = disconnect {
@@ -140,7 +140,10 @@ impl Session {
                     Some(Ok(Message::Text(text))) => {
                         self.node.metrics.messages_in.fetch_add(1, Ordering::Relaxed);
                         self.node.metrics.bytes_in.fetch_add(text.len() as u64, Ordering::Relaxed);
-                        match self.frame(text.as_bytes(), &mut pong_due).await {
+                        // Boxed, like every rarely taken branch: the task's
+                        // own future stays the size of its idle state, which
+                        // is what every idle connection pays for.
+                        match Box::pin(self.frame(text.as_bytes(), &mut pong_due)).await {
                             Ok(Some(reply)) => {
                                 if let Err(ending) = send(&mut ws, reply).await {
                                     break ending;
@@ -178,12 +181,12 @@ impl Session {
                         if let Err(ending) = send(&mut ws, Bytes::from_static(wire::SERVER_PING)).await {
                             break ending;
                         }
-                        self.refresh_presence().await;
+                        Box::pin(self.refresh_presence()).await;
                     }
                 }
             }
         };
-        self.close(&mut ws, &ending).await;
+        Box::pin(self.close(&mut ws, &ending)).await;
         ending
     }
 

@@ -272,10 +272,13 @@ impl MemoryBroker {
 
     fn remove_history_now(&self, channel: &str) {
         let mut guard = lock(self.shard(channel));
-        if let Some(state) = guard.channels.get_mut(channel) {
-            state.stream = None;
+        if let Some(stream) = guard
+            .channels
+            .get_mut(channel)
+            .and_then(|state| state.stream.as_mut())
+        {
+            stream.publications.clear();
         }
-        guard.tidy(channel);
     }
 
     fn add_presence_now(&self, channel: &str, info: ClientInfo, ttl: Duration) {
@@ -428,8 +431,9 @@ impl Stream {
     }
 
     /// The publications `query` asks for: with `since`, exactly those after
-    /// it (or an error if any of them is gone); without, the latest ones.
-    /// `limit` keeps the first ones in the returned order.
+    /// it (or an error if any of them is gone); without, all kept ones.
+    /// `limit` keeps the first ones in the returned order, so without
+    /// `since` the oldest, or with `reverse` the latest, as in Centrifugo.
     fn read(&self, query: &HistoryQuery) -> Result<Vec<Publication>, BrokerError> {
         let kept = self.publications.len();
         let limit = query.limit.unwrap_or(usize::MAX);
@@ -443,8 +447,7 @@ impl Stream {
                     _ => return Err(BrokerError::UnrecoverablePosition),
                 }
             }
-            None if query.reverse => 0,
-            None => kept.saturating_sub(limit),
+            None => 0,
         };
         let wanted = self.publications.range(first..);
         Ok(if query.reverse {
@@ -799,25 +802,34 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn remove_history_starts_a_new_stream() {
+    async fn remove_history_keeps_the_position() {
         let (broker, _) = broker();
         let old = publish_n(&broker, "chat", 3).await;
         broker.remove_history("chat").await.unwrap();
-        let new = broker
-            .publish("chat", publication("x"), keep(10, 60))
-            .await
-            .unwrap();
-        assert_eq!(new.offset, 1);
-        assert_ne!(new.epoch, old.epoch);
-        assert_eq!(
-            broker.history("chat", since(&old)).await,
-            Err(BrokerError::UnrecoverablePosition)
-        );
         let history = broker
             .history("chat", HistoryQuery::default())
             .await
             .unwrap();
-        assert_eq!(offsets(&history), [1]);
+        assert!(history.publications.is_empty());
+        assert_eq!(history.position, old, "clients at the top stay recoverable");
+        let new = broker
+            .publish("chat", publication("x"), keep(10, 60))
+            .await
+            .unwrap();
+        assert_eq!((new.offset, &new.epoch), (4, &old.epoch));
+        assert_eq!(
+            offsets(&broker.history("chat", since(&old)).await.unwrap()),
+            [4]
+        );
+        let before = StreamPosition {
+            offset: 2,
+            ..old.clone()
+        };
+        assert_eq!(
+            broker.history("chat", since(&before)).await,
+            Err(BrokerError::UnrecoverablePosition),
+            "the removed publications cannot be recovered"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -1016,7 +1028,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn history_without_since_gives_the_latest() {
+    async fn history_without_since_starts_at_the_oldest_or_with_reverse_the_latest() {
         let (broker, _) = broker();
         let position = publish_n(&broker, "chat", 5).await;
         let query = |limit, reverse| HistoryQuery {
@@ -1027,7 +1039,8 @@ mod tests {
         let read = async |q| offsets(&broker.history("chat", q).await.unwrap());
         assert_eq!(read(query(None, false)).await, [1, 2, 3, 4, 5]);
         assert_eq!(read(query(None, true)).await, [5, 4, 3, 2, 1]);
-        assert_eq!(read(query(Some(2), false)).await, [4, 5]);
+        // As Centrifugo: a limit without `since` keeps the oldest ones.
+        assert_eq!(read(query(Some(2), false)).await, [1, 2]);
         assert_eq!(read(query(Some(2), true)).await, [5, 4]);
         assert_eq!(read(query(Some(9), false)).await, [1, 2, 3, 4, 5]);
         let only_position = broker.history("chat", query(Some(0), false)).await.unwrap();

@@ -161,7 +161,8 @@ pub(crate) trait Broker: Send + Sync + 'static {
     /// gives [`BrokerError::UnrecoverablePosition`].
     fn history<'a>(&'a self, channel: &'a str, query: HistoryQuery) -> BrokerFuture<'a, History>;
 
-    /// Drops a channel's history (the epoch changes).
+    /// Drops a channel's publications but keeps its position (offset and
+    /// epoch), as Centrifugo does, so clients at the top stay recoverable.
     fn remove_history<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, ()>;
 
     /// Adds or refreshes a client's presence in a channel; entries expire

@@ -1,0 +1,150 @@
+//! The gateway's pages in a real browser: the demo page at `/` connects and
+//! shows what the HTTP API publishes into `demo:chat` and `demo:ticker`, and
+//! the dashboard at `/admin` signs in with the API key and shows the node.
+//!
+//! Debian's Chromium is driven by `clients/browser-tests/demo.mjs`. Needs
+//! `node`, `clients/browser-tests/node_modules` and `/usr/bin/chromium` (or
+//! `$CHROMIUM`); `bash scripts/test.sh` installs them.
+
+mod common;
+
+use std::{
+    io::Read,
+    path::PathBuf,
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use common::{Tetherd, repo_root};
+
+const API_KEY: &str = "pages-api-key-0123456789";
+
+/// The built-in namespaces (the demo's among them) stay: none is listed.
+const CONFIG: &str = r#"
+[auth]
+api_key = "pages-api-key-0123456789"
+token_hmac_secret = "pages-hmac-secret-0123456789abcdef0123"
+"#;
+
+/// How long the whole browser run may take.
+const BROWSER_DEADLINE: Duration = Duration::from_secs(180);
+
+#[test]
+fn demo_page_shows_api_publications_and_dashboard_shows_the_node() {
+    let server = Tetherd::gateway(CONFIG, &[]);
+
+    let report = run_demo(&server.http_url());
+
+    assert_eq!(report["waits"], serde_json::json!([]), "{report:#}");
+    let demo = &report["demo"];
+    assert_eq!(demo["state"], "state connected", "{report:#}");
+    assert!(
+        demo["presence"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("1 online"),
+        "{report:#}"
+    );
+    assert!(
+        demo["messages"].as_array().is_some_and(|messages| messages
+            .iter()
+            .any(|m| m["who"] == "api" && m["text"] == "hello from the API")),
+        "the chat message shows: {report:#}"
+    );
+    assert_eq!(demo["symbol"], "TTHR", "{report:#}");
+    assert_eq!(demo["price"], "42.50", "{report:#}");
+    let latest: Value = serde_json::from_str(demo["latest"].as_str().unwrap_or_default())
+        .unwrap_or_else(|_| panic!("the latest publication shows as JSON: {report:#}"));
+    assert_eq!(
+        latest,
+        serde_json::json!({"symbol": "TTHR", "price": 42.5}),
+        "{report:#}"
+    );
+
+    let admin = &report["admin"];
+    assert_eq!(admin["loginHidden"], true, "signed in: {report:#}");
+    assert_eq!(admin["nodes"], "1", "{report:#}");
+    assert_eq!(admin["nodesMeta"], "1 node", "{report:#}");
+    assert_eq!(
+        report["errors"],
+        serde_json::json!([]),
+        "no console errors: {report:#}"
+    );
+}
+
+/// Runs `demo.mjs` against the gateway at `base` and returns its report.
+fn run_demo(base: &str) -> Value {
+    let dir = browser_dir();
+    let mut child = Command::new("node")
+        .current_dir(&dir)
+        .arg(dir.join("demo.mjs"))
+        .args(["--base", base, "--api-key", API_KEY, "--timeout", "30"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot run `node` ({error}): {INSTALL_HINT}"));
+    let stdout = read_all(child.stdout.take().expect("stdout is piped"));
+    let stderr = read_all(child.stderr.take().expect("stderr is piped"));
+    let deadline = Instant::now() + BROWSER_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waits for node") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "demo.mjs ran past {BROWSER_DEADLINE:?}; stderr:\n{}",
+                stderr.join().unwrap_or_default()
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let (stdout, stderr) = (
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default(),
+    );
+    assert!(
+        status.success(),
+        "demo.mjs failed ({status}); stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let report = stdout
+        .lines()
+        .find(|line| line.starts_with('{'))
+        .unwrap_or_else(|| panic!("no report; stdout:\n{stdout}\nstderr:\n{stderr}"));
+    serde_json::from_str(report).expect("demo.mjs prints a JSON report")
+}
+
+const INSTALL_HINT: &str = "run `bash scripts/test.sh`, which installs them \
+     (apt: chromium; npm: `npm ci` in clients/browser-tests)";
+
+/// `clients/browser-tests`, after checking that what it needs is installed.
+fn browser_dir() -> PathBuf {
+    let dir = repo_root().join("clients/browser-tests");
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir(),
+        "{} is missing: {INSTALL_HINT}",
+        dir.join("node_modules/playwright-core").display()
+    );
+    let chromium = std::env::var_os("CHROMIUM")
+        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
+    assert!(
+        chromium.exists(),
+        "{} is missing: {INSTALL_HINT}",
+        chromium.display()
+    );
+    dir
+}
+
+/// Reads a pipe to its end on a thread.
+fn read_all(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    })
+}

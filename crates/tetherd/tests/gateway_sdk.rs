@@ -1,0 +1,235 @@
+//! The real `centrifuge` npm SDK (5.x, in Node with `ws` as its WebSocket)
+//! against the gateway: JWT connect (HS256 and RS256), refusals, subscription
+//! tokens, publications through the HTTP API, presence, history, join/leave,
+//! client publish, token refresh, and recovery after a cut connection.
+//!
+//! Each test starts its own gateway and runs one scenario of
+//! `clients/sdk-tests/scenarios.mjs`, which prints `ok NAME` or
+//! `FAIL NAME: reason`.
+
+mod common;
+
+use std::{
+    io::Read,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::OnceLock,
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::{Tetherd, repo_root};
+
+const API_KEY: &str = "sdk-test-api-key-0123456789";
+const HMAC_SECRET: &str = "sdk-test-hmac-secret-0123456789abcdef";
+
+/// How long one scenario may take before it is killed.
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The namespaces the scenarios use (see the header of scenarios.mjs).
+const NAMESPACES: &str = r#"
+[[namespace]]
+name = "chat"
+allow_publish = true
+history_size = 100
+history_ttl = "5m"
+recovery = true
+presence = true
+join_leave = true
+
+[[namespace]]
+name = "news"
+history_size = 100
+history_ttl = "5m"
+recovery = true
+
+[[namespace]]
+name = "private"
+presence = true
+
+[[namespace]]
+name = "open"
+allow_anonymous = true
+
+[[namespace]]
+name = "secret"
+subscription_token_required = true
+"#;
+
+/// A throwaway RSA key pair made with `openssl` once per test process:
+/// (private key for the SDK side to sign with, public key for the gateway).
+fn rsa_keys() -> &'static (PathBuf, PathBuf) {
+    static KEYS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("tetherd-sdk-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("key dir");
+        let private = dir.join("private.pem");
+        let public = dir.join("public.pem");
+        let status = Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+            ])
+            .arg("-out")
+            .arg(&private)
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(status.success(), "openssl genpkey: {status}");
+        let status = Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&private)
+            .arg("-out")
+            .arg(&public)
+            .status()
+            .expect("openssl runs");
+        assert!(status.success(), "openssl pkey -pubout: {status}");
+        (private, public)
+    })
+}
+
+/// `clients/sdk-tests`, with its `node_modules` installed.
+fn sdk_dir() -> PathBuf {
+    let dir = repo_root().join("clients/sdk-tests");
+    for package in ["centrifuge", "ws"] {
+        assert!(
+            dir.join("node_modules").join(package).exists(),
+            "clients/sdk-tests/node_modules/{package} is missing: run `bash scripts/test.sh`, \
+             which installs them (or `npm ci` in clients/sdk-tests)"
+        );
+    }
+    dir
+}
+
+fn config(public_key: &Path) -> String {
+    format!(
+        r#"
+[auth]
+api_key = "{API_KEY}"
+token_hmac_secret = "{HMAC_SECRET}"
+token_rsa_public_key = "{}"
+allow_anonymous = true
+token_refresh_grace = "1s"
+{NAMESPACES}"#,
+        public_key.display()
+    )
+}
+
+/// Starts a gateway and runs the scenario `name` against it; panics with the
+/// script's output unless it printed `ok NAME` and exited 0.
+fn scenario(name: &str) {
+    let dir = sdk_dir();
+    let (private_key, public_key) = rsa_keys();
+    let server = Tetherd::gateway(&config(public_key), &[]);
+    let mut child = Command::new("node")
+        .arg(dir.join("scenarios.mjs"))
+        .args(["--ws", &server.gateway_url(), "--http", &server.http_url()])
+        .args(["--api-key", API_KEY, "--secret", HMAC_SECRET])
+        .arg("--rsa-key")
+        .arg(private_key)
+        .args(["--only", name])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node runs (is Node.js installed?)");
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let err = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + SCENARIO_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for node") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    print!("{stdout}");
+    eprint!("{stderr}");
+    let status = status.unwrap_or_else(|| {
+        panic!("scenario {name} still running after {SCENARIO_TIMEOUT:?}:\n{stdout}\n{stderr}")
+    });
+    assert!(
+        status.success() && stdout.lines().any(|line| line == format!("ok {name}")),
+        "scenario {name} failed ({status}):\n{stdout}\n{stderr}"
+    );
+}
+
+#[test]
+fn jwt_hs256() {
+    scenario("jwt-hs256");
+}
+
+#[test]
+fn jwt_rs256() {
+    scenario("jwt-rs256");
+}
+
+#[test]
+fn bad_token_disconnects_without_reconnect() {
+    scenario("bad-token");
+}
+
+#[test]
+fn anonymous_refused_in_protected_namespace() {
+    scenario("anonymous-refused-in-protected-namespace");
+}
+
+#[test]
+fn subscription_token() {
+    scenario("subscription-token");
+}
+
+#[test]
+fn api_publications_arrive_in_order() {
+    scenario("api-publications");
+}
+
+#[test]
+fn presence_and_history() {
+    scenario("presence-and-history");
+}
+
+#[test]
+fn join_leave() {
+    scenario("join-leave");
+}
+
+#[test]
+fn client_publish() {
+    scenario("client-publish");
+}
+
+#[test]
+fn token_refresh_keeps_the_connection() {
+    scenario("token-refresh");
+}
+
+#[test]
+fn recovery_after_a_cut_connection() {
+    scenario("recovery");
+}
+
+#[test]
+fn recovery_impossible_after_history_remove() {
+    scenario("recovery-impossible");
+}
