@@ -14,54 +14,26 @@ use crate::{
     config::Namespace,
     hub::Disconnect,
     node::Node,
+    wire::ReplyError,
 };
 
-/// An API error: Centrifugo's code and message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ApiError {
-    pub(crate) code: u32,
-    pub(crate) message: String,
-}
+/// API errors are the client protocol's reply errors (same codes).
+pub(crate) type ApiError = ReplyError;
 
-impl ApiError {
-    fn new(code: u32, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-
-    pub(crate) fn internal(message: impl Into<String>) -> Self {
-        Self::new(100, message)
-    }
-
-    pub(crate) fn unknown_channel() -> Self {
-        Self::new(102, "unknown channel")
-    }
-
-    pub(crate) fn method_not_found() -> Self {
-        Self::new(104, "method not found")
-    }
-
-    pub(crate) fn bad_request(why: impl Into<String>) -> Self {
-        Self::new(107, why)
-    }
-
-    pub(crate) fn not_available() -> Self {
-        Self::new(108, "not available")
-    }
-
-    pub(crate) fn unrecoverable() -> Self {
-        Self::new(112, "unrecoverable position")
+fn bad_request(why: impl Into<String>) -> ApiError {
+    ReplyError {
+        message: why.into().into(),
+        ..ReplyError::BAD_REQUEST
     }
 }
 
-impl From<BrokerError> for ApiError {
-    fn from(error: BrokerError) -> Self {
-        match error {
-            BrokerError::UnrecoverablePosition => Self::unrecoverable(),
-            BrokerError::Unavailable(why) => Self::internal(why),
-        }
+fn from_broker(error: BrokerError) -> ApiError {
+    match error {
+        BrokerError::UnrecoverablePosition => ReplyError::UNRECOVERABLE_POSITION,
+        BrokerError::Unavailable(why) => ReplyError {
+            message: why.into(),
+            ..ReplyError::INTERNAL
+        },
     }
 }
 
@@ -79,7 +51,7 @@ pub(crate) async fn call(node: &Node, method: &str, body: &[u8]) -> Value {
         "history_remove" => history_remove(node, body).await,
         "channels" => channels(node, body).await,
         "info" => Ok(info(node)),
-        _ => Err(ApiError::method_not_found()),
+        _ => Err(ReplyError::METHOD_NOT_FOUND),
     };
     match result {
         Ok(result) => json!({ "result": result }),
@@ -88,18 +60,17 @@ pub(crate) async fn call(node: &Node, method: &str, body: &[u8]) -> Value {
 }
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|error| ApiError::bad_request(format!("bad request body: {error}")))
+    serde_json::from_slice(body).map_err(|error| bad_request(format!("bad request body: {error}")))
 }
 
 /// The namespace of a valid channel name.
 pub(crate) fn namespace<'a>(node: &'a Node, channel: &str) -> Result<&'a Namespace, ApiError> {
     if channel.is_empty() || channel.len() > 255 {
-        return Err(ApiError::bad_request("channel name must be 1 to 255 bytes"));
+        return Err(bad_request("channel name must be 1 to 255 bytes"));
     }
     node.config
         .namespace_for(channel)
-        .ok_or_else(ApiError::unknown_channel)
+        .ok_or(ReplyError::UNKNOWN_CHANNEL)
 }
 
 /// The history a namespace keeps, if any.
@@ -144,7 +115,11 @@ pub(crate) async fn publish(
         info,
         tags,
     };
-    let position = node.broker.publish(channel, publication, history).await?;
+    let position = node
+        .broker
+        .publish(channel, publication, history)
+        .await
+        .map_err(from_broker)?;
     node.metrics.publications.fetch_add(1, Ordering::Relaxed);
     let micros = started.elapsed().as_micros() as u64;
     node.metrics
@@ -296,7 +271,7 @@ fn presence_enabled(node: &Node, channel: &str) -> Result<(), ApiError> {
     if namespace(node, channel)?.presence {
         Ok(())
     } else {
-        Err(ApiError::not_available())
+        Err(ReplyError::NOT_AVAILABLE)
     }
 }
 
@@ -318,7 +293,11 @@ pub(crate) fn client_info_json(info: &ClientInfo) -> Value {
 async fn presence(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
     let request: ChannelRequest = parse(body)?;
     presence_enabled(node, &request.channel)?;
-    let clients = node.broker.presence(&request.channel).await?;
+    let clients = node
+        .broker
+        .presence(&request.channel)
+        .await
+        .map_err(from_broker)?;
     let presence: serde_json::Map<_, _> = clients
         .iter()
         .map(|info| (info.client.clone(), client_info_json(info)))
@@ -329,7 +308,11 @@ async fn presence(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
 async fn presence_stats(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
     let request: ChannelRequest = parse(body)?;
     presence_enabled(node, &request.channel)?;
-    let stats = node.broker.presence_stats(&request.channel).await?;
+    let stats = node
+        .broker
+        .presence_stats(&request.channel)
+        .await
+        .map_err(from_broker)?;
     Ok(json!({ "num_clients": stats.clients, "num_users": stats.users }))
 }
 
@@ -379,7 +362,7 @@ pub(crate) fn publication_json(publication: &Publication) -> Value {
 async fn history(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
     let request: HistoryRequest = parse(body)?;
     if history_options(namespace(node, &request.channel)?).is_none() {
-        return Err(ApiError::not_available());
+        return Err(ReplyError::NOT_AVAILABLE);
     }
     let query = HistoryQuery {
         since: request.since.map(|since| StreamPosition {
@@ -395,7 +378,11 @@ async fn history(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
         },
         reverse: request.reverse,
     };
-    let history = node.broker.history(&request.channel, query).await?;
+    let history = node
+        .broker
+        .history(&request.channel, query)
+        .await
+        .map_err(from_broker)?;
     let publications: Vec<_> = history.publications.iter().map(publication_json).collect();
     let mut result = position_json(&history.position);
     if let Value::Object(object) = &mut result {
@@ -407,7 +394,10 @@ async fn history(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
 async fn history_remove(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
     let request: ChannelRequest = parse(body)?;
     namespace(node, &request.channel)?;
-    node.broker.remove_history(&request.channel).await?;
+    node.broker
+        .remove_history(&request.channel)
+        .await
+        .map_err(from_broker)?;
     Ok(json!({}))
 }
 
