@@ -61,7 +61,7 @@ fn raise_open_file_limit() {
 
 /// The Tether WebSocket gateway.
 #[derive(Debug, Parser)]
-#[command(version, about, args_conflicts_with_subcommands = true)]
+#[command(version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
