@@ -36,9 +36,6 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 /// Presence entries live this long unless refreshed (refreshed every ping).
 const PRESENCE_TTL: Duration = Duration::from_secs(60);
 
-/// How long a send may wait for room in the socket's queue.
-const SEND_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Most channels one connection may subscribe to.
 const MAX_CHANNELS: usize = 128;
 
@@ -145,7 +142,7 @@ impl Session {
                         // is what every idle connection pays for.
                         match Box::pin(self.frame(text.as_bytes(), &mut pong_due)).await {
                             Ok(Some(reply)) => {
-                                if let Err(ending) = send(&mut ws, reply).await {
+                                if let Err(ending) = send(&mut ws, reply, self.send_timeout()).await {
                                     break ending;
                                 }
                             }
@@ -178,7 +175,7 @@ impl Session {
                     if now >= next_ping {
                         next_ping = now + ping_every;
                         pong_due.get_or_insert(now + pong_timeout);
-                        if let Err(ending) = send(&mut ws, Bytes::from_static(wire::SERVER_PING)).await {
+                        if let Err(ending) = send(&mut ws, Bytes::from_static(wire::SERVER_PING), self.send_timeout()).await {
                             break ending;
                         }
                         Box::pin(self.refresh_presence()).await;
@@ -204,7 +201,7 @@ impl Session {
                     Some(_) => {}
                 }
             }
-            send(ws, frame.bytes).await?;
+            send(ws, frame.bytes, self.send_timeout()).await?;
         }
         Ok(())
     }
@@ -590,6 +587,17 @@ impl Session {
         }
     }
 
+    /// How long a send may wait for room in the socket's queue: a client
+    /// that reads nothing for as long as it may take to answer a ping is
+    /// treated as slow.
+    fn send_timeout(&self) -> Duration {
+        self.node
+            .config
+            .client
+            .pong_timeout
+            .max(Duration::from_secs(1))
+    }
+
     fn expiry_deadline(&self) -> Option<Instant> {
         let expires_at = self.expires_at?;
         let left = Duration::from_secs(expires_at.saturating_sub(unix_now()));
@@ -602,7 +610,7 @@ impl Session {
     async fn close(&mut self, ws: &mut WebSocket<Upgraded>, ending: &Disconnect) {
         let frame = if *ending == Disconnect::SHUTDOWN {
             let push = encode_push("", PushBody::Disconnect(ending));
-            let _ = send(ws, push).await;
+            let _ = send(ws, push, self.send_timeout()).await;
             CloseFrame {
                 code: CloseCode::GOING_AWAY,
                 reason: ending.reason.clone().into_owned(),
@@ -616,10 +624,16 @@ impl Session {
                 .slow_disconnects
                 .fetch_add(1, Ordering::Relaxed);
         }
-        if ws.send(Message::Close(Some(frame))).await.is_ok() {
-            // Wait (bounded by the close timeout in the core) for the reply.
-            while let Some(Ok(_)) = ws.recv().await {}
-        }
+        // Bounded: a client that stopped reading has no room for our close
+        // frame either; then the socket is simply dropped.
+        let limit = self.send_timeout() + self.node.server_config.connection.close_timeout;
+        let _ = tokio::time::timeout(limit, async {
+            if ws.send(Message::Close(Some(frame))).await.is_ok() {
+                // The core bounds the wait for the reply by its close timeout.
+                while let Some(Ok(_)) = ws.recv().await {}
+            }
+        })
+        .await;
     }
 
     async fn cleanup(&mut self) {
@@ -633,12 +647,16 @@ impl Session {
 
 /// Sends one text frame, waiting (a bounded time) while the socket's queue
 /// is full: a client that stopped reading is cut off, not waited for.
-async fn send(ws: &mut WebSocket<Upgraded>, bytes: Bytes) -> Result<(), Disconnect> {
+async fn send(
+    ws: &mut WebSocket<Upgraded>,
+    bytes: Bytes,
+    timeout: Duration,
+) -> Result<(), Disconnect> {
     let text = Utf8Bytes::try_from_bytes(bytes).map_err(|_| Disconnect::SERVER_ERROR)?;
     match ws.try_send(Message::Text(text)) {
         Ok(()) => Ok(()),
         Err(TrySendError::Full(message)) => {
-            match tokio::time::timeout(SEND_TIMEOUT, ws.send(message)).await {
+            match tokio::time::timeout(timeout, ws.send(message)).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) => Err(Disconnect::WRITE_ERROR),
                 Err(_) => Err(Disconnect::SLOW),
