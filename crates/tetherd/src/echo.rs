@@ -226,7 +226,11 @@ async fn connection(
     // Boxed so the handshake's state is freed once it is done, instead of
     // staying inside every connection's task for its whole life.
     let accepted = Box::pin(tether::accept(stream, &config)).await;
-    echo(accepted, peer, send_timeout(&config)).await;
+    // Unpacked by a plain function so neither the handshake's outcome nor
+    // the request stays inside every connection's future.
+    if let Some((ws, origin, path)) = unpack(accepted, peer) {
+        echo(ws, peer, origin, path, send_timeout(&config)).await;
+    }
 }
 
 /// How long an echo may wait for room in the outbound queue. A client that
@@ -263,7 +267,11 @@ async fn tls_connection(
         Some(tether::accept(stream, &config).await)
     };
     match Box::pin(timeout_at(deadline, handshakes)).await {
-        Ok(Some(accepted)) => echo(accepted, peer, send_timeout(&config)).await,
+        Ok(Some(accepted)) => {
+            if let Some((ws, origin, path)) = unpack(accepted, peer) {
+                echo(ws, peer, origin, path, send_timeout(&config)).await;
+            }
+        }
         Ok(None) => {}
         Err(_) => info!(%peer, error = %Error::HandshakeTimeout, "handshake failed"),
     }
@@ -287,28 +295,38 @@ fn count_refusal(status: u16) -> u64 {
     REFUSALS[slot].fetch_add(1, Ordering::Relaxed) + 1
 }
 
-/// Echoes on an accepted connection until it closes, then logs how it ended.
-async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
+/// Logs a failed handshake, or returns the socket with the request's origin
+/// and path.
+fn unpack<S>(
     accepted: Result<(WebSocket<S>, Request), Error>,
     peer: SocketAddr,
-    send_timeout: Duration,
-) {
-    let (mut ws, request) = match accepted {
+) -> Option<(WebSocket<S>, String, String)> {
+    let (ws, request) = match accepted {
         Ok(accepted) => accepted,
         Err(Error::Handshake(refusal)) => {
             let status = refusal.http_status();
             let refused_total = count_refusal(status);
             info!(%peer, status, reason = %refusal, refused_total, "handshake refused");
-            return;
+            return None;
         }
         Err(error) => {
             info!(%peer, %error, "handshake failed");
-            return;
+            return None;
         }
     };
     let origin = request.origin().unwrap_or("-").to_owned();
     let path = request.path().to_owned();
-    drop(request);
+    Some((ws, origin, path))
+}
+
+/// Echoes until the connection closes, then logs how it ended.
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
+    mut ws: WebSocket<S>,
+    peer: SocketAddr,
+    origin: String,
+    path: String,
+    send_timeout: Duration,
+) {
     let mut close = None;
     let mut failure = None;
     // Errors do not end the loop: the stream still flushes our close frame
@@ -319,7 +337,9 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
                 // Queue without waiting: the next recv() writes every queued
                 // echo in one batch before it waits for more input.
                 if let Err(TrySendError::Full(message)) = ws.try_send(message) {
-                    match timeout(send_timeout, ws.send(message)).await {
+                    // Boxed: the slow path's timer need not live in every
+                    // idle connection's future.
+                    match Box::pin(timeout(send_timeout, ws.send(message))).await {
                         Ok(Ok(())) => {}
                         Ok(Err(error)) => {
                             failure.get_or_insert(error);

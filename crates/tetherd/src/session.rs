@@ -42,7 +42,7 @@ const MAX_CHANNELS: usize = 128;
 /// Runs the connection until it ends, then cleans up after it.
 pub(crate) async fn run(
     node: Arc<Node>,
-    ws: WebSocket<Upgraded>,
+    mut ws: WebSocket<Upgraded>,
     peer: SocketAddr,
     origin: Option<String>,
     _permit: Arc<ConnectionPermit>,
@@ -67,7 +67,9 @@ pub(crate) async fn run(
         outbox,
         node,
     };
-    let ending = Box::pin(session.serve(ws)).await;
+    // The socket stays here and is lent to the loop, so its ~500 bytes are
+    // stored once per connection, not once per nested future.
+    let ending = Box::pin(session.serve(&mut ws)).await;
     Box::pin(session.cleanup()).await;
     let origin = origin.as_deref().unwrap_or("-");
     info!(%peer, %origin, client = %session.client, user = %session.user, code = ending.code, reason = %ending.reason, "session ended");
@@ -99,7 +101,7 @@ struct Session {
 
 impl Session {
     /// The connection's main loop; returns why it ended.
-    async fn serve(&mut self, mut ws: WebSocket<Upgraded>) -> Disconnect {
+    async fn serve(&mut self, ws: &mut WebSocket<Upgraded>) -> Disconnect {
         let client_config = &self.node.config.client;
         let ping_every = client_config.ping_interval;
         let pong_timeout = client_config.pong_timeout;
@@ -126,7 +128,7 @@ impl Session {
                     for command in commands.drain(..) {
                         Box::pin(self.server_command(command)).await;
                     }
-                    if let Err(ending) = Box::pin(self.deliver(&mut ws, &mut frames)).await {
+                    if let Err(ending) = Box::pin(self.deliver(ws, &mut frames)).await {
                         break ending;
                     }
                     if let Some(disconnect) = disconnect {
@@ -142,7 +144,7 @@ impl Session {
                         // is what every idle connection pays for.
                         match Box::pin(self.frame(text.as_bytes(), &mut pong_due)).await {
                             Ok(Some(reply)) => {
-                                if let Err(ending) = send(&mut ws, reply, self.send_timeout()).await {
+                                if let Err(ending) = send(ws, reply, self.send_timeout()).await {
                                     break ending;
                                 }
                             }
@@ -175,7 +177,7 @@ impl Session {
                     if now >= next_ping {
                         next_ping = now + ping_every;
                         pong_due.get_or_insert(now + pong_timeout);
-                        if let Err(ending) = send(&mut ws, Bytes::from_static(wire::SERVER_PING), self.send_timeout()).await {
+                        if let Err(ending) = send(ws, Bytes::from_static(wire::SERVER_PING), self.send_timeout()).await {
                             break ending;
                         }
                         Box::pin(self.refresh_presence()).await;
@@ -183,7 +185,7 @@ impl Session {
                 }
             }
         };
-        Box::pin(self.close(&mut ws, &ending)).await;
+        Box::pin(self.close(ws, &ending)).await;
         ending
     }
 
