@@ -14,7 +14,7 @@ use crate::{
     config::Namespace,
     hub::Disconnect,
     node::Node,
-    wire::ReplyError,
+    wire::{self, ReplyError},
 };
 
 /// API errors are the client protocol's reply errors (same codes).
@@ -276,18 +276,8 @@ fn presence_enabled(node: &Node, channel: &str) -> Result<(), ApiError> {
 }
 
 /// A `ClientInfo` as the protocol shows it.
-pub(crate) fn client_info_json(info: &ClientInfo) -> Value {
-    let mut object = serde_json::Map::new();
-    object.insert("client".into(), json!(info.client));
-    object.insert("user".into(), json!(info.user));
-    let raw = |bytes: &Bytes| serde_json::from_slice::<Value>(bytes).unwrap_or(Value::Null);
-    if let Some(conn_info) = &info.conn_info {
-        object.insert("conn_info".into(), raw(conn_info));
-    }
-    if let Some(chan_info) = &info.chan_info {
-        object.insert("chan_info".into(), raw(chan_info));
-    }
-    Value::Object(object)
+fn client_info_json(info: &ClientInfo) -> Value {
+    serde_json::from_slice(&wire::encode_client_info(info)).unwrap_or(Value::Null)
 }
 
 async fn presence(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
@@ -336,27 +326,8 @@ pub(crate) struct SincePosition {
 }
 
 /// A publication as the protocol shows it.
-pub(crate) fn publication_json(publication: &Publication) -> Value {
-    let mut object = serde_json::Map::new();
-    object.insert(
-        "data".into(),
-        serde_json::from_slice(&publication.data).unwrap_or(Value::Null),
-    );
-    if publication.offset > 0 {
-        object.insert("offset".into(), json!(publication.offset));
-    }
-    if let Some(info) = &publication.info {
-        object.insert("info".into(), client_info_json(info));
-    }
-    if !publication.tags.is_empty() {
-        let tags: serde_json::Map<_, _> = publication
-            .tags
-            .iter()
-            .map(|(k, v)| (k.clone(), json!(v)))
-            .collect();
-        object.insert("tags".into(), Value::Object(tags));
-    }
-    Value::Object(object)
+fn publication_json(publication: &Publication) -> Value {
+    serde_json::from_slice(&wire::encode_publication(publication)).unwrap_or(Value::Null)
 }
 
 async fn history(node: &Node, body: &[u8]) -> Result<Value, ApiError> {

@@ -152,6 +152,25 @@ pub(crate) fn encode_publication_push(channel: &str, publication: &Publication) 
     Bytes::from(out)
 }
 
+/// A publication as a JSON object, as the protocol shows it (for the HTTP
+/// API, which shares the shapes).
+pub(crate) fn encode_publication(publication: &Publication) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + publication.data.len());
+    let mut o = Obj::open(&mut out);
+    publication_fields(&mut o, publication);
+    o.close();
+    out
+}
+
+/// A client info as a JSON object, as the protocol shows it.
+pub(crate) fn encode_client_info(info: &ClientInfo) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    let mut o = Obj::open(&mut out);
+    client_info_fields(&mut o, info);
+    o.close();
+    out
+}
+
 /// Several replies and pushes for one WebSocket frame, one JSON object per
 /// line, as the SDKs split them.
 #[derive(Debug, Default)]
