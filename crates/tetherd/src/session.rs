@@ -144,7 +144,7 @@ impl Session {
                         // is what every idle connection pays for.
                         match Box::pin(self.frame(text.as_bytes(), &mut pong_due)).await {
                             Ok(Some(reply)) => {
-                                if let Err(ending) = send(ws, reply, self.send_timeout()).await {
+                                if let Err(ending) = Box::pin(send(ws, reply, self.send_timeout())).await {
                                     break ending;
                                 }
                             }
@@ -177,7 +177,7 @@ impl Session {
                     if now >= next_ping {
                         next_ping = now + ping_every;
                         pong_due.get_or_insert(now + pong_timeout);
-                        if let Err(ending) = send(ws, Bytes::from_static(wire::SERVER_PING), self.send_timeout()).await {
+                        if let Err(ending) = Box::pin(send(ws, Bytes::from_static(wire::SERVER_PING), self.send_timeout())).await {
                             break ending;
                         }
                         Box::pin(self.refresh_presence()).await;
