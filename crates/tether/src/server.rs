@@ -250,6 +250,9 @@ pub fn upgrade<B>(
         target,
         headers,
     )?;
+    // The same checks as `accept`: a hyper-mounted endpoint gets the Origin
+    // policy too.
+    config.admit(&parsed)?;
     let subprotocol = parsed.negotiate_subprotocol(&config.subprotocols);
     let mut response = http::Response::builder()
         .status(http::StatusCode::SWITCHING_PROTOCOLS)

@@ -119,6 +119,25 @@ async fn hyper_refusal_carries_the_handshake_status() {
 }
 
 #[tokio::test]
+async fn hyper_upgrade_applies_the_origin_policy() {
+    let addr = spawn_hyper_server().await;
+    for (origin, status) in [
+        (format!("http://{addr}"), "HTTP/1.1 101 "),
+        ("http://evil.example".to_owned(), "HTTP/1.1 403 "),
+    ] {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let request = upgrade_request(&addr.to_string()).replacen(
+            "\r\n\r\n",
+            &format!("\r\nOrigin: {origin}\r\n\r\n"),
+            1,
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let (head, _) = read_head(&mut tcp).await;
+        assert!(head.starts_with(status), "{origin}: {head}");
+    }
+}
+
+#[tokio::test]
 async fn hyper_upgrade_keeps_frames_pipelined_after_the_request() {
     let addr = spawn_hyper_server().await;
     let mut tcp = TcpStream::connect(addr).await.unwrap();

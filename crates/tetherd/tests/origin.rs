@@ -12,12 +12,17 @@ use common::Tetherd;
 
 /// Sends an upgrade request with `origin` and returns the status code.
 fn status_for(server: &Tetherd, host: &str, origin: Option<&str>) -> u16 {
+    status_at(server, "/", host, origin)
+}
+
+/// Like [`status_for`], at `path`.
+fn status_at(server: &Tetherd, path: &str, host: &str, origin: Option<&str>) -> u16 {
     let mut tcp = TcpStream::connect(server.addr).expect("connects");
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let origin = origin.map_or(String::new(), |origin| format!("Origin: {origin}\r\n"));
     write!(
         tcp,
-        "GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{origin}\r\n"
     )
     .unwrap();
@@ -78,5 +83,25 @@ fn require_origin_refuses_requests_without_one() {
     assert_eq!(
         status_for(&server, &host, Some(&format!("http://{host}"))),
         101
+    );
+}
+
+#[test]
+fn gateway_takes_the_same_origin_flags() {
+    let config = "[auth]\napi_key = \"origin-test-api-key-0123\"\ntoken_hmac_secret = \"origin-test-secret-0123456789abcdef01\"\n";
+    let server = Tetherd::gateway(
+        config,
+        &["--allow-origin", "http://good.example", "--require-origin"],
+    );
+    let host = server.addr.to_string();
+    let path = "/connection/websocket";
+    assert_eq!(
+        status_at(&server, path, &host, Some("http://good.example")),
+        101
+    );
+    assert_eq!(status_at(&server, path, &host, None), 403);
+    assert_eq!(
+        status_at(&server, path, &host, Some("http://evilgood.example")),
+        403
     );
 }

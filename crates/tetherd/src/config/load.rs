@@ -57,6 +57,10 @@ pub(crate) struct Flags {
     /// `https://*.example.com`, `null`, or `*` for any.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub(crate) allow_origins: Vec<String>,
+    /// Refuse clients that send no Origin header
+    /// (security.require_origin).
+    #[arg(long)]
+    pub(crate) require_origin: bool,
     /// PEM certificate chain for wss:// (tls.cert; with --tls-key).
     #[arg(long, value_name = "FILE")]
     pub(crate) tls_cert: Option<String>,
@@ -229,6 +233,13 @@ impl Layers {
                 "security.allow_origins",
                 Value::Array(origins.collect()),
                 "--allow-origin".to_owned(),
+            );
+        }
+        if flags.require_origin {
+            self.set(
+                "security.require_origin",
+                Value::Boolean(true),
+                "--require-origin".to_owned(),
             );
         }
     }
