@@ -225,7 +225,7 @@ impl Session {
             }
             let result = match request {
                 Request::Connect(connect) => self.connect(connect).await?,
-                Request::Subscribe(subscribe) => self.subscribe(subscribe).await,
+                Request::Subscribe(subscribe) => self.subscribe(subscribe).await?,
                 Request::Unsubscribe(request) => {
                     self.unsubscribe(&request.channel).await;
                     ReplyResult::Unsubscribe
@@ -312,18 +312,22 @@ impl Session {
         }))
     }
 
-    async fn subscribe(&mut self, request: SubscribeRequest) -> ReplyResult {
+    /// Answers a subscribe, or ends the connection when the subscription
+    /// token belongs to another channel, user or client (3500, as
+    /// Centrifugo does: the client holds a token it must not use).
+    async fn subscribe(&mut self, request: SubscribeRequest) -> Result<ReplyResult, Disconnect> {
+        let refuse = |error| Ok(ReplyResult::Error(error));
         if request.unsupported_feature().is_some() {
-            return ReplyResult::Error(ReplyError::NOT_AVAILABLE);
+            return refuse(ReplyError::NOT_AVAILABLE);
         }
         let Ok(namespace) = api::namespace(&self.node, &request.channel) else {
-            return ReplyResult::Error(ReplyError::UNKNOWN_CHANNEL);
+            return refuse(ReplyError::UNKNOWN_CHANNEL);
         };
         if self.subs.contains_key(&request.channel) {
-            return ReplyResult::Error(ReplyError::ALREADY_SUBSCRIBED);
+            return refuse(ReplyError::ALREADY_SUBSCRIBED);
         }
         if self.subs.len() >= MAX_CHANNELS {
-            return ReplyResult::Error(ReplyError::LIMIT_EXCEEDED);
+            return refuse(ReplyError::LIMIT_EXCEEDED);
         }
         let mut chan_info = None;
         if namespace.subscription_token_required || !request.token.is_empty() {
@@ -332,26 +336,34 @@ impl Session {
                 &request.channel,
                 unix_now(),
             ) {
-                Ok(claims) if claims.user == self.user => chan_info = claims.info,
-                Ok(_) => return ReplyResult::Error(ReplyError::PERMISSION_DENIED),
-                Err(TokenError::Expired) => return ReplyResult::Error(ReplyError::TOKEN_EXPIRED),
-                Err(_) => return ReplyResult::Error(ReplyError::PERMISSION_DENIED),
+                Ok(claims)
+                    if claims.user != self.user
+                        || claims.client.as_ref().is_some_and(|c| *c != self.client) =>
+                {
+                    return Err(Disconnect::INVALID_TOKEN);
+                }
+                Ok(claims) => chan_info = claims.info,
+                Err(TokenError::Expired) => return refuse(ReplyError::TOKEN_EXPIRED),
+                Err(TokenError::WrongChannel) => return Err(Disconnect::INVALID_TOKEN),
+                Err(_) => return refuse(ReplyError::PERMISSION_DENIED),
             }
         } else if self.user.is_empty() && !namespace.allow_anonymous {
-            return ReplyResult::Error(ReplyError::PERMISSION_DENIED);
+            return refuse(ReplyError::PERMISSION_DENIED);
         }
         let reject_unrecovered = request.reject_unrecovered;
-        match self
-            .join_channel(&request.channel, request.since, chan_info)
-            .await
-        {
-            Ok(result) if reject_unrecovered && result.was_recovering && !result.recovered => {
-                self.unsubscribe(&request.channel).await;
-                ReplyResult::Error(ReplyError::UNRECOVERABLE_POSITION)
-            }
-            Ok(result) => ReplyResult::Subscribe(result),
-            Err(error) => ReplyResult::Error(error),
-        }
+        Ok(
+            match self
+                .join_channel(&request.channel, request.since, chan_info)
+                .await
+            {
+                Ok(result) if reject_unrecovered && result.was_recovering && !result.recovered => {
+                    self.unsubscribe(&request.channel).await;
+                    ReplyResult::Error(ReplyError::UNRECOVERABLE_POSITION)
+                }
+                Ok(result) => ReplyResult::Subscribe(result),
+                Err(error) => ReplyResult::Error(error),
+            },
+        )
     }
 
     /// Subscribes to `channel` (already authorized), recovering from `since`.
