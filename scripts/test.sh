@@ -71,8 +71,9 @@ trap on_exit EXIT
 # Installs. Each checks first, so a machine that already has everything pays a few seconds.
 
 # Debian packages the tests need beyond the machine image: Chromium drives the browser tests
-# (crates/tetherd/tests/browser.rs) through playwright-core.
-APT_PACKAGES=(chromium)
+# (crates/tetherd/tests/browser.rs) through playwright-core; redis-server backs the Redis broker
+# tests (started by the tests themselves on free loopback ports).
+APT_PACKAGES=(chromium redis-server)
 
 apt_updated=0
 # need_apt PKG...: install the packages that are not installed yet (apt-get update at most once).

@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::{
     auth::Verifier,
-    broker::{Broker, memory::MemoryBroker},
+    broker::{Broker, memory::MemoryBroker, redis::RedisBroker},
     config::{self, Config},
     echo::listen,
     http,
@@ -39,10 +39,14 @@ async fn serve(config: Config) -> io::Result<()> {
     let broker: Arc<dyn Broker> = match &config.broker {
         config::Broker::Memory => Arc::new(MemoryBroker::new()),
         config::Broker::Redis { url } => {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("broker {url}: the Redis engine is not built yet; use \"memory\""),
-            ));
+            let broker = RedisBroker::connect(url).await.map_err(|error| {
+                io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    format!("broker {url}: {error}"),
+                )
+            })?;
+            info!(%url, "broker: Redis");
+            broker
         }
     };
     let verifier = Verifier::from_config(&config.auth)

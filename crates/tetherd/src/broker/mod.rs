@@ -13,6 +13,7 @@
 //! engine with a network sees one subscription per node per channel.
 
 pub(crate) mod memory;
+pub(crate) mod redis;
 
 use std::{fmt, sync::Arc, time::Duration};
 
