@@ -13,7 +13,6 @@ mod common;
 
 use std::{
     fs,
-    io::Read,
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -24,7 +23,7 @@ use std::{
 
 use serde_json::Value;
 
-use common::{Tetherd, repo_root};
+use common::{BROWSER_INSTALL_HINT, Tetherd, browser_dir, read_to_end};
 
 /// The session cookie the page sets.
 const SESSION: &str = "tether-browser-test";
@@ -208,9 +207,9 @@ fn run_browser(ws_url: &str, pages: &[&str], extra: &[&str]) -> Vec<Value> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|error| panic!("cannot run `node` ({error}): {}", INSTALL_HINT));
-    let stdout = drain(child.stdout.take().expect("stdout is piped"));
-    let stderr = drain(child.stderr.take().expect("stderr is piped"));
+        .unwrap_or_else(|error| panic!("cannot run `node` ({error}): {}", BROWSER_INSTALL_HINT));
+    let stdout = read_to_end(child.stdout.take().expect("stdout is piped"));
+    let stderr = read_to_end(child.stderr.take().expect("stderr is piped"));
     let deadline = Instant::now() + BROWSER_DEADLINE;
     let status = loop {
         if let Some(status) = child.try_wait().expect("waits for node") {
@@ -245,36 +244,6 @@ fn run_browser(ws_url: &str, pages: &[&str], extra: &[&str]) -> Vec<Value> {
         "one report per page; stdout:\n{stdout}\nstderr:\n{stderr}"
     );
     reports
-}
-
-const INSTALL_HINT: &str = "run `bash scripts/test.sh`, which installs them \
-     (apt: chromium; npm: `npm ci` in clients/browser-tests)";
-
-/// `clients/browser-tests`, after checking that what it needs is installed.
-fn browser_dir() -> PathBuf {
-    let dir = repo_root().join("clients/browser-tests");
-    assert!(
-        dir.join("node_modules/playwright-core").is_dir(),
-        "{} is missing: {INSTALL_HINT}",
-        dir.join("node_modules/playwright-core").display()
-    );
-    let chromium = std::env::var_os("CHROMIUM")
-        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
-    assert!(
-        chromium.exists(),
-        "{} is missing: {INSTALL_HINT}",
-        chromium.display()
-    );
-    dir
-}
-
-/// Reads a pipe to its end on a thread.
-fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut text = String::new();
-        let _ = pipe.read_to_string(&mut text);
-        text
-    })
 }
 
 /// A port free on both 127.0.0.1 and 127.0.0.2, for the page servers.

@@ -9,8 +9,6 @@
 mod common;
 
 use std::{
-    io::Read,
-    path::PathBuf,
     process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -18,7 +16,7 @@ use std::{
 
 use serde_json::Value;
 
-use common::{Tetherd, repo_root};
+use common::{BROWSER_INSTALL_HINT, Tetherd, browser_dir, read_to_end};
 
 const API_KEY: &str = "pages-api-key-0123456789";
 
@@ -86,9 +84,9 @@ fn run_demo(base: &str) -> Value {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|error| panic!("cannot run `node` ({error}): {INSTALL_HINT}"));
-    let stdout = read_all(child.stdout.take().expect("stdout is piped"));
-    let stderr = read_all(child.stderr.take().expect("stderr is piped"));
+        .unwrap_or_else(|error| panic!("cannot run `node` ({error}): {BROWSER_INSTALL_HINT}"));
+    let stdout = read_to_end(child.stdout.take().expect("stdout is piped"));
+    let stderr = read_to_end(child.stderr.take().expect("stderr is piped"));
     let deadline = Instant::now() + BROWSER_DEADLINE;
     let status = loop {
         if let Some(status) = child.try_wait().expect("waits for node") {
@@ -117,34 +115,4 @@ fn run_demo(base: &str) -> Value {
         .find(|line| line.starts_with('{'))
         .unwrap_or_else(|| panic!("no report; stdout:\n{stdout}\nstderr:\n{stderr}"));
     serde_json::from_str(report).expect("demo.mjs prints a JSON report")
-}
-
-const INSTALL_HINT: &str = "run `bash scripts/test.sh`, which installs them \
-     (apt: chromium; npm: `npm ci` in clients/browser-tests)";
-
-/// `clients/browser-tests`, after checking that what it needs is installed.
-fn browser_dir() -> PathBuf {
-    let dir = repo_root().join("clients/browser-tests");
-    assert!(
-        dir.join("node_modules/playwright-core").is_dir(),
-        "{} is missing: {INSTALL_HINT}",
-        dir.join("node_modules/playwright-core").display()
-    );
-    let chromium = std::env::var_os("CHROMIUM")
-        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
-    assert!(
-        chromium.exists(),
-        "{} is missing: {INSTALL_HINT}",
-        chromium.display()
-    );
-    dir
-}
-
-/// Reads a pipe to its end on a thread.
-fn read_all(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut text = String::new();
-        let _ = pipe.read_to_string(&mut text);
-        text
-    })
 }

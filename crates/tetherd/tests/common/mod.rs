@@ -293,3 +293,35 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
     }
 }
+
+/// What to do when the browser test tools are missing.
+pub const BROWSER_INSTALL_HINT: &str = "run `bash scripts/test.sh`, which installs them \
+     (apt: chromium; npm: `npm ci` in clients/browser-tests)";
+
+/// `clients/browser-tests`, after checking that playwright-core and
+/// Chromium (`/usr/bin/chromium`, or `$CHROMIUM`) are installed.
+pub fn browser_dir() -> PathBuf {
+    let dir = repo_root().join("clients/browser-tests");
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir(),
+        "{} is missing: {BROWSER_INSTALL_HINT}",
+        dir.join("node_modules/playwright-core").display()
+    );
+    let chromium = std::env::var_os("CHROMIUM")
+        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
+    assert!(
+        chromium.exists(),
+        "{} is missing: {BROWSER_INSTALL_HINT}",
+        chromium.display()
+    );
+    dir
+}
+
+/// Reads a pipe to its end on a thread.
+pub fn read_to_end(mut pipe: impl std::io::Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    })
+}
