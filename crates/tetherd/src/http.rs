@@ -172,48 +172,37 @@ fn metrics(node: &Node) -> Response<Body> {
         channels: channels.len(),
         draining: node.is_draining(),
     };
-    let mut response = Response::new(Body::from(node.metrics.render(gauges)));
+    let body = node.metrics.render(gauges);
+    respond(StatusCode::OK, "text/plain; version=0.0.4", body)
+}
+
+/// A response with `status`, `content_type` and `body`.
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Body>,
+) -> Response<Body> {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; version=0.0.4"),
+        header::HeaderValue::from_static(content_type),
     );
     response
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {
-    let mut response = Response::new(Body::from(body.to_owned()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+    respond(status, "text/plain; charset=utf-8", body.to_owned())
 }
 
 fn json_response(status: StatusCode, body: String) -> Response<Body> {
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    response
+    respond(status, "application/json", body)
 }
 
 fn html(page: &'static str) -> Response<Body> {
-    let mut response = Response::new(Body::from(page));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    response
+    respond(StatusCode::OK, "text/html; charset=utf-8", page)
 }
 
 fn javascript(source: &'static str) -> Response<Body> {
-    let mut response = Response::new(Body::from(source));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/javascript; charset=utf-8"),
-    );
-    response
+    respond(StatusCode::OK, "text/javascript; charset=utf-8", source)
 }
