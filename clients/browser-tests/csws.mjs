@@ -16,6 +16,7 @@
 //                    (the DevTools protocol leaves the Cookie header out of WebSocket
 //                    handshakes); the pages then open ws://127.0.0.1:RELAY/PATH
 //   --session VALUE  the session cookie the page sets (default: tether-session-<random>)
+//   --msg TEXT       the text each page sends (default: "hello from ORIGIN")
 //   --timeout SECS   how long each page may take (default 20)
 //   CHROMIUM         environment variable: the browser (default /usr/bin/chromium)
 //
@@ -24,7 +25,9 @@
 //   page       the origin it was served from
 //   handshake  { source, status, cookie, error }: with --tap, what went over the wire
 //              (source "tap": the status line's code and the Cookie header, null when
-//              none was sent); otherwise what Chromium's DevTools protocol reports
+//              none was sent, the response's Sec-WebSocket-Extensions in `extensions`
+//              and the bytes the server sent after its handshake in `serverBytes`,
+//              which shows whether permessage-deflate compressed them); otherwise what Chromium's DevTools protocol reports
 //              (source "devtools": the status of a completed handshake, or the error
 //              text of a failed one; cookie is always null there)
 //   console    the page's console messages (Chromium logs handshake failures there)
@@ -81,6 +84,7 @@ function parseArgs(argv) {
     key: null,
     tap: false,
     session: null,
+    msg: null,
     timeout: 20,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -96,6 +100,7 @@ function parseArgs(argv) {
       case '--tls-key': opts.key = value(); break;
       case '--tap': opts.tap = true; break;
       case '--session': opts.session = value(); break;
+      case '--msg': opts.msg = value(); break;
       case '--timeout': opts.timeout = Number(value()); break;
       case '-h': case '--help': usage(); break;
       default: usage(`unknown argument ${flag}`);
@@ -172,7 +177,9 @@ async function startTap(target) {
   const upstream = new URL(target);
   const handshakes = [];
   const server = net.createServer((client) => {
-    const record = { source: 'tap', status: null, cookie: null, error: null };
+    const record = {
+      source: 'tap', status: null, cookie: null, extensions: null, serverBytes: 0, error: null,
+    };
     handshakes.push(record);
     const onward = net.connect(Number(upstream.port || 80), upstream.hostname);
     let request = '';
@@ -192,13 +199,20 @@ async function startTap(target) {
       }
     });
     onward.on('data', (chunk) => {
-      if (response !== null) {
-        response += chunk.toString('latin1');
-        const end = response.indexOf('\r\n');
-        if (end >= 0) {
-          record.status = Number(response.slice(0, end).split(' ')[1]) || null;
-          response = null;
-        }
+      if (response === null) {
+        record.serverBytes += chunk.length;
+        return;
+      }
+      response += chunk.toString('latin1');
+      const end = response.indexOf('\r\n\r\n');
+      if (end >= 0) {
+        const lines = response.slice(0, end).split('\r\n');
+        record.status = Number(lines[0].split(' ')[1]) || null;
+        const extensions = lines.find((line) =>
+          line.toLowerCase().startsWith('sec-websocket-extensions:'));
+        record.extensions = extensions ? extensions.slice(extensions.indexOf(':') + 1).trim() : null;
+        record.serverBytes += response.length - end - 4;
+        response = null;
       }
     });
     const fail = (error) => {
@@ -244,6 +258,7 @@ async function runPage(context, origin, opts, tap) {
 
   const wsUrl = tap ? tap.url : opts.ws;
   const query = new URLSearchParams({ ws: wsUrl, session: opts.session });
+  if (opts.msg !== null) query.set('msg', opts.msg);
   const url = `${origin.origin}/page.html?${query}`;
   let result;
   let stage = 'load';

@@ -10,6 +10,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use crate::{
     CloseCode, CloseFrame, Limits, Message, ProtocolError, Role, UsageError, Utf8Bytes,
+    deflate::{DeflateState, EncodedFrame, FrameEncoding, PerMessageDeflate, RSV1},
     frame::{FrameHeader, OpCode, apply_mask},
     utf8::{self, Validator},
 };
@@ -181,6 +182,8 @@ struct Partial {
     fragments: usize,
     /// `Some` for text messages.
     utf8: Option<Validator>,
+    /// Sent with RSV1: `data` holds what was inflated so far.
+    compressed: bool,
 }
 
 /// One WebSocket connection after the handshake.
@@ -198,6 +201,8 @@ pub struct Connection {
     /// RSV bits an extension has claimed for the first frame of a message.
     extension_rsv: u8,
     message: Option<Box<Partial>>,
+    /// permessage-deflate, once negotiated.
+    deflate: Option<Box<DeflateState>>,
     events: VecDeque<Event>,
     /// The latest ping not yet answered while output is backed up.
     pending_pong: Option<Bytes>,
@@ -220,6 +225,7 @@ impl Connection {
             state: State::Open,
             extension_rsv: 0,
             message: None,
+            deflate: None,
             events: VecDeque::new(),
             pending_pong: None,
             outgoing: VecDeque::new(),
@@ -248,6 +254,69 @@ impl Connection {
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Turns on permessage-deflate as negotiated in the handshake: RSV1 on a
+    /// message's first frame then means "compressed", and outgoing messages
+    /// from the threshold up are compressed. Call before any frame is
+    /// received or sent.
+    pub fn set_deflate(&mut self, negotiated: PerMessageDeflate) {
+        self.extension_rsv |= RSV1;
+        self.deflate = Some(Box::new(DeflateState::new(negotiated)));
+    }
+
+    /// The negotiated permessage-deflate, if any.
+    pub fn deflate(&self) -> Option<&PerMessageDeflate> {
+        self.deflate.as_deref().map(DeflateState::settings)
+    }
+
+    /// Whether a zlib stream is held between messages (only with context
+    /// takeover); an idle connection without it holds none.
+    pub fn holds_deflate_streams(&self) -> bool {
+        self.deflate
+            .as_deref()
+            .is_some_and(DeflateState::holds_streams)
+    }
+
+    /// How this server connection frames data messages, so a broadcast can
+    /// encode each message once per encoding; `None` for a client, which
+    /// masks every frame itself.
+    pub fn frame_encoding(&self) -> Option<FrameEncoding> {
+        if self.role == Role::Client {
+            return None;
+        }
+        Some(match self.deflate() {
+            Some(d) => FrameEncoding::Deflate {
+                max_window_bits: d.outgoing.max_window_bits,
+                level: d.level,
+                threshold: d.threshold,
+            },
+            None => FrameEncoding::Plain,
+        })
+    }
+
+    /// Queues a frame encoded once for many connections (see
+    /// [`FrameEncoding::encode`]). The bytes are shared, not copied, unless
+    /// the frame is small enough to be coalesced.
+    pub fn send_encoded(&mut self, frame: &EncodedFrame) -> Result<(), UsageError> {
+        if self.state != State::Open {
+            return Err(UsageError::AlreadyClosing);
+        }
+        if self.role == Role::Client {
+            return Err(UsageError::EncodedFrameOnClient);
+        }
+        if let Some(bits) = frame.window_bits() {
+            let deflate = self
+                .deflate
+                .as_deref_mut()
+                .ok_or(UsageError::EncodingMismatch)?;
+            if bits > deflate.settings().outgoing.max_window_bits {
+                return Err(UsageError::EncodingMismatch);
+            }
+            deflate.reset_compression();
+        }
+        self.queue_bytes(frame.as_bytes().clone());
+        Ok(())
     }
 
     /// Consumes every complete frame at the front of `buf`, leaving a partial
@@ -315,8 +384,8 @@ impl Connection {
             return Err(UsageError::AlreadyClosing);
         }
         match message {
-            Message::Text(text) => self.queue_frame(OpCode::Text, text.into_bytes()),
-            Message::Binary(data) => self.queue_frame(OpCode::Binary, data),
+            Message::Text(text) => self.queue_data(OpCode::Text, text.into_bytes()),
+            Message::Binary(data) => self.queue_data(OpCode::Binary, data),
             Message::Ping(data) => self.queue_control(OpCode::Ping, data)?,
             Message::Pong(data) => self.queue_control(OpCode::Pong, data)?,
             Message::Close(frame) => {
@@ -513,7 +582,29 @@ impl Connection {
         payload: BytesMut,
     ) -> Result<(), ProtocolError> {
         let invalid_utf8 = |_| ProtocolError::InvalidUtf8;
+        let max_message = self.config.limits.max_message_size;
         match header.opcode {
+            OpCode::Text | OpCode::Binary if header.rsv & RSV1 != 0 => {
+                let mut partial = Partial {
+                    data: BytesMut::new(),
+                    fragments: 1,
+                    utf8: (header.opcode == OpCode::Text).then(Validator::default),
+                    compressed: true,
+                };
+                inflate(
+                    self.deflate.as_deref_mut(),
+                    &mut partial,
+                    &payload,
+                    header.fin,
+                    max_message,
+                )?;
+                if header.fin {
+                    self.take_token(now)?;
+                    self.finish_message(partial)?;
+                } else {
+                    self.message = Some(Box::new(partial));
+                }
+            }
             OpCode::Text if header.fin => {
                 utf8::validate(&payload).map_err(invalid_utf8)?;
                 self.take_token(now)?;
@@ -536,16 +627,22 @@ impl Connection {
                     data: BytesMut::from(&payload[..]),
                     fragments: 1,
                     utf8,
+                    compressed: false,
                 }));
             }
             OpCode::Continuation => {
                 let Some(partial) = self.message.as_mut() else {
                     return Err(ProtocolError::UnexpectedContinuation);
                 };
-                if let Some(validator) = &mut partial.utf8 {
-                    validator.feed(&payload).map_err(invalid_utf8)?;
+                if partial.compressed {
+                    let deflate = self.deflate.as_deref_mut();
+                    inflate(deflate, partial, &payload, header.fin, max_message)?;
+                } else {
+                    if let Some(validator) = &mut partial.utf8 {
+                        validator.feed(&payload).map_err(invalid_utf8)?;
+                    }
+                    partial.data.extend_from_slice(&payload);
                 }
-                partial.data.extend_from_slice(&payload);
                 partial.fragments += 1;
                 if header.fin {
                     if let Some(partial) = self.message.take() {
@@ -671,11 +768,41 @@ impl Connection {
         Ok(())
     }
 
+    /// Queues a text or binary message, compressed if negotiated and worth it.
+    fn queue_data(&mut self, opcode: OpCode, payload: Bytes) {
+        match self
+            .deflate
+            .as_deref_mut()
+            .and_then(|d| d.compress(&payload))
+        {
+            Some(compressed) => self.queue_frame_with_rsv(opcode, RSV1, compressed),
+            None => self.queue_frame(opcode, payload),
+        }
+    }
+
+    /// Queues complete frame bytes.
+    fn queue_bytes(&mut self, frame: Bytes) {
+        self.buffered += frame.len();
+        if frame.len() <= COALESCE_MAX_PAYLOAD {
+            self.coalesced.extend_from_slice(&frame);
+        } else {
+            if !self.coalesced.is_empty() {
+                self.outgoing
+                    .push_back(mem::take(&mut self.coalesced).freeze());
+            }
+            self.outgoing.push_back(frame);
+        }
+    }
+
     fn queue_frame(&mut self, opcode: OpCode, payload: Bytes) {
+        self.queue_frame_with_rsv(opcode, 0, payload);
+    }
+
+    fn queue_frame_with_rsv(&mut self, opcode: OpCode, rsv: u8, payload: Bytes) {
         let mask = (self.role == Role::Client).then(rand::random::<[u8; 4]>);
         let header = FrameHeader {
             fin: true,
-            rsv: 0,
+            rsv,
             opcode,
             mask,
             payload_len: payload.len() as u64,
@@ -703,4 +830,27 @@ impl Connection {
             self.outgoing.push_back(payload);
         }
     }
+}
+
+/// Inflates one frame of a compressed message onto `partial`, validating
+/// text as it grows.
+fn inflate(
+    deflate: Option<&mut DeflateState>,
+    partial: &mut Partial,
+    payload: &[u8],
+    fin: bool,
+    max_message: usize,
+) -> Result<(), ProtocolError> {
+    // check_header lets RSV1 through only once deflate is on.
+    let Some(deflate) = deflate else {
+        return Err(ProtocolError::ReservedBitsSet(RSV1));
+    };
+    let start = partial.data.len();
+    deflate.inflate(payload, fin, &mut partial.data, max_message)?;
+    if let Some(validator) = &mut partial.utf8 {
+        validator
+            .feed(&partial.data[start..])
+            .map_err(|_| ProtocolError::InvalidUtf8)?;
+    }
+    Ok(())
 }

@@ -35,6 +35,8 @@ pub enum ProtocolError {
     InvalidCloseReason,
     /// §8.1: text messages must be UTF-8 (reported as soon as a byte proves it).
     InvalidUtf8,
+    /// RFC 7692 §6.2: a compressed message is not a valid deflate stream.
+    InvalidCompressedData,
     /// Limit: a frame's declared length exceeds `Limits::max_frame_size`.
     FrameTooBig {
         /// Declared payload length.
@@ -68,7 +70,9 @@ impl ProtocolError {
     /// limits, 1008 for the rate limit, 1002 for everything else.
     pub fn close_code(&self) -> CloseCode {
         match self {
-            Self::InvalidUtf8 | Self::InvalidCloseReason => CloseCode::INVALID_PAYLOAD,
+            Self::InvalidUtf8 | Self::InvalidCloseReason | Self::InvalidCompressedData => {
+                CloseCode::INVALID_PAYLOAD
+            }
             Self::RateLimited { .. } => CloseCode::POLICY_VIOLATION,
             Self::FrameTooBig { .. }
             | Self::MessageTooBig { .. }
@@ -110,6 +114,9 @@ impl fmt::Display for ProtocolError {
             Self::InvalidCloseCode(code) => write!(f, "close code {code} may not be sent"),
             Self::InvalidCloseReason => f.write_str("close reason is not valid UTF-8"),
             Self::InvalidUtf8 => f.write_str("text message is not valid UTF-8"),
+            Self::InvalidCompressedData => {
+                f.write_str("compressed message is not valid deflate data")
+            }
             Self::FrameTooBig { len, max } => {
                 write!(f, "frame of {len} bytes exceeds the limit of {max}")
             }
@@ -139,6 +146,14 @@ pub enum UsageError {
     ControlPayloadTooLong(usize),
     /// A close code that may not be sent (1005, 1006, 1015, unassigned ranges).
     UnsendableCloseCode(u16),
+    /// Only text and binary messages can be encoded for sharing.
+    NotDataMessage,
+    /// A shared frame was queued on a client connection, which must mask
+    /// every frame itself.
+    EncodedFrameOnClient,
+    /// A shared frame was compressed in a way this connection did not
+    /// negotiate (no permessage-deflate, or a smaller window).
+    EncodingMismatch,
 }
 
 impl fmt::Display for UsageError {
@@ -152,6 +167,13 @@ impl fmt::Display for UsageError {
             }
             Self::UnsendableCloseCode(code) => {
                 write!(f, "close code {code} may not be sent on the wire")
+            }
+            Self::NotDataMessage => f.write_str("only text and binary messages can be encoded"),
+            Self::EncodedFrameOnClient => {
+                f.write_str("a client masks each frame, so it cannot send a shared frame")
+            }
+            Self::EncodingMismatch => {
+                f.write_str("the frame's compression was not negotiated on this connection")
             }
         }
     }

@@ -1,4 +1,5 @@
-//! The RFC 6455 WebSocket protocol as plain values: bytes in, events out.
+//! The RFC 6455 WebSocket protocol, with RFC 7692 permessage-deflate, as plain
+//! values: bytes in, events out.
 //!
 //! What this crate does **not** do: it never opens a socket, never reads a
 //! clock and never spawns a task. Time is an argument (`now: Instant`), bytes
@@ -20,6 +21,7 @@
 
 pub mod close;
 mod connection;
+pub mod deflate;
 mod error;
 pub mod frame;
 pub mod handshake;

@@ -1,5 +1,7 @@
 //! Runs every case of an Autobahn|Testsuite fuzzing server against the
 //! Tether client, echoing each message, then asks it to write its reports.
+//! The client offers permessage-deflate with context takeover both ways, so
+//! the server's choices (cases 12.* and 13.*) decide what is negotiated.
 //!
 //! ```sh
 //! wstest -m fuzzingserver -s spec.json &
@@ -8,7 +10,7 @@
 
 use std::process::ExitCode;
 
-use tether::{ClientConfig, Error, Message, TrySendError, connect_with};
+use tether::{ClientConfig, Error, Message, TrySendError, connect_with, deflate::DeflateConfig};
 
 const AGENT: &str = "tether";
 
@@ -30,7 +32,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(base: &str) -> Result<u32, Error> {
-    let config = ClientConfig::default();
+    let offer = DeflateConfig::default()
+        .server_no_context_takeover(false)
+        .client_no_context_takeover(false);
+    let config = ClientConfig::default().deflate(offer);
     let count = case_count(base, &config).await?;
     for case in 1..=count {
         let url = format!("{base}/runCase?case={case}&agent={AGENT}");

@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use rustls::pki_types::ServerName;
 use tether_proto::{
     Config, Role,
+    deflate::DeflateConfig,
     handshake::client::{ClientRequest, Response},
 };
 use tokio::{
@@ -39,6 +40,8 @@ pub struct ClientConfig {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Outbound queue bound, in bytes.
     pub max_buffered: usize,
+    /// permessage-deflate offers, in order of preference; none by default.
+    pub deflate: Vec<DeflateConfig>,
 }
 
 impl ClientConfig {
@@ -60,6 +63,13 @@ impl ClientConfig {
         self
     }
 
+    /// Offers permessage-deflate with `config` (call again to offer other
+    /// parameters, in order of preference).
+    pub fn deflate(mut self, config: DeflateConfig) -> Self {
+        self.deflate.push(config);
+        self
+    }
+
     /// Sets [`ClientConfig::connection`].
     pub fn connection(mut self, connection: Config) -> Self {
         self.connection = connection;
@@ -76,6 +86,7 @@ impl Default for ClientConfig {
             headers: Vec::new(),
             tls: None,
             max_buffered: DEFAULT_MAX_BUFFERED,
+            deflate: Vec::new(),
         }
     }
 }
@@ -128,6 +139,9 @@ where
     for (name, value) in &config.headers {
         request = request.header(name, value);
     }
+    for offer in &config.deflate {
+        request = request.deflate(*offer);
+    }
     let (bytes, pending) = request.encode();
     io.write_all(&bytes).await?;
     let mut buf = BytesMut::new();
@@ -147,6 +161,9 @@ where
     let leftover: Bytes = buf.split_off(consumed).freeze();
     let mut ws = WebSocket::from_raw(io, Role::Client, config.connection, leftover);
     ws.set_max_buffered(config.max_buffered);
+    if let Some(negotiated) = response.deflate() {
+        ws.set_deflate(*negotiated);
+    }
     Ok((ws, response))
 }
 

@@ -35,5 +35,5 @@ pub use server::{ServerConfig, accept, accept_with, reject};
 pub use stream::{DEFAULT_MAX_BUFFERED, ReadHalf, TrySendError, WebSocket, WriteHalf};
 pub use tether_proto::{
     CloseCode, CloseFrame, Config, Initiator, Keepalive, Limits, Message, ProtocolError, RateLimit,
-    Role, Utf8Bytes, handshake,
+    Role, Utf8Bytes, deflate, handshake,
 };

@@ -6,7 +6,8 @@ use bytes::{Bytes, BytesMut};
 use hyper_util::rt::TokioIo;
 use tether_proto::{
     Config, Role,
-    handshake::{HandshakeError, HeadLimits, server::Request},
+    deflate::{DeflateConfig, PerMessageDeflate},
+    handshake::{HandshakeError, HeadLimits, extensions::ExtensionOffer, server::Request},
 };
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
@@ -37,6 +38,9 @@ pub struct ServerConfig {
     pub require_origin: bool,
     /// Whether connections arrive over TLS, so same-origin expects `https`.
     pub secure: bool,
+    /// permessage-deflate (RFC 7692) for clients that offer it; off by
+    /// default.
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl ServerConfig {
@@ -79,6 +83,18 @@ impl ServerConfig {
         self
     }
 
+    /// Sets [`ServerConfig::deflate`].
+    pub fn deflate(mut self, deflate: Option<DeflateConfig>) -> Self {
+        self.deflate = deflate;
+        self
+    }
+
+    /// The permessage-deflate response element and parameters for
+    /// `request`, if compression is on and one of its offers is acceptable.
+    fn negotiate_deflate(&self, request: &Request) -> Option<(ExtensionOffer, PerMessageDeflate)> {
+        request.negotiate_deflate(self.deflate.as_ref()?)
+    }
+
     /// Runs the checks every upgrade passes before application code sees it.
     fn admit(&self, request: &Request) -> Result<(), HandshakeError> {
         self.origin.check(request, self.secure, self.require_origin)
@@ -102,6 +118,7 @@ impl Default for ServerConfig {
             origin: OriginPolicy::default(),
             require_origin: false,
             secure: false,
+            deflate: None,
         }
     }
 }
@@ -149,13 +166,18 @@ where
         Ok(Ok(data)) => data,
     };
     let subprotocol = request.negotiate_subprotocol(&config.subprotocols);
-    let response = request.accept_response(subprotocol, &[], &[]);
+    let deflate = config.negotiate_deflate(&request);
+    let extensions: Vec<ExtensionOffer> = deflate.iter().map(|(e, _)| e.clone()).collect();
+    let response = request.accept_response(subprotocol, &extensions, &[]);
     match timeout_at(deadline, io.write_all(&response)).await {
         Err(_) => return Err(Error::HandshakeTimeout),
         Ok(result) => result?,
     }
     let mut ws = WebSocket::from_raw(io, Role::Server, config.connection, leftover);
     ws.set_max_buffered(config.max_buffered);
+    if let Some((_, negotiated)) = deflate {
+        ws.set_deflate(negotiated);
+    }
     Ok((ws, request, data))
 }
 
@@ -254,6 +276,7 @@ pub fn upgrade<B>(
     // policy too.
     config.admit(&parsed)?;
     let subprotocol = parsed.negotiate_subprotocol(&config.subprotocols);
+    let deflate = config.negotiate_deflate(&parsed);
     let mut response = http::Response::builder()
         .status(http::StatusCode::SWITCHING_PROTOCOLS)
         .header(http::header::UPGRADE, "websocket")
@@ -265,6 +288,9 @@ pub fn upgrade<B>(
     if let Some(protocol) = subprotocol {
         response = response.header(http::header::SEC_WEBSOCKET_PROTOCOL, protocol);
     }
+    if let Some((element, _)) = &deflate {
+        response = response.header(http::header::SEC_WEBSOCKET_EXTENSIONS, element.to_string());
+    }
     let response = response
         .body(())
         .map_err(|_| HandshakeError::Malformed("subprotocol is not a valid header value"))?;
@@ -272,6 +298,7 @@ pub fn upgrade<B>(
         on_upgrade: hyper::upgrade::on(request),
         config: config.connection,
         max_buffered: config.max_buffered,
+        deflate: deflate.map(|(_, negotiated)| negotiated),
     };
     Ok((response, pending))
 }
@@ -282,6 +309,7 @@ pub struct PendingUpgrade {
     on_upgrade: hyper::upgrade::OnUpgrade,
     config: Config,
     max_buffered: usize,
+    deflate: Option<PerMessageDeflate>,
 }
 
 impl PendingUpgrade {
@@ -297,6 +325,9 @@ impl PendingUpgrade {
             Bytes::new(),
         );
         ws.set_max_buffered(self.max_buffered);
+        if let Some(negotiated) = self.deflate {
+            ws.set_deflate(negotiated);
+        }
         Ok(ws)
     }
 }

@@ -19,6 +19,7 @@ use futures_core::Stream;
 use futures_sink::Sink;
 use tether_proto::{
     CloseCode, CloseFrame, Config, Connection, Event, Initiator, Message, Role, State,
+    deflate::PerMessageDeflate,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -91,6 +92,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 write_failed: false,
             },
         }
+    }
+
+    /// Turns on permessage-deflate as the handshake negotiated it.
+    pub(crate) fn set_deflate(&mut self, negotiated: PerMessageDeflate) {
+        self.pump.conn.set_deflate(negotiated);
+    }
+
+    /// The permessage-deflate negotiated in the handshake, if any.
+    pub fn deflate(&self) -> Option<&PerMessageDeflate> {
+        self.pump.conn.deflate()
     }
 
     /// Sets how many bytes may wait in the outbound queue before senders wait.

@@ -8,7 +8,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
-use tether::{CloseCode, CloseFrame, Message, ServerConfig};
+use tether::{
+    ClientConfig, CloseCode, CloseFrame, Message, ServerConfig, connect_with,
+    deflate::DeflateConfig,
+};
 use tokio::{
     io::AsyncWriteExt,
     net::{TcpListener, TcpStream},
@@ -24,7 +27,10 @@ async fn handle(mut request: Request<Incoming>) -> Result<Response<Full<Bytes>>,
         let text = format!("plain HTTP, {} body bytes\n", body.map_or(0, |b| b.len()));
         return Ok(Response::new(Full::new(Bytes::from(text))));
     }
-    match tether::server::upgrade(&mut request, &ServerConfig::default()) {
+    // Compression is on for /deflate only.
+    let deflate = (request.uri().path() == "/deflate").then(DeflateConfig::default);
+    let config = ServerConfig::default().deflate(deflate);
+    match tether::server::upgrade(&mut request, &config) {
         Ok((response, pending)) => {
             tokio::spawn(async move {
                 if let Ok(mut ws) = pending.wait().await {
@@ -80,6 +86,28 @@ async fn hyper_upgrade_round_trips_messages() {
         Message::Close(Some(CloseFrame::new(CloseCode::NORMAL)))
     );
     expect_end(&mut ws).await;
+}
+
+#[tokio::test]
+async fn hyper_upgrade_negotiates_permessage_deflate_when_configured() {
+    let addr = spawn_hyper_server().await;
+    let config = ClientConfig::default().deflate(DeflateConfig::default());
+    let (mut ws, response) = within(
+        "connect",
+        connect_with(&format!("ws://{addr}/deflate"), &config),
+    )
+    .await
+    .unwrap();
+    assert!(response.deflate().is_some(), "{:?}", response.extensions());
+    assert!(ws.deflate().is_some());
+    let text = Message::text("compressed through hyper ".repeat(1000));
+    ws.send(text.clone()).await.unwrap();
+    assert_eq!(next(&mut ws).await, text);
+
+    let (_, plain) = within("connect", connect_with(&format!("ws://{addr}/ws"), &config))
+        .await
+        .unwrap();
+    assert!(plain.deflate().is_none(), "off unless configured");
 }
 
 #[tokio::test]

@@ -13,7 +13,8 @@ use std::{
 
 use tether::{
     ConnectionLimiter, ConnectionPermit, Error, Initiator, Keepalive, Limits, Message,
-    OriginPolicy, RateLimit, ServerConfig, TrySendError, WebSocket, handshake::server::Request,
+    OriginPolicy, RateLimit, ServerConfig, TrySendError, WebSocket, deflate::DeflateConfig,
+    handshake::server::Request,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -84,6 +85,19 @@ pub(crate) struct Args {
     /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Accept permessage-deflate (RFC 7692) from clients that offer it. By
+    /// default without context takeover either way, so an idle connection
+    /// holds no compression state.
+    #[arg(long)]
+    deflate: bool,
+    /// With --deflate: keep the compression context between messages in
+    /// both directions where the client allows it (better ratio, about
+    /// 300 KiB of zlib state per connection).
+    #[arg(long, requires = "deflate")]
+    deflate_context_takeover: bool,
+    /// With --deflate: messages shorter than this many bytes go uncompressed.
+    #[arg(long, requires = "deflate", default_value_t = DeflateConfig::default().threshold)]
+    deflate_threshold: usize,
 }
 
 impl Args {
@@ -110,6 +124,13 @@ impl Args {
             burst: self.message_burst.max(1),
         });
         let idle_timeout = (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout));
+        let deflate = self.deflate.then(|| {
+            let reset = !self.deflate_context_takeover;
+            DeflateConfig::default()
+                .server_no_context_takeover(reset)
+                .client_no_context_takeover(reset)
+                .threshold(self.deflate_threshold)
+        });
         let defaults = ServerConfig::default();
         let connection = defaults
             .connection
@@ -121,7 +142,8 @@ impl Args {
             .connection(connection)
             .handshake_timeout(Duration::from_secs(self.handshake_timeout))
             .origin(origin)
-            .require_origin(self.require_origin))
+            .require_origin(self.require_origin)
+            .deflate(deflate))
     }
 }
 

@@ -115,6 +115,36 @@ fn foreign_page_is_refused_at_the_handshake_over_wss() {
     assert_log_shows(&server, &allowed, &foreign);
 }
 
+#[test]
+fn chromium_negotiates_permessage_deflate_and_round_trips() {
+    let _one_browser = one_browser_at_a_time();
+    let port = page_port();
+    let page = format!("http://127.0.0.1:{port}");
+    let server = Tetherd::echo(&["--deflate", "--allow-origin", &page]);
+    let text = "a compressible message from Chromium; ".repeat(200);
+
+    // --tap shows the response's extensions and counts the bytes the
+    // server sent back, which only compression can make smaller than the echo.
+    let reports = run_browser(&server.url(), &[&page], &["--tap", "--msg", &text]);
+
+    let report = &reports[0];
+    assert_eq!(report["outcome"], "echoed", "{report}");
+    assert_eq!(report["echo"], text.as_str(), "the echo arrives whole");
+    assert_eq!(report["close"]["code"], 1000, "{report}");
+    let handshake = &report["handshake"];
+    let extensions = handshake["extensions"].as_str().unwrap_or_default();
+    assert!(
+        extensions.starts_with("permessage-deflate"),
+        "the server accepted Chromium's offer: {handshake}"
+    );
+    let server_bytes = handshake["serverBytes"].as_u64().expect("counted");
+    assert!(
+        server_bytes < text.len() as u64 / 4,
+        "the {}-byte echo went out compressed, {server_bytes} bytes in all: {handshake}",
+        text.len()
+    );
+}
+
 /// The page from `origin` opened its socket, got its message back and closed
 /// normally.
 fn assert_echoed(report: &Value, origin: &str) {

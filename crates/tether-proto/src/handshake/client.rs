@@ -25,6 +25,7 @@ use super::{
     ClientHandshakeError, HeadFailure, HeadLimits, VERSION, accept_key, excerpt, has_token,
     own_headers, parse_head, push_header, trim_ows, values,
 };
+use crate::deflate::{DeflateConfig, PerMessageDeflate};
 
 /// An upgrade request to send, built with chained setters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +34,7 @@ pub struct ClientRequest {
     path: String,
     subprotocols: Vec<String>,
     extensions: Vec<ExtensionOffer>,
+    deflate: Vec<DeflateConfig>,
     headers: Vec<(String, String)>,
     limits: HeadLimits,
 }
@@ -47,6 +49,7 @@ impl ClientRequest {
             path: path.into(),
             subprotocols: Vec::new(),
             extensions: Vec::new(),
+            deflate: Vec::new(),
             headers: Vec::new(),
             limits: HeadLimits::default(),
         }
@@ -61,6 +64,15 @@ impl ClientRequest {
     /// Offers an extension; call again to offer more, in preference order.
     pub fn extension(mut self, offer: ExtensionOffer) -> Self {
         self.extensions.push(offer);
+        self
+    }
+
+    /// Offers permessage-deflate with `config`; call again to offer other
+    /// parameter sets, in preference order. The response is checked against
+    /// these offers and [`Response::deflate`] gives the outcome.
+    pub fn deflate(mut self, config: DeflateConfig) -> Self {
+        self.extensions.push(config.offer());
+        self.deflate.push(config);
         self
     }
 
@@ -137,6 +149,7 @@ impl ClientRequest {
             accept: accept_key(key.as_bytes()),
             subprotocols: self.subprotocols.clone(),
             extensions: self.extensions.iter().map(|e| e.name.clone()).collect(),
+            deflate: self.deflate.clone(),
             limits: self.limits,
         };
         (out, pending)
@@ -149,6 +162,7 @@ pub struct PendingResponse {
     accept: String,
     subprotocols: Vec<String>,
     extensions: Vec<String>,
+    deflate: Vec<DeflateConfig>,
     limits: HeadLimits,
 }
 
@@ -232,10 +246,17 @@ impl PendingResponse {
         {
             return Err(ClientHandshakeError::UnexpectedExtension(e.name.clone()));
         }
+        let deflate = if self.deflate.is_empty() {
+            None
+        } else {
+            DeflateConfig::check_response(&self.deflate, &accepted)
+                .map_err(|e| ClientHandshakeError::BadExtensionParams(e.to_string()))?
+        };
 
         Ok(Response {
             subprotocol,
             extensions: accepted,
+            deflate,
             headers,
         })
     }
@@ -246,6 +267,7 @@ impl PendingResponse {
 pub struct Response {
     subprotocol: Option<String>,
     extensions: Vec<ExtensionOffer>,
+    deflate: Option<PerMessageDeflate>,
     headers: Vec<(String, Vec<u8>)>,
 }
 
@@ -259,6 +281,13 @@ impl Response {
     /// we offered.
     pub fn extensions(&self) -> &[ExtensionOffer] {
         &self.extensions
+    }
+
+    /// The permessage-deflate the server accepted, if it was offered with
+    /// [`ClientRequest::deflate`]: pass it to
+    /// [`Connection::set_deflate`](crate::Connection::set_deflate).
+    pub fn deflate(&self) -> Option<&PerMessageDeflate> {
+        self.deflate.as_ref()
     }
 
     /// The first value of header `name` (ASCII case-insensitive).

@@ -170,6 +170,9 @@ pub enum ClientHandshakeError {
     UnexpectedExtension(String),
     /// `Sec-WebSocket-Extensions` does not follow the §9.1 grammar.
     BadExtensionHeader,
+    /// An accepted extension's parameters are invalid or answer none of our
+    /// offers (RFC 7692 §5). Holds what was wrong.
+    BadExtensionParams(String),
     /// The response head grew past `HeadLimits::max_head_bytes`.
     HeadTooLarge,
     /// The response head has more than `HeadLimits::max_headers` header lines.
@@ -201,6 +204,7 @@ impl fmt::Display for ClientHandshakeError {
                 write!(f, "server accepted extension {e:?}, which we did not offer")
             }
             Self::BadExtensionHeader => f.write_str("malformed Sec-WebSocket-Extensions header"),
+            Self::BadExtensionParams(why) => write!(f, "invalid extension response: {why}"),
             Self::HeadTooLarge => f.write_str("response head too large"),
             Self::TooManyHeaders => f.write_str("too many response headers"),
             Self::Malformed(what) => write!(f, "malformed response: {what}"),

@@ -25,6 +25,7 @@ use super::{
     HandshakeError, HeadFailure, HeadLimits, VERSION, accept_key, excerpt, has_token, is_token,
     own_headers, parse_head, push_header, trim_ows, values,
 };
+use crate::deflate::{DeflateConfig, PerMessageDeflate};
 
 /// A valid WebSocket upgrade request. Built only by [`parse_request`] or
 /// [`validate_upgrade`], so every accessor reflects a request that passed
@@ -306,6 +307,19 @@ impl Request {
             .iter()
             .map(AsRef::as_ref)
             .find(|s| self.subprotocols.iter().any(|o| o == s))
+    }
+
+    /// The first permessage-deflate offer (in the client's order) that
+    /// `config` accepts: the element to echo through
+    /// [`Request::accept_response`] and the parameters for
+    /// [`Connection::set_deflate`](crate::Connection::set_deflate). Invalid
+    /// offers are declined, not refused: the connection goes on without
+    /// compression (RFC 7692 §5).
+    pub fn negotiate_deflate(
+        &self,
+        config: &DeflateConfig,
+    ) -> Option<(ExtensionOffer, PerMessageDeflate)> {
+        config.accept(&self.extensions)
     }
 
     /// The complete `101 Switching Protocols` head accepting this request.
