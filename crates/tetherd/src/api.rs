@@ -50,7 +50,7 @@ pub(crate) async fn call(node: &Node, method: &str, body: &[u8]) -> Value {
         "history" => history(node, body).await,
         "history_remove" => history_remove(node, body).await,
         "channels" => channels(node, body).await,
-        "info" => Ok(info(node)),
+        "info" => Ok(info(node).await),
         _ => Err(ReplyError::METHOD_NOT_FOUND),
     };
     match result {
@@ -201,13 +201,9 @@ struct UserChannel {
 async fn subscribe(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
     let request: UserChannel = parse(body)?;
     namespace(node, &request.channel)?;
-    for session in node.sessions().values() {
-        if session.user == request.user
-            && request.client.as_ref().is_none_or(|c| *c == session.client)
-        {
-            session
-                .outbox
-                .command(crate::hub::Command::Subscribe(request.channel.clone()));
+    for outbox in node.sessions() {
+        if outbox.belongs_to(&request.user, request.client.as_deref()) {
+            outbox.command(crate::hub::Command::Subscribe(request.channel.clone()));
         }
     }
     Ok(json!({}))
@@ -215,13 +211,9 @@ async fn subscribe(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
 
 async fn unsubscribe(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
     let request: UserChannel = parse(body)?;
-    for session in node.sessions().values() {
-        if session.user == request.user
-            && request.client.as_ref().is_none_or(|c| *c == session.client)
-        {
-            session
-                .outbox
-                .command(crate::hub::Command::Unsubscribe(request.channel.clone()));
+    for outbox in node.sessions() {
+        if outbox.belongs_to(&request.user, request.client.as_deref()) {
+            outbox.command(crate::hub::Command::Unsubscribe(request.channel.clone()));
         }
     }
     Ok(json!({}))
@@ -252,11 +244,9 @@ async fn disconnect(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
         },
         None => Disconnect::FORCE_NO_RECONNECT,
     };
-    for session in node.sessions().values() {
-        if session.user == request.user
-            && request.client.as_ref().is_none_or(|c| *c == session.client)
-        {
-            session.outbox.close(disconnect.clone());
+    for outbox in node.sessions() {
+        if outbox.belongs_to(&request.user, request.client.as_deref()) {
+            outbox.close(disconnect.clone());
         }
     }
     Ok(json!({}))
@@ -418,22 +408,22 @@ fn glob(pattern: &str, name: &str) -> bool {
     rest.is_empty()
 }
 
-/// Node information (one node per process; the Redis broker adds others).
-pub(crate) fn info(node: &Node) -> Value {
-    let sessions = node.sessions();
-    let users: std::collections::HashSet<_> = sessions.values().map(|s| s.user.as_str()).collect();
-    json!({
-        "nodes": [{
-            "uid": node.name,
-            "name": node.name,
-            "version": env!("CARGO_PKG_VERSION"),
-            "num_clients": sessions.len(),
-            "num_users": users.len(),
-            "num_subs": node.hub.subscriptions(),
-            "num_channels": node.hub.channels().len(),
-            "uptime": node.started.elapsed().as_secs(),
-        }]
-    })
+/// The live nodes: this one (counters as of now) and those in the
+/// broker's registry. When the registry cannot be read (Redis down), this
+/// node alone, so the dashboard still shows what it can.
+pub(crate) async fn info(node: &Node) -> Value {
+    let local = node.info();
+    let mut nodes = match node.broker.nodes().await {
+        Ok(nodes) => nodes,
+        Err(error) => {
+            // The announcer already warned that the registry is unreachable.
+            tracing::debug!(%error, "node registry unavailable; /api/info lists this node only");
+            Vec::new()
+        }
+    };
+    nodes.retain(|other| other.uid != local.uid);
+    nodes.insert(0, local);
+    json!({ "nodes": nodes })
 }
 
 #[cfg(test)]

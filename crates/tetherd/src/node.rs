@@ -2,32 +2,26 @@
 //! and its lifecycle (ready → draining → stopped).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc, Mutex, OnceLock, PoisonError, Weak,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
+use tokio::sync::Notify;
 
 use crate::{
     auth::Verifier,
-    broker::{Broker, BrokerEvents, ClientInfo, Publication},
+    broker::{Broker, BrokerEvents, ClientInfo, NodeInfo, Publication},
     config::Config,
-    hub::{ConnId, Disconnect, Frame, Hub, Outbox},
+    hub::{ConnId, Disconnect, Frame, Hub, Outbox, Position, epoch_tag},
     metrics::Metrics,
     wire::{self, Push, PushBody},
 };
-
-/// What the node knows about one connected client.
-#[derive(Debug, Clone)]
-pub(crate) struct SessionEntry {
-    pub(crate) client: String,
-    pub(crate) user: String,
-    pub(crate) outbox: Arc<Outbox>,
-}
 
 /// Shared state of the node; one per process.
 pub(crate) struct Node {
@@ -39,13 +33,29 @@ pub(crate) struct Node {
     pub(crate) metrics: Metrics,
     pub(crate) name: String,
     pub(crate) started: Instant,
-    sessions: Mutex<HashMap<ConnId, SessionEntry>>,
+    /// Every session from its upgrade on, connected or not yet.
+    sessions: Mutex<HashMap<ConnId, Arc<Outbox>>>,
     draining: AtomicBool,
+    /// Wakes the announcer when draining starts, to withdraw at once.
+    drain_started: Notify,
+    /// The address the listener got (announced instead of the configured
+    /// one, whose port may be 0).
+    address: OnceLock<SocketAddr>,
     next_conn: AtomicU64,
 }
 
 impl Node {
-    /// A node over `broker`, which it registers itself with.
+    /// How often a node announces itself in the registry of live nodes.
+    const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(2);
+
+    /// How long an announcement lives: a node that stops announcing (it
+    /// crashed or lost Redis) leaves the registry this long after its last
+    /// announcement.
+    const ANNOUNCE_TTL: Duration = Duration::from_secs(6);
+
+    /// A node over `broker`, which it registers itself with; it announces
+    /// itself in the broker's registry of live nodes until it drains. Must
+    /// be called inside the runtime.
     pub(crate) fn new(config: Config, broker: Arc<dyn Broker>, verifier: Verifier) -> Arc<Self> {
         let node = Arc::new(Self {
             server_config: config.server_config(),
@@ -58,11 +68,47 @@ impl Node {
             started: Instant::now(),
             sessions: Mutex::default(),
             draining: AtomicBool::new(false),
+            drain_started: Notify::new(),
+            address: OnceLock::new(),
             next_conn: AtomicU64::new(1),
         });
         node.broker
             .set_events(Arc::new(Events(Arc::downgrade(&node))));
+        tokio::spawn(announce(Arc::downgrade(&node)));
+        tokio::spawn(tick(Arc::downgrade(&node)));
         node
+    }
+
+    /// Milliseconds since the node started: the clock of session deadlines.
+    pub(crate) fn clock_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Records the address the listener is bound to, for the registry.
+    pub(crate) fn set_address(&self, address: SocketAddr) {
+        let _ = self.address.set(address);
+    }
+
+    /// What this node announces: its identity and current counters.
+    pub(crate) fn info(&self) -> NodeInfo {
+        let sessions = self.sessions();
+        let identities: Vec<_> = sessions.iter().filter_map(|s| s.identity()).collect();
+        let users: HashSet<&str> = identities.iter().map(|id| id.user.as_str()).collect();
+        NodeInfo {
+            uid: self.name.clone(),
+            name: self.name.clone(),
+            address: self
+                .address
+                .get()
+                .unwrap_or(&self.config.listen)
+                .to_string(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            num_clients: identities.len() as u64,
+            num_users: users.len() as u64,
+            num_subs: self.hub.subscriptions() as u64,
+            num_channels: self.hub.channels().len() as u64,
+            uptime: self.started.elapsed().as_secs(),
+        }
     }
 
     /// A fresh connection id.
@@ -79,55 +125,135 @@ impl Node {
     /// reconnect elsewhere.
     pub(crate) fn start_drain(&self) {
         self.draining.store(true, Ordering::Relaxed);
-        for session in self.sessions().values() {
-            session.outbox.close(Disconnect::SHUTDOWN);
+        self.drain_started.notify_one();
+        for outbox in self.sessions() {
+            outbox.close(Disconnect::SHUTDOWN);
         }
     }
 
-    pub(crate) fn register(&self, conn: ConnId, entry: SessionEntry) {
-        self.lock_sessions().insert(conn, entry);
+    pub(crate) fn register(&self, conn: ConnId, outbox: Arc<Outbox>) {
+        self.lock_sessions().insert(conn, outbox);
     }
 
     pub(crate) fn unregister(&self, conn: ConnId) {
         self.lock_sessions().remove(&conn);
     }
 
-    /// A snapshot of the connected sessions.
-    pub(crate) fn sessions(&self) -> HashMap<ConnId, SessionEntry> {
-        self.lock_sessions().clone()
+    /// A snapshot of the sessions, connected or not yet.
+    pub(crate) fn sessions(&self) -> Vec<Arc<Outbox>> {
+        self.lock_sessions().values().cloned().collect()
     }
 
-    /// Number of connected sessions.
+    /// Number of sessions, connected or not yet.
     pub(crate) fn session_count(&self) -> usize {
         self.lock_sessions().len()
     }
 
-    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, SessionEntry>> {
+    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, Arc<Outbox>>> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Queues an encoded push to every local subscriber of `channel`.
-    fn fan_out(&self, channel: &str, frame: Frame) {
+    fn fan_out(&self, channel: &str, frame: Option<Frame>) {
+        let Some(frame) = frame else {
+            return;
+        };
         let delivered = self.hub.broadcast(channel, &frame);
         self.metrics
             .messages_out
             .fetch_add(delivered as u64, Ordering::Relaxed);
         self.metrics
             .bytes_out
-            .fetch_add((delivered * frame.bytes.len()) as u64, Ordering::Relaxed);
+            .fetch_add((delivered * frame.text.len()) as u64, Ordering::Relaxed);
+    }
+}
+
+/// Announces the node every [`Node::ANNOUNCE_INTERVAL`] until it drains
+/// (then withdraws it) or is dropped. Logs when announcing starts failing
+/// and when it works again, not every attempt.
+async fn announce(node: Weak<Node>) {
+    let mut failing = false;
+    loop {
+        let Some(live) = node.upgrade() else {
+            return;
+        };
+        if live.is_draining() {
+            if let Err(error) = live.broker.withdraw(&live.name).await {
+                tracing::warn!(%error, "could not leave the node registry; the entry expires");
+            }
+            return;
+        }
+        match live.broker.announce(&live.info(), Node::ANNOUNCE_TTL).await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("announcing in the node registry again");
+            }
+            Err(error) if !failing => {
+                failing = true;
+                tracing::warn!(%error, "cannot announce in the node registry; retrying");
+            }
+            _ => {}
+        }
+        let woken = async { live.drain_started.notified().await };
+        let _ = tokio::time::timeout(Node::ANNOUNCE_INTERVAL, woken).await;
+    }
+}
+
+/// How often the ticker looks for sessions whose deadline passed: the
+/// granularity of pings, pong timeouts, connect deadlines and expiry.
+const TICK: Duration = Duration::from_millis(250);
+
+/// Wakes the sessions whose deadline passed. One task for the node instead
+/// of a timer per connection, which every idle connection would pay for.
+async fn tick(node: Weak<Node>) {
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(node) = node.upgrade() else {
+            return;
+        };
+        let now = node.clock_ms();
+        for outbox in node.lock_sessions().values() {
+            outbox.tick(now);
+        }
     }
 }
 
 /// The hub side of the broker: encode once, queue the same bytes to all.
-struct Events(std::sync::Weak<Node>);
+struct Events(Weak<Node>);
 
 impl BrokerEvents for Events {
-    fn publication(&self, channel: &str, publication: Publication) {
+    fn publication(&self, channel: &str, publication: Publication, epoch: &str) {
         if let Some(node) = self.0.upgrade() {
             let bytes = wire::encode_publication_push(channel, &publication);
-            let position =
-                (publication.offset > 0).then(|| (Arc::from(channel), publication.offset));
-            node.fan_out(channel, Frame { bytes, position });
+            let position = (publication.offset > 0).then(|| Position {
+                channel: Arc::from(channel),
+                offset: publication.offset,
+                epoch: epoch_tag(epoch),
+            });
+            node.fan_out(channel, Frame::new(bytes, position));
+        }
+    }
+
+    /// Sends the subscribers of a channel with recovery away to reconnect
+    /// and recover (3010), as Centrifugo does: a silent gap is the one
+    /// thing recovery must never allow. Without recovery, publications are
+    /// at most once anyway.
+    fn interrupted(&self, channel: &str) {
+        let Some(node) = self.0.upgrade() else {
+            return;
+        };
+        let recoverable = crate::api::namespace(&node, channel).is_ok_and(|namespace| {
+            namespace.recovery && crate::api::history_options(namespace).is_some()
+        });
+        if recoverable {
+            let closed = node
+                .hub
+                .close_subscribers(channel, &Disconnect::INSUFFICIENT_STATE);
+            if closed > 0 {
+                tracing::info!(%channel, clients = closed, "broker subscription interrupted; subscribers reconnect to recover");
+            }
         }
     }
 

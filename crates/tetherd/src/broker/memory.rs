@@ -47,7 +47,7 @@ use tokio::time::Instant;
 
 use super::{
     Broker, BrokerError, BrokerEvents, BrokerFuture, ClientInfo, History, HistoryOptions,
-    HistoryQuery, PresenceStats, Publication, StreamPosition,
+    HistoryQuery, NodeInfo, PresenceStats, Publication, StreamPosition,
 };
 
 /// Number of independently locked shards.
@@ -71,6 +71,8 @@ pub(crate) struct MemoryBroker {
     /// shards nobody touches any more get swept too.
     sweep_cursor: AtomicUsize,
     empty_stream_ttl: Duration,
+    /// The node registry of a single node: its latest announcement.
+    node: Mutex<Option<NodeInfo>>,
 }
 
 /// The channels whose names hash to one shard.
@@ -113,7 +115,8 @@ struct Presence {
 
 /// Something to tell the hub about a channel.
 enum Event {
-    Publication(Publication),
+    /// A publication and its stream's epoch (empty without history).
+    Publication(Publication, String),
     Join(ClientInfo),
     Leave(ClientInfo),
 }
@@ -144,6 +147,7 @@ impl MemoryBroker {
             hasher: RandomState::new(),
             sweep_cursor: AtomicUsize::new(0),
             empty_stream_ttl: ttl,
+            node: Mutex::new(None),
         }
     }
 
@@ -173,7 +177,7 @@ impl MemoryBroker {
     ) -> StreamPosition {
         let Some(options) = history else {
             publication.offset = 0;
-            self.fan_out(channel, Event::Publication(publication));
+            self.fan_out(channel, Event::Publication(publication, String::new()));
             return StreamPosition {
                 offset: 0,
                 epoch: String::new(),
@@ -193,9 +197,10 @@ impl MemoryBroker {
             stream.expires_at = deadline(now, options.ttl);
             publication.offset = stream.offset;
             if state.subscriptions > 0 && events.is_some() {
-                state
-                    .outbox
-                    .push_back(Event::Publication(publication.clone()));
+                state.outbox.push_back(Event::Publication(
+                    publication.clone(),
+                    stream.epoch.clone(),
+                ));
             }
             stream.publications.push_back(publication);
             while stream.publications.len() > options.size {
@@ -561,6 +566,29 @@ impl Broker for MemoryBroker {
             }))
         })
     }
+
+    fn announce<'a>(&'a self, node: &'a NodeInfo, _ttl: Duration) -> BrokerFuture<'a, ()> {
+        // One process: the entry lives exactly as long as the node.
+        *self.node.lock().unwrap_or_else(PoisonError::into_inner) = Some(node.clone());
+        Box::pin(async { Ok(()) })
+    }
+
+    fn withdraw<'a>(&'a self, uid: &'a str) -> BrokerFuture<'a, ()> {
+        let mut node = self.node.lock().unwrap_or_else(PoisonError::into_inner);
+        if node.as_ref().is_some_and(|node| node.uid == uid) {
+            *node = None;
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn nodes(&self) -> BrokerFuture<'_, Vec<NodeInfo>> {
+        let node = self
+            .node
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Box::pin(async move { Ok(node.into_iter().collect()) })
+    }
 }
 
 impl Drop for ResetOnPanic<'_> {
@@ -599,7 +627,9 @@ fn deliver_events(shard: &Mutex<Shard>, channel: &str, events: &dyn BrokerEvents
             }
         };
         match event {
-            Event::Publication(publication) => events.publication(channel, publication),
+            Event::Publication(publication, epoch) => {
+                events.publication(channel, publication, &epoch);
+            }
             Event::Join(info) => events.join(channel, info),
             Event::Leave(info) => events.leave(channel, info),
         }
@@ -634,7 +664,9 @@ mod tests {
     /// What a [`Recorder`] saw.
     #[derive(Debug, Clone, PartialEq, Eq)]
     enum Seen {
-        Publication(String, Publication),
+        /// Channel, publication, epoch.
+        Publication(String, Publication, String),
+        Interrupted(String),
         Join(String, ClientInfo),
         Leave(String, ClientInfo),
     }
@@ -652,7 +684,7 @@ mod tests {
             self.take()
                 .into_iter()
                 .filter_map(|seen| match seen {
-                    Seen::Publication(c, p) if c == channel => Some(p.offset),
+                    Seen::Publication(c, p, _) if c == channel => Some(p.offset),
                     _ => None,
                 })
                 .collect()
@@ -664,8 +696,15 @@ mod tests {
     }
 
     impl BrokerEvents for Recorder {
-        fn publication(&self, channel: &str, publication: Publication) {
-            self.push(Seen::Publication(channel.to_owned(), publication));
+        fn publication(&self, channel: &str, publication: Publication, epoch: &str) {
+            self.push(Seen::Publication(
+                channel.to_owned(),
+                publication,
+                epoch.to_owned(),
+            ));
+        }
+        fn interrupted(&self, channel: &str) {
+            self.push(Seen::Interrupted(channel.to_owned()));
         }
         fn join(&self, channel: &str, info: ClientInfo) {
             self.push(Seen::Join(channel.to_owned(), info));
@@ -1059,7 +1098,7 @@ mod tests {
 
         broker.subscribe("chat").await.unwrap();
         broker.subscribe("chat").await.unwrap();
-        broker
+        let position = broker
             .publish("chat", publication("a"), keep(10, 60))
             .await
             .unwrap();
@@ -1071,7 +1110,7 @@ mod tests {
         expected.offset = 2;
         assert_eq!(
             recorder.take(),
-            [Seen::Publication("chat".into(), expected)]
+            [Seen::Publication("chat".into(), expected, position.epoch)]
         );
 
         // Without history: offset 0, empty epoch, still fanned out.
@@ -1086,7 +1125,14 @@ mod tests {
                 epoch: String::new()
             }
         );
-        assert_eq!(recorder.offsets("chat"), [0]);
+        assert_eq!(
+            recorder.take(),
+            [Seen::Publication(
+                "chat".into(),
+                publication("c"),
+                String::new()
+            )]
+        );
 
         broker.unsubscribe("chat").await.unwrap();
         broker
@@ -1240,14 +1286,14 @@ mod tests {
     }
 
     impl BrokerEvents for Reentrant {
-        fn publication(&self, channel: &str, publication: Publication) {
+        fn publication(&self, channel: &str, publication: Publication, epoch: &str) {
             let broker = self
                 .broker
                 .get()
                 .and_then(Weak::upgrade)
                 .expect("set before publishing");
             if channel != "chat" {
-                self.seen.publication(channel, publication);
+                self.seen.publication(channel, publication, epoch);
                 return;
             }
             if publication.offset < 3 {
@@ -1266,7 +1312,10 @@ mod tests {
             now_or_never(broker.publish("elsewhere", publication.clone(), keep(10, 60))).unwrap();
             now_or_never(broker.unsubscribe("elsewhere")).unwrap();
             now_or_never(broker.subscribe("elsewhere")).unwrap();
-            self.seen.publication(channel, publication);
+            self.seen.publication(channel, publication, epoch);
+        }
+        fn interrupted(&self, channel: &str) {
+            self.seen.interrupted(channel);
         }
         fn join(&self, channel: &str, info: ClientInfo) {
             let broker = self
@@ -1303,9 +1352,10 @@ mod tests {
             .expect("an events callback calling back into the broker deadlocked");
         let chat: Vec<_> = seen
             .iter()
-            .filter(|s| !matches!(s, Seen::Publication(c, _) if c == "elsewhere"))
+            .filter(|s| !matches!(s, Seen::Publication(c, ..) if c == "elsewhere"))
             .map(|s| match s {
-                Seen::Publication(_, p) => format!("pub {}", p.offset),
+                Seen::Publication(_, p, _) => format!("pub {}", p.offset),
+                Seen::Interrupted(..) => "interrupted".to_owned(),
                 Seen::Join(..) => "join".to_owned(),
                 Seen::Leave(..) => "leave".to_owned(),
             })
@@ -1316,7 +1366,7 @@ mod tests {
         );
         let elsewhere = seen
             .iter()
-            .filter(|s| matches!(s, Seen::Publication(c, _) if c == "elsewhere"))
+            .filter(|s| matches!(s, Seen::Publication(c, ..) if c == "elsewhere"))
             .count();
         assert_eq!(elsewhere, 3);
     }
@@ -1329,10 +1379,13 @@ mod tests {
     }
 
     impl BrokerEvents for PanicsOnce {
-        fn publication(&self, channel: &str, publication: Publication) {
+        fn publication(&self, channel: &str, publication: Publication, epoch: &str) {
             let first = !std::mem::replace(&mut *self.panicked.lock().unwrap(), true);
             assert!(!first, "events callback fails");
-            self.seen.publication(channel, publication);
+            self.seen.publication(channel, publication, epoch);
+        }
+        fn interrupted(&self, channel: &str) {
+            self.seen.interrupted(channel);
         }
         fn join(&self, _: &str, _: ClientInfo) {}
         fn leave(&self, _: &str, _: ClientInfo) {}
@@ -1348,5 +1401,36 @@ mod tests {
         assert!(catch_unwind(AssertUnwindSafe(publish)).is_err());
         assert_eq!(publish().unwrap().offset, 2);
         assert_eq!(events.seen.offsets("chat"), [2]);
+    }
+
+    #[tokio::test]
+    async fn the_registry_of_one_node_is_its_latest_announcement() {
+        let broker = MemoryBroker::new();
+        assert_eq!(broker.nodes().await, Ok(Vec::new()));
+        let mut node = NodeInfo {
+            uid: "n1".to_owned(),
+            name: "n1".to_owned(),
+            address: "127.0.0.1:8000".to_owned(),
+            version: "1".to_owned(),
+            num_clients: 1,
+            num_users: 1,
+            num_subs: 0,
+            num_channels: 0,
+            uptime: 0,
+        };
+        broker
+            .announce(&node, Duration::from_secs(1))
+            .await
+            .unwrap();
+        node.num_clients = 2;
+        broker
+            .announce(&node, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(broker.nodes().await, Ok(vec![node]));
+        broker.withdraw("other").await.unwrap();
+        assert_eq!(broker.nodes().await.map(|nodes| nodes.len()), Ok(1));
+        broker.withdraw("n1").await.unwrap();
+        assert_eq!(broker.nodes().await, Ok(Vec::new()));
     }
 }

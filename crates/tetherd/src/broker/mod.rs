@@ -7,8 +7,8 @@
 //! reconnects with its last `(offset, epoch)` gets exactly the publications it
 //! missed, or learns that it cannot (`recovered: false`) — never silently less.
 //!
-//! Two engines: [`memory`] (the embedded default, one node) and, later,
-//! `redis` (many nodes). The hub reports a channel's first and last local
+//! Two engines: [`memory`] (the embedded default, one node) and [`redis`]
+//! (many nodes, over one Redis, several, or a Redis Cluster). The hub reports a channel's first and last local
 //! subscriber with [`Broker::subscribe`] / [`Broker::unsubscribe`], so an
 //! engine with a network sees one subscription per node per channel.
 
@@ -18,6 +18,7 @@ pub(crate) mod redis;
 use std::{fmt, sync::Arc, time::Duration};
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
 /// Who published or joined: the connection's client id, user id and the
 /// connection/channel info attached by tokens (raw JSON, stored as given).
@@ -89,10 +90,34 @@ pub(crate) struct PresenceStats {
     pub(crate) users: usize,
 }
 
+/// A gateway node as it announces itself to the others (the fields of
+/// Centrifugo's `info` result, plus the address).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct NodeInfo {
+    /// Unique for the life of the process.
+    pub(crate) uid: String,
+    pub(crate) name: String,
+    /// Where the node listens.
+    pub(crate) address: String,
+    pub(crate) version: String,
+    pub(crate) num_clients: u64,
+    pub(crate) num_users: u64,
+    pub(crate) num_subs: u64,
+    pub(crate) num_channels: u64,
+    /// Seconds since the node started.
+    pub(crate) uptime: u64,
+}
+
 /// What the broker tells the local hub.
 pub(crate) trait BrokerEvents: Send + Sync + 'static {
-    /// A publication arrived for a channel this node subscribed to.
-    fn publication(&self, channel: &str, publication: Publication);
+    /// A publication arrived for a channel this node subscribed to;
+    /// `epoch` is its stream's epoch (empty when the channel keeps no
+    /// history, offset 0).
+    fn publication(&self, channel: &str, publication: Publication, epoch: &str);
+    /// Publications of `channel` may have been lost on their way to this
+    /// node (its subscription at the broker broke and was made again):
+    /// subscribers must recover from history.
+    fn interrupted(&self, channel: &str);
     /// A client joined a channel (join/leave pushes).
     fn join(&self, channel: &str, info: ClientInfo);
     /// A client left a channel.
@@ -103,10 +128,6 @@ pub(crate) trait BrokerEvents: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum BrokerError {
     /// The backend cannot be reached (Redis down); the call may be retried.
-    #[allow(
-        dead_code,
-        reason = "the memory engine is always available; Redis reports it"
-    )]
     Unavailable(String),
     /// The query cannot be answered (for example a `since` position with a
     /// different epoch): the client's position is gone.
@@ -183,4 +204,14 @@ pub(crate) trait Broker: Send + Sync + 'static {
 
     /// How many clients and distinct users are in a channel.
     fn presence_stats<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, PresenceStats>;
+
+    /// Adds or refreshes this node in the registry of live nodes; the
+    /// entry expires after `ttl` unless announced again.
+    fn announce<'a>(&'a self, node: &'a NodeInfo, ttl: Duration) -> BrokerFuture<'a, ()>;
+
+    /// Removes a node from the registry (it is draining or gone).
+    fn withdraw<'a>(&'a self, uid: &'a str) -> BrokerFuture<'a, ()>;
+
+    /// The live nodes that announced themselves, this one included.
+    fn nodes(&self) -> BrokerFuture<'_, Vec<NodeInfo>>;
 }

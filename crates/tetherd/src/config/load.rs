@@ -39,9 +39,10 @@ pub(crate) struct Flags {
     /// [default: 127.0.0.1:8000].
     #[arg(long, value_name = "ADDR")]
     pub(crate) listen: Option<String>,
-    /// `memory`, or `redis://host:port` to share channels between nodes
-    /// [default: memory].
-    #[arg(long, value_name = "URL")]
+    /// `memory`, or Redis to share channels between nodes: `redis://host:port`,
+    /// several separated by commas (consistent hashing), or
+    /// `redis+cluster://host:port,host:port` [default: memory].
+    #[arg(long, value_name = "URLS")]
     pub(crate) broker: Option<String>,
     /// Key for the HTTP API (auth.api_key). Command lines are visible to
     /// other local users: prefer TETHER_AUTH_API_KEY or the file.
@@ -536,7 +537,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::Broker;
+    use crate::config::{Broker, RedisServers};
 
     fn env(vars: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
         vars.iter()
@@ -583,7 +584,7 @@ mod tests {
         assert_eq!(
             config.broker,
             Broker::Redis {
-                url: "redis://127.0.0.1:6379/2".into()
+                url: RedisServers::Instances(vec!["redis://127.0.0.1:6379/2".into()])
             }
         );
         assert_eq!(
@@ -634,7 +635,7 @@ mod tests {
             )),
             [
                 "tls: expected a [tls] table, found an integer",
-                "broker: \"nats://x\" is not a broker (use \"memory\" or \"redis://host:port\")",
+                "broker: \"nats://x\" is not a broker (use \"memory\", \"redis://host:port\" (several separated by commas) or \"redis+cluster://host:port,host:port\")",
                 "listen: \"localhost\" is not an address (use IP:port, e.g. 127.0.0.1:8000 or [::]:8000)",
                 "log_format: unknown variant `xml`, expected `text` or `json`",
                 "namespace[\"a\"].history_ttl: \"forever\" is not a duration (use 10s, 500ms, 5m)",

@@ -14,6 +14,7 @@
 //! Every field's doc comment is also its comment in `tetherd config
 //! example` (`config/tether.example.toml`); a test keeps the two equal.
 
+mod broker;
 mod command;
 mod duration;
 mod example;
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use tether::{Keepalive, Limits, OriginPolicy, RateLimit, ServerConfig};
 
 pub(crate) use self::{
+    broker::{Broker, RedisServers},
     command::{Command, run},
     example::EXAMPLE,
     load::Flags,
@@ -46,8 +48,12 @@ pub(crate) struct Config {
     #[serde(with = "socket_addr")]
     pub(crate) listen: SocketAddr,
     /// Where publications fan out between subscribers: "memory" (a single
-    /// node, nothing else to run) or "redis://host:port" (several nodes
-    /// share channels and history through Redis).
+    /// node, nothing else to run) or Redis, so that several nodes share
+    /// channels, history and presence: "redis://host:port" (one instance),
+    /// several such URLs separated by commas or as a list (each channel
+    /// lives on one instance, chosen by consistent hashing; only ever append
+    /// to the list) or "redis+cluster://host:port,host:port" (a Redis
+    /// Cluster, version 7 or later, through some of its nodes).
     pub(crate) broker: Broker,
     /// Log lines as "text" (for people) or "json" (one object per line).
     pub(crate) log_format: LogFormat,
@@ -105,11 +111,13 @@ pub(crate) struct Security {
     /// Messages one client may send at once after a quiet period.
     pub(crate) client_message_burst: u32,
     /// Close a connection (1001) after this long without receiving anything;
-    /// pings and pongs count. "0s" turns it off.
+    /// pings and pongs count. "0s" turns it off. The gateway's protocol pings
+    /// (client.ping_interval) replace this while they are on.
     #[serde(with = "duration")]
     pub(crate) idle_timeout: Duration,
     /// Send a WebSocket ping after this long without hearing from the client.
-    /// "0s" turns these pings off.
+    /// "0s" turns these pings off. The gateway's protocol pings
+    /// (client.ping_interval) replace these while they are on.
     #[serde(with = "duration")]
     pub(crate) ping_interval: Duration,
     /// Give up on a client that has not answered a WebSocket ping after this
@@ -212,20 +220,6 @@ pub(crate) struct Namespace {
     pub(crate) subscription_token_required: bool,
 }
 
-/// Where publications fan out.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub(crate) enum Broker {
-    /// In this process: one node.
-    #[default]
-    Memory,
-    /// Through Redis at this `redis://` URL: several nodes.
-    Redis {
-        /// `redis://[user:password@]host[:port][/db]`.
-        url: String,
-    },
-}
-
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -280,7 +274,11 @@ impl Config {
             .max_frame_size(security.max_frame_size)
             .max_message_size(security.max_message_size)
             .max_fragments(security.max_fragments);
-        let keepalive = if security.ping_interval.is_zero() {
+        // Protocol pings, answered by the client's code, prove more than
+        // WebSocket pings and the idle timeout would; a second timer per
+        // connection would only cost memory.
+        let protocol_pings = !self.client.ping_interval.is_zero();
+        let keepalive = if security.ping_interval.is_zero() || protocol_pings {
             Keepalive::OFF
         } else {
             Keepalive {
@@ -292,7 +290,8 @@ impl Config {
             per_second: security.client_message_rate,
             burst: security.client_message_burst.max(1),
         });
-        let idle_timeout = (!security.idle_timeout.is_zero()).then_some(security.idle_timeout);
+        let idle_timeout =
+            (!security.idle_timeout.is_zero() && !protocol_pings).then_some(security.idle_timeout);
         // validate() refuses a list that does not parse; should an
         // unvalidated config get here, same-origin is the strictest policy.
         let origin = OriginPolicy::from_list(&security.allow_origins).unwrap_or_default();
@@ -441,76 +440,6 @@ impl Default for Drain {
     }
 }
 
-impl std::str::FromStr for Broker {
-    type Err = String;
-
-    /// `memory`, or `redis://[user:password@]host[:port][/db]`.
-    fn from_str(text: &str) -> Result<Self, String> {
-        let invalid =
-            || format!("{text:?} is not a broker (use \"memory\" or \"redis://host:port\")");
-        if text == "memory" {
-            return Ok(Self::Memory);
-        }
-        let rest = text.strip_prefix("redis://").ok_or_else(invalid)?;
-        let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
-        let host_port = authority
-            .rsplit_once('@')
-            .map_or(authority, |(_, host_port)| host_port);
-        let (host, port) = match host_port.strip_prefix('[') {
-            Some(v6) => {
-                let (host, after) = v6.split_once(']').ok_or_else(invalid)?;
-                match after {
-                    "" => (host, None),
-                    _ => (host, Some(after.strip_prefix(':').ok_or_else(invalid)?)),
-                }
-            }
-            None => match host_port.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (host_port, None),
-            },
-        };
-        if host.is_empty() || host.contains(char::is_whitespace) {
-            return Err(invalid());
-        }
-        if port.is_some_and(|port| port.parse::<u16>().is_err()) {
-            return Err(format!(
-                "{text:?}: the port is not a number from 0 to 65535"
-            ));
-        }
-        if !database.is_empty() && database.parse::<u32>().is_err() {
-            return Err(format!(
-                "{text:?}: the database after \"/\" is not a number"
-            ));
-        }
-        Ok(Self::Redis {
-            url: text.to_owned(),
-        })
-    }
-}
-
-impl TryFrom<String> for Broker {
-    type Error = String;
-
-    fn try_from(text: String) -> Result<Self, String> {
-        text.parse()
-    }
-}
-
-impl From<Broker> for String {
-    fn from(broker: Broker) -> Self {
-        broker.to_string()
-    }
-}
-
-impl fmt::Display for Broker {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Memory => f.write_str("memory"),
-            Self::Redis { url } => f.write_str(url),
-        }
-    }
-}
-
 impl From<LogFormat> for crate::logging::Format {
     fn from(format: LogFormat) -> Self {
         match format {
@@ -626,6 +555,14 @@ mod tests {
     #[test]
     fn server_config_carries_the_security_settings() {
         let mut config = Config::default();
+        let server = config.server_config();
+        assert_eq!(
+            server.connection.keepalive,
+            Keepalive::OFF,
+            "protocol pings replace WebSocket pings"
+        );
+        assert_eq!(server.connection.idle_timeout, None);
+        config.client.ping_interval = Duration::ZERO;
         config.security.allow_origins = vec!["https://app.example".into()];
         config.security.require_origin = true;
         let server = config.server_config();
@@ -694,33 +631,5 @@ mod tests {
         let debug = format!("{config:?}");
         assert!(!debug.contains("0123456789"), "{debug}");
         assert!(debug.contains("<hidden>"), "{debug}");
-    }
-
-    #[test]
-    fn broker_urls() {
-        for good in [
-            "redis://127.0.0.1:6379",
-            "redis://redis",
-            "redis://:pw@redis:6380/1",
-            "redis://user:p@ss@[::1]:6379",
-        ] {
-            assert_eq!(
-                good.parse::<Broker>(),
-                Ok(Broker::Redis { url: good.into() }),
-                "{good}"
-            );
-        }
-        assert_eq!("memory".parse::<Broker>(), Ok(Broker::Memory));
-        for bad in [
-            "",
-            "Memory",
-            "redis://",
-            "redis://host:port",
-            "redis://h/x",
-            "http://h",
-            "redis://[::1",
-        ] {
-            assert!(bad.parse::<Broker>().is_err(), "{bad}");
-        }
     }
 }

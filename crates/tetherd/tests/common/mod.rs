@@ -39,6 +39,12 @@ impl Tetherd {
     /// Starts the gateway (`tetherd serve`) on a free loopback port with
     /// the TOML `config` (written to a temporary file) and extra `args`.
     pub fn gateway(config: &str, args: &[&str]) -> Self {
+        Self::gateway_on("127.0.0.1:0", config, args)
+    }
+
+    /// Starts the gateway on `listen` (e.g. the port of a node that is
+    /// being restarted), otherwise like [`Tetherd::gateway`].
+    pub fn gateway_on(listen: &str, config: &str, args: &[&str]) -> Self {
         let dir =
             std::env::temp_dir().join(format!("tetherd-test-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -48,7 +54,7 @@ impl Tetherd {
             .arg("serve")
             .arg("--config")
             .arg(&path)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -84,6 +90,11 @@ impl Tetherd {
             thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// The process id, to send it signals.
@@ -258,12 +269,14 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
+        Self::start_on(free_port(), &[])
+    }
+
+    /// Starts on `port` with extra `args`; returns once it accepts.
+    fn start_on(port: u16, args: &[&str]) -> Self {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -281,16 +294,121 @@ impl RedisServer {
         Self { child, port }
     }
 
+    /// Kills the server; what it held is gone (no persistence).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again, empty, on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        *self = Self::start_on(self.port, &[]);
+    }
+
     /// `redis://127.0.0.1:PORT`
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs `redis-cli` against this server; returns its output (`--raw`).
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--raw"])
+            .args(args)
+            .output()
+            .expect("redis-cli runs (Debian: redis-tools, installed with redis-server)");
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 }
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
+    }
+}
+
+/// A local Redis Cluster of `masters` masters without replicas, each a
+/// `redis-server` on free loopback ports (client and cluster bus), made
+/// with `redis-cli --cluster create`; killed on drop.
+pub struct RedisCluster {
+    pub masters: Vec<RedisServer>,
+    dir: PathBuf,
+}
+
+impl RedisCluster {
+    pub fn start(masters: usize) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "tether-redis-cluster-{}-{}",
+            std::process::id(),
+            unique()
+        ));
+        std::fs::create_dir_all(&dir).expect("cluster temp dir");
+        let masters: Vec<RedisServer> = (0..masters)
+            .map(|i| {
+                let bus = free_port();
+                let config_file = dir.join(format!("nodes-{i}.conf"));
+                RedisServer::start_on(
+                    free_port(),
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-port",
+                        &bus.to_string(),
+                        "--cluster-config-file",
+                        &config_file.display().to_string(),
+                        "--dir",
+                        &dir.display().to_string(),
+                    ],
+                )
+            })
+            .collect();
+        let addresses: Vec<String> = masters
+            .iter()
+            .map(|master| format!("127.0.0.1:{}", master.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli runs (Debian: redis-tools, installed with redis-server)");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        let cluster = Self { masters, dir };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !cluster.masters.iter().all(|master| {
+            master
+                .cli(&["cluster", "info"])
+                .contains("cluster_state:ok")
+        }) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the Redis Cluster did not reach cluster_state:ok"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+        cluster
+    }
+
+    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,…`
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self
+            .masters
+            .iter()
+            .map(|master| format!("127.0.0.1:{}", master.port))
+            .collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for master in &mut self.masters {
+            master.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -324,4 +442,160 @@ pub fn read_to_end(mut pipe: impl std::io::Read + Send + 'static) -> thread::Joi
         let _ = pipe.read_to_string(&mut text);
         text
     })
+}
+
+/// A free loopback port, for a server that must come back on the same port
+/// after a restart.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// nginx in the foreground with a complete `nginx.conf` text, every file it
+/// writes (pid, logs, temp files) inside its own temporary directory, so it
+/// needs no root-owned paths; stopped on drop.
+pub struct Nginx {
+    child: Child,
+    pub dir: PathBuf,
+}
+
+impl Nginx {
+    /// Starts the shipped `deploy/nginx.conf` on 127.0.0.1:`port`, in front of
+    /// the gateway nodes on the loopback `nodes` ports.
+    pub fn shipped(port: u16, nodes: [u16; 2]) -> Self {
+        let config = substitute(
+            &deploy_file("nginx.conf"),
+            &[
+                (
+                    "server 10.0.0.1:8000 ",
+                    &format!("server 127.0.0.1:{} ", nodes[0]),
+                ),
+                (
+                    "server 10.0.0.2:8000 ",
+                    &format!("server 127.0.0.1:{} ", nodes[1]),
+                ),
+                ("listen 80;", &format!("listen 127.0.0.1:{port};")),
+            ],
+        );
+        Self::start(&config, port)
+    }
+
+    /// Starts nginx with `config`, which must contain an `http {` block and
+    /// listen on 127.0.0.1:`port`; returns once the port accepts.
+    pub fn start(config: &str, port: u16) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("tether-nginx-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir).expect("nginx temp dir");
+        let paths = [
+            "access_log",
+            "client_body_temp_path",
+            "proxy_temp_path",
+            "fastcgi_temp_path",
+            "uwsgi_temp_path",
+            "scgi_temp_path",
+        ]
+        .map(|directive| format!("    {directive} {};\n", dir.join(directive).display()))
+        .concat();
+        assert!(config.contains("http {\n"), "an nginx.conf with `http {{`");
+        let config = config.replacen("http {\n", &format!("http {{\n{paths}"), 1);
+        let conf = dir.join("nginx.conf");
+        std::fs::write(&conf, config).expect("nginx.conf written");
+        let error_log = dir.join("error.log");
+        let globals = format!(
+            "daemon off; pid {}; error_log {} info;",
+            dir.join("nginx.pid").display(),
+            error_log.display()
+        );
+        let mut child = Command::new("nginx")
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(&error_log)
+            .args(["-g", &globals])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "cannot start nginx ({error}): run `bash scripts/test.sh`, which installs it"
+                )
+            });
+        let stderr = read_to_end(child.stderr.take().expect("stderr is piped"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "nginx exited ({status}): {}\n{}",
+                    stderr.join().unwrap_or_default(),
+                    std::fs::read_to_string(&error_log).unwrap_or_default()
+                );
+            }
+            assert!(std::time::Instant::now() < deadline, "nginx did not start");
+            thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, dir }
+    }
+
+    /// nginx's error log so far (proxying errors, upstreams marked down).
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: the master stops its workers on the way out.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The text of `deploy/NAME`.
+pub fn deploy_file(name: &str) -> String {
+    let path = repo_root().join("deploy").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+}
+
+/// `text` with each `(from, to)` replaced; each `from` must occur exactly
+/// once (a changed deploy file fails loudly instead of running untested).
+pub fn substitute(text: &str, replacements: &[(&str, &str)]) -> String {
+    replacements
+        .iter()
+        .fold(text.to_owned(), |text, (from, to)| {
+            assert_eq!(
+                text.matches(from).count(),
+                1,
+                "expected exactly one `{from}` to replace in:\n{text}"
+            );
+            text.replace(from, to)
+        })
+}
+
+/// `clients/sdk-tests` (the `centrifuge` npm SDK with `ws`), after checking
+/// that its `node_modules` are installed.
+pub fn sdk_dir() -> PathBuf {
+    let dir = repo_root().join("clients/sdk-tests");
+    for package in ["centrifuge", "ws"] {
+        assert!(
+            dir.join("node_modules").join(package).exists(),
+            "clients/sdk-tests/node_modules/{package} is missing: run `bash scripts/test.sh`, \
+             which installs them (or `npm ci` in clients/sdk-tests)"
+        );
+    }
+    dir
 }
