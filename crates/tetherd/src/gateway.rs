@@ -62,6 +62,7 @@ async fn serve(config: Config) -> io::Result<()> {
     );
     let drain_deadline = config.drain.deadline;
     let node = Node::new(config, broker, verifier);
+    node.set_address(listener.local_addr()?);
     if node.server_config.origin == OriginPolicy::Any {
         warn!(
             "security.allow_origins has '*': any web page may connect with its visitors' cookies"
@@ -108,6 +109,11 @@ async fn drain(node: &Node, deadline: Duration) {
         "draining: telling every client to reconnect elsewhere"
     );
     node.start_drain();
+    // Leave the registry now: with no clients to wait for, the process may
+    // exit before the announcer gets to it.
+    if let Err(error) = node.broker.withdraw(&node.name).await {
+        warn!(%error, "could not leave the node registry; the entry expires");
+    }
     let until = Instant::now() + deadline;
     while node.session_count() > 0 && Instant::now() < until {
         sleep(Duration::from_millis(50)).await;

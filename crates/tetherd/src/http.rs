@@ -52,14 +52,10 @@ fn websocket(
     }
     match tether::server::upgrade(&mut request, &node.server_config) {
         Ok((response, pending)) => {
-            let origin = request
-                .headers()
-                .get(header::ORIGIN)
-                .and_then(|o| o.to_str().ok())
-                .map(str::to_owned);
+            // A short task: the session gets its own, without this one's state.
             tokio::spawn(async move {
-                match Box::pin(pending.wait()).await {
-                    Ok(ws) => session::run(node, ws, peer, origin, permit).await,
+                match pending.wait().await {
+                    Ok(ws) => session::spawn(node, ws, peer, permit),
                     Err(error) => info!(%peer, %error, "upgrade failed"),
                 }
             });

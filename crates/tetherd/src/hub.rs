@@ -8,11 +8,15 @@
 use std::{
     collections::{HashMap, VecDeque},
     hash::{BuildHasher, RandomState},
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        Arc, Mutex, MutexGuard, OnceLock, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll, Waker},
 };
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+use tether::Utf8Bytes;
 
 pub(crate) use crate::wire::Disconnect;
 
@@ -30,32 +34,99 @@ pub(crate) enum Command {
     Unsubscribe(String),
 }
 
-/// One encoded push or reply for a connection.
+/// One encoded push for a connection.
 #[derive(Debug, Clone)]
 pub(crate) struct Frame {
-    /// The JSON object, shared by every subscriber it goes to.
-    pub(crate) bytes: Bytes,
-    /// For a publication with history: its channel and offset, so a session
-    /// that just recovered up to that offset can drop the duplicate.
-    pub(crate) position: Option<(Arc<str>, u64)>,
+    /// The JSON object, checked to be UTF-8 once and shared by every
+    /// subscriber it goes to.
+    pub(crate) text: Utf8Bytes,
+    /// For a publication with history: where it stands in its channel's
+    /// stream, so a session can drop what it already recovered and notice
+    /// what it missed.
+    pub(crate) position: Option<Position>,
+}
+
+/// A publication's place in its channel's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Position {
+    pub(crate) channel: Arc<str>,
+    pub(crate) offset: u64,
+    /// [`epoch_tag`] of the stream's epoch.
+    pub(crate) epoch: u64,
+}
+
+/// A stream epoch reduced to a number that sessions compare cheaply (and
+/// store in 8 bytes): a changed epoch means the stream was lost.
+pub(crate) fn epoch_tag(epoch: &str) -> u64 {
+    // FNV-1a: stable, and an accidental collision only hides an epoch
+    // change that the offsets then still reveal as a gap or a repeat.
+    epoch.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl Frame {
-    /// A frame that is not a positioned publication.
-    pub(crate) fn plain(bytes: Bytes) -> Self {
-        Self {
-            bytes,
-            position: None,
+    /// A frame of encoded JSON; `None` (logged) if it is not UTF-8, which
+    /// can only be a raw payload that did not come through the API, e.g.
+    /// published straight into the broker by something else.
+    pub(crate) fn new(bytes: Bytes, position: Option<Position>) -> Option<Self> {
+        match Utf8Bytes::try_from_bytes(bytes) {
+            Ok(text) => Some(Self { text, position }),
+            Err(_) => {
+                tracing::warn!("dropped a push that is not UTF-8");
+                None
+            }
         }
+    }
+
+    /// A frame that is not a positioned publication.
+    pub(crate) fn plain(bytes: Bytes) -> Option<Self> {
+        Self::new(bytes, None)
     }
 }
 
-/// Frames waiting for one connection's writer, bounded in bytes.
+/// What the rest of the node holds of one session: its outbox of frames,
+/// bounded in bytes, the commands the HTTP API sent it, the time it next
+/// wants to be woken (the node's ticker does it, so no connection owns a
+/// timer) and, once connected, who it is.
 #[derive(Debug)]
 pub(crate) struct Outbox {
     state: Mutex<OutboxState>,
-    ready: Notify,
     limit: usize,
+    /// Node clock milliseconds ([`crate::node::Node::clock_ms`]) after which the ticker wakes the session;
+    /// `u64::MAX` for never.
+    deadline: AtomicU64,
+    identity: OnceLock<Identity>,
+}
+
+/// A connected client's identity.
+#[derive(Debug)]
+pub(crate) struct Identity {
+    pub(crate) client: ClientId,
+    pub(crate) user: String,
+}
+
+/// The id the server gives a connection at `connect`: 128 random bits,
+/// shown as 32 hex digits (kept as a number: one less allocation per
+/// connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClientId(u128);
+
+impl ClientId {
+    pub(crate) fn random() -> Self {
+        Self(rand::random())
+    }
+
+    /// Whether `text` is this id as shown.
+    pub(crate) fn is(self, text: &str) -> bool {
+        text.len() == 32 && u128::from_str_radix(text, 16) == Ok(self.0)
+    }
+}
+
+impl std::fmt::Display for ClientId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -63,8 +134,24 @@ struct OutboxState {
     frames: VecDeque<Frame>,
     bytes: usize,
     commands: Vec<Command>,
-    /// Set once: the connection must end with this disconnect.
-    closed: Option<Disconnect>,
+    /// The deadline passed; the session has not looked yet.
+    due: bool,
+    /// Set once: the connection must end with this disconnect (boxed: it
+    /// is rare, and the outbox lives as long as the connection).
+    closed: Option<Box<Disconnect>>,
+    /// The session's task, while it waits for something to take.
+    waker: Option<Waker>,
+}
+
+/// What a session takes from its outbox, in this order of priority.
+#[derive(Debug)]
+pub(crate) enum Item {
+    Frame(Frame),
+    Command(Command),
+    /// The deadline the session set has passed.
+    Due,
+    /// The connection must end: queued frames went first.
+    Closed(Disconnect),
 }
 
 impl Outbox {
@@ -72,8 +159,9 @@ impl Outbox {
     pub(crate) fn new(limit: usize) -> Self {
         Self {
             state: Mutex::default(),
-            ready: Notify::new(),
             limit,
+            deadline: AtomicU64::new(u64::MAX),
+            identity: OnceLock::new(),
         }
     }
 
@@ -84,61 +172,115 @@ impl Outbox {
         if state.closed.is_some() {
             return false;
         }
-        if state.bytes + frame.bytes.len() > self.limit {
-            state.closed = Some(Disconnect::SLOW);
-            state.frames.clear();
+        if state.bytes + frame.text.len() > self.limit {
+            state.closed = Some(Box::new(Disconnect::SLOW));
+            state.frames = VecDeque::new();
             state.bytes = 0;
-            drop(state);
-            self.ready.notify_one();
+            Self::wake(state);
             return false;
         }
-        state.bytes += frame.bytes.len();
+        state.bytes += frame.text.len();
         state.frames.push_back(frame);
-        drop(state);
-        self.ready.notify_one();
+        Self::wake(state);
         true
     }
 
-    /// Ends the connection with `disconnect` once the writer sees it; frames
-    /// already queued are still delivered first.
+    /// Ends the connection with `disconnect` once the session sees it;
+    /// frames already queued are still delivered first.
     pub(crate) fn close(&self, disconnect: Disconnect) {
-        self.lock().closed.get_or_insert(disconnect);
-        self.ready.notify_one();
+        let mut state = self.lock();
+        state.closed.get_or_insert_with(|| Box::new(disconnect));
+        Self::wake(state);
     }
 
     /// Queues a command for the session.
     pub(crate) fn command(&self, command: Command) {
-        self.lock().commands.push(command);
-        self.ready.notify_one();
+        let mut state = self.lock();
+        state.commands.push(command);
+        Self::wake(state);
     }
 
-    /// Waits until there is something to take.
-    pub(crate) async fn ready(&self) {
-        loop {
-            let notified = self.ready.notified();
-            {
-                let state = self.lock();
-                if !state.frames.is_empty() || !state.commands.is_empty() || state.closed.is_some()
-                {
-                    return;
-                }
-            }
-            notified.await;
+    /// Sets when the session next wants [`Item::Due`] (`None`: never).
+    pub(crate) fn set_deadline(&self, at: Option<u64>) {
+        self.deadline
+            .store(at.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Called by the node's ticker: wakes the session if its deadline is
+    /// at or before `now`.
+    pub(crate) fn tick(&self, now: u64) {
+        if self.deadline.load(Ordering::Relaxed) > now {
+            return;
+        }
+        let mut state = self.lock();
+        if !state.due {
+            state.due = true;
+            Self::wake(state);
         }
     }
 
-    /// Moves every queued frame into `frames` and command into `commands`;
-    /// returns the disconnect once the outbox is closed.
-    pub(crate) fn take(
-        &self,
-        frames: &mut Vec<Frame>,
-        commands: &mut Vec<Command>,
-    ) -> Option<Disconnect> {
+    /// Ready when there is something to [`take`](Self::take); otherwise
+    /// the task is woken when there is.
+    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut state = self.lock();
-        frames.extend(state.frames.drain(..));
-        commands.append(&mut state.commands);
-        state.bytes = 0;
-        state.closed.clone()
+        if !state.frames.is_empty()
+            || !state.commands.is_empty()
+            || state.due
+            || state.closed.is_some()
+        {
+            return Poll::Ready(());
+        }
+        match &mut state.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            waker => *waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// The next thing for the session, if any.
+    pub(crate) fn take(&self) -> Option<Item> {
+        let mut state = self.lock();
+        if let Some(frame) = state.frames.pop_front() {
+            state.bytes -= frame.text.len();
+            if state.frames.is_empty() {
+                // An idle connection keeps no queue capacity.
+                state.frames = VecDeque::new();
+            }
+            return Some(Item::Frame(frame));
+        }
+        if !state.commands.is_empty() {
+            return Some(Item::Command(state.commands.remove(0)));
+        }
+        if std::mem::take(&mut state.due) {
+            return Some(Item::Due);
+        }
+        state.closed.as_deref().cloned().map(Item::Closed)
+    }
+
+    /// Records who the session is, once it connected.
+    pub(crate) fn set_identity(&self, identity: Identity) {
+        let _ = self.identity.set(identity);
+    }
+
+    /// Who the session is; `None` until it connected.
+    pub(crate) fn identity(&self) -> Option<&Identity> {
+        self.identity.get()
+    }
+
+    /// Whether this is a connected session of `user` (and of `client`,
+    /// when given): the HTTP API's way of addressing sessions.
+    pub(crate) fn belongs_to(&self, user: &str, client: Option<&str>) -> bool {
+        self.identity()
+            .is_some_and(|id| id.user == user && client.is_none_or(|c| id.client.is(c)))
+    }
+
+    /// Wakes the waiting session after the lock is released.
+    fn wake(mut state: MutexGuard<'_, OutboxState>) {
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, OutboxState> {
@@ -211,6 +353,19 @@ impl Hub {
             .count()
     }
 
+    /// Ends the connection of every local subscriber of `channel` with
+    /// `disconnect`; returns how many.
+    pub(crate) fn close_subscribers(&self, channel: &str, disconnect: &Disconnect) -> usize {
+        let outboxes: Vec<_> = match self.shard(channel).get(channel) {
+            Some(subscribers) => subscribers.values().cloned().collect(),
+            None => return 0,
+        };
+        for outbox in &outboxes {
+            outbox.close(disconnect.clone());
+        }
+        outboxes.len()
+    }
+
     /// Local subscriber counts per channel.
     pub(crate) fn channels(&self) -> Vec<(String, usize)> {
         self.shards
@@ -264,42 +419,86 @@ mod tests {
         let slow = Arc::new(Outbox::new(10));
         hub.subscribe("c", 1, fast.clone());
         hub.subscribe("c", 2, slow.clone());
-        let frame = Frame::plain(Bytes::from_static(b"{\"push\":{}}"));
+        let frame = Frame::plain(Bytes::from_static(b"{\"push\":{}}")).unwrap();
         assert_eq!(hub.broadcast("c", &frame), 1);
-        let (mut out, mut commands) = (Vec::new(), Vec::new());
-        assert_eq!(fast.take(&mut out, &mut commands), None);
-        assert_eq!(out.len(), 1);
+        let Some(Item::Frame(taken)) = fast.take() else {
+            panic!("the frame was not queued");
+        };
         assert_eq!(
-            out[0].bytes.as_ptr(),
-            frame.bytes.as_ptr(),
+            taken.text.as_ptr(),
+            frame.text.as_ptr(),
             "the same bytes, not a copy"
         );
-        out.clear();
-        assert_eq!(slow.take(&mut out, &mut commands), Some(Disconnect::SLOW));
-        assert!(out.is_empty());
+        assert!(fast.take().is_none());
+        assert!(matches!(slow.take(), Some(Item::Closed(d)) if d == Disconnect::SLOW));
+    }
+
+    #[test]
+    fn frames_come_before_commands_deadlines_and_the_close() {
+        let outbox = Outbox::new(100);
+        outbox.set_deadline(Some(5));
+        outbox.tick(4);
+        outbox.command(Command::Subscribe("c".into()));
+        assert!(outbox.push(Frame::plain(Bytes::from_static(b"x")).unwrap()));
+        outbox.close(Disconnect::SHUTDOWN);
+        assert!(
+            !outbox.push(Frame::plain(Bytes::from_static(b"y")).unwrap()),
+            "closed: nothing more is queued"
+        );
+        outbox.tick(5);
+        assert!(matches!(outbox.take(), Some(Item::Frame(_))));
+        assert!(matches!(outbox.take(), Some(Item::Command(Command::Subscribe(c))) if c == "c"));
+        assert!(matches!(outbox.take(), Some(Item::Due)));
+        assert!(matches!(outbox.take(), Some(Item::Closed(d)) if d == Disconnect::SHUTDOWN));
+        assert!(
+            matches!(outbox.take(), Some(Item::Closed(_))),
+            "the close stays"
+        );
     }
 
     #[tokio::test]
-    async fn ready_wakes_on_push_and_on_close() {
+    async fn the_waiting_session_wakes_on_push_close_and_deadline() {
         let outbox = Arc::new(Outbox::new(100));
-        let waiter = tokio::spawn({
-            let outbox = outbox.clone();
-            async move { outbox.ready().await }
-        });
+        let ready = |outbox: Arc<Outbox>| {
+            tokio::spawn(async move { std::future::poll_fn(|cx| outbox.poll_ready(cx)).await })
+        };
+        let waiter = ready(outbox.clone());
         tokio::task::yield_now().await;
-        outbox.push(Frame::plain(Bytes::from_static(b"x")));
+        outbox.push(Frame::plain(Bytes::from_static(b"x")).unwrap());
         waiter.await.unwrap();
-        let (mut out, mut commands) = (Vec::new(), Vec::new());
-        assert_eq!(outbox.take(&mut out, &mut commands), None);
-        outbox.command(Command::Subscribe("c".into()));
-        outbox.ready().await;
-        assert_eq!(outbox.take(&mut out, &mut commands), None);
-        assert_eq!(commands, [Command::Subscribe("c".into())]);
+        assert!(matches!(outbox.take(), Some(Item::Frame(_))));
+
+        outbox.set_deadline(Some(10));
+        let waiter = ready(outbox.clone());
+        tokio::task::yield_now().await;
+        outbox.tick(9);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "woken before its deadline");
+        outbox.tick(10);
+        waiter.await.unwrap();
+        assert!(matches!(outbox.take(), Some(Item::Due)));
+
+        let waiter = ready(outbox.clone());
+        tokio::task::yield_now().await;
         outbox.close(Disconnect::SHUTDOWN);
-        outbox.ready().await;
-        assert_eq!(
-            outbox.take(&mut out, &mut commands),
-            Some(Disconnect::SHUTDOWN)
-        );
+        waiter.await.unwrap();
+    }
+
+    #[test]
+    fn sessions_are_addressed_by_user_and_client_once_connected() {
+        let outbox = Outbox::new(100);
+        assert!(!outbox.belongs_to("", None), "not connected yet");
+        let client = ClientId(0xab);
+        outbox.set_identity(Identity {
+            client,
+            user: "alice".into(),
+        });
+        let shown = client.to_string();
+        assert_eq!(shown, "000000000000000000000000000000ab");
+        assert!(outbox.belongs_to("alice", None));
+        assert!(outbox.belongs_to("alice", Some(&shown)));
+        assert!(!outbox.belongs_to("alice", Some("ab")), "only as shown");
+        assert!(!outbox.belongs_to("alice", Some("000000000000000000000000000000ac")));
+        assert!(!outbox.belongs_to("bob", None));
     }
 }

@@ -1,28 +1,37 @@
 //! One client connection speaking the Centrifugo v2 JSON protocol: connect,
 //! subscriptions with recovery, publish, presence, history, pings, token
 //! refresh, and how it ends.
+//!
+//! Memory per idle connection is what this module is shaped by. A session
+//! is one boxed [`Session`] (the socket and a little state) driven by a
+//! task whose own future is a few pointers: waiting costs no timer (the
+//! node's ticker wakes sessions whose deadline passed) and no buffers, and
+//! everything rarely needed (command handling, waiting on a full socket,
+//! the close) is boxed only while it runs.
 
 use std::{
-    collections::HashMap,
+    future::poll_fn,
     net::SocketAddr,
+    pin::Pin,
     sync::{Arc, atomic::Ordering},
+    task::{Context, Poll},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use bytes::Bytes;
+use futures_core::Stream;
 use tether::{
     CloseCode, CloseFrame, ConnectionPermit, Message, TrySendError, Utf8Bytes, WebSocket,
     server::Upgraded,
 };
-use tokio::time::{Instant, sleep_until};
 use tracing::{debug, info};
 
 use crate::{
     api::{self, history_options},
     auth::TokenError,
     broker::{BrokerError, ClientInfo, HistoryQuery, StreamPosition},
-    hub::{Command as HubCommand, ConnId, Frame, Outbox},
-    node::{Node, SessionEntry, encode_push},
+    hub::{ClientId, Command as HubCommand, ConnId, Frame, Identity, Item, Outbox, epoch_tag},
+    node::{Node, encode_push},
     wire::{
         self, Command, ConnectRequest, ConnectResult, Disconnect, FrameBuilder, PushBody,
         RefreshResult, Reply, ReplyError, ReplyResult, Request, SubscribeRequest, SubscribeResult,
@@ -39,188 +48,354 @@ const PRESENCE_TTL: Duration = Duration::from_secs(60);
 /// Most channels one connection may subscribe to.
 const MAX_CHANNELS: usize = 128;
 
-/// Runs the connection until it ends, then cleans up after it.
-pub(crate) async fn run(
+/// Starts the session of an upgraded connection in a task of its own.
+pub(crate) fn spawn(
     node: Arc<Node>,
-    mut ws: WebSocket<Upgraded>,
+    ws: WebSocket<Upgraded>,
     peer: SocketAddr,
-    origin: Option<String>,
-    _permit: Arc<ConnectionPermit>,
+    permit: Arc<ConnectionPermit>,
 ) {
     node.metrics
         .connections_total
         .fetch_add(1, Ordering::Relaxed);
     let conn = node.next_conn_id();
     let outbox = Arc::new(Outbox::new(node.config.client.outbound_queue_bytes));
-    let mut session = Session {
-        conn,
-        client: format!(
-            "{:016x}{:016x}",
-            rand::random::<u64>(),
-            rand::random::<u64>()
-        ),
-        user: String::new(),
-        conn_info: None,
-        connected: false,
-        expires_at: None,
-        subs: HashMap::new(),
-        outbox,
+    node.register(conn, outbox.clone());
+    let connect_by = node.clock_ms() + CONNECT_DEADLINE.as_millis() as u64;
+    outbox.set_deadline(Some(connect_by));
+    let session = Box::new(Session {
+        ws,
         node,
+        outbox,
+        conn,
+        peer,
+        conn_info: None,
+        expires_at: None,
+        subs: Vec::new(),
+        timers: Timers {
+            connect_by: Some(connect_by),
+            next_ping: 0,
+            pong_by: None,
+        },
+        _permit: permit,
+    });
+    tokio::spawn(run(session));
+}
+
+/// Runs the connection until it ends, then cleans up after it.
+async fn run(mut session: Box<Session>) {
+    let ending = loop {
+        let work = match poll_fn(|cx| session.poll_wake(cx)).await {
+            Wake::Outbox => session.take_outbox(),
+            Wake::Received(received) => session.received(received),
+        };
+        let done = match work {
+            Ok(Some(work)) => Box::pin(session.work(work)).await,
+            Ok(None) => Ok(()),
+            Err(ending) => Err(ending),
+        };
+        if let Err(ending) = done {
+            break ending;
+        }
+        session.schedule();
     };
-    // The socket stays here and is lent to the loop, so its ~500 bytes are
-    // stored once per connection, not once per nested future.
-    let ending = Box::pin(session.serve(&mut ws)).await;
+    Box::pin(session.close(&ending)).await;
     Box::pin(session.cleanup()).await;
-    let origin = origin.as_deref().unwrap_or("-");
-    info!(%peer, %origin, client = %session.client, user = %session.user, code = ending.code, reason = %ending.reason, "session ended");
+    let client = session.client();
+    let user = session.user();
+    info!(peer = %session.peer, %client, %user, code = ending.code, reason = %ending.reason, "session ended");
+}
+
+/// Why the session's task woke up.
+enum Wake {
+    /// The outbox has something to take.
+    Outbox,
+    /// The socket delivered a message, an error or its end.
+    Received(Option<Result<Message, tether::Error>>),
+}
+
+/// What the session's task has to wait for; everything else is done in
+/// place, without allocating.
+enum Work {
+    /// A frame that found the socket's queue full.
+    Blocked(Message),
+    /// A frame of commands from the client.
+    Commands(Utf8Bytes),
+    /// A command from the HTTP API.
+    Server(HubCommand),
+    /// A deadline passed.
+    Due,
 }
 
 /// One subscription of the connection.
 #[derive(Debug)]
 struct Sub {
-    /// Publications with offsets up to here were delivered in the subscribe
-    /// reply; live copies of them still in the outbox are dropped.
-    recovered_through: u64,
+    channel: Box<str>,
+    /// Publications up to this offset were delivered (in the subscribe
+    /// reply or live); copies of them still in the outbox are dropped.
+    offset: u64,
+    /// [`epoch_tag`] of the stream's epoch, on channels with recovery: the
+    /// stream is checked for continuity.
+    epoch: Option<u64>,
     presence: bool,
     join_leave: bool,
-    info: ClientInfo,
+    /// The subscription token's `info`.
+    chan_info: Option<Bytes>,
 }
 
-struct Session {
+/// The session's deadlines, in node clock milliseconds
+/// ([`Node::clock_ms`]).
+#[derive(Debug)]
+struct Timers {
+    /// Until `connect` arrives.
+    connect_by: Option<u64>,
+    next_ping: u64,
+    /// A ping is waiting for its pong.
+    pong_by: Option<u64>,
+}
+
+pub(crate) struct Session {
+    ws: WebSocket<Upgraded>,
     node: Arc<Node>,
+    /// Also holds the client's identity once connected.
+    outbox: Arc<Outbox>,
     conn: ConnId,
-    client: String,
-    user: String,
+    peer: SocketAddr,
+    /// The connection token's `info`.
     conn_info: Option<Bytes>,
-    connected: bool,
     /// When the connection token expires (Unix seconds).
     expires_at: Option<u64>,
-    subs: HashMap<String, Sub>,
-    outbox: Arc<Outbox>,
+    subs: Vec<Sub>,
+    timers: Timers,
+    _permit: Arc<ConnectionPermit>,
 }
 
 impl Session {
-    /// The connection's main loop; returns why it ended.
-    async fn serve(&mut self, ws: &mut WebSocket<Upgraded>) -> Disconnect {
-        let client_config = &self.node.config.client;
-        let ping_every = client_config.ping_interval;
-        let pong_timeout = client_config.pong_timeout;
-        let mut connect_deadline = Some(Instant::now() + CONNECT_DEADLINE);
-        let mut next_ping = Instant::now() + ping_every.max(Duration::from_secs(1));
-        let mut pong_due: Option<Instant> = None;
-        let mut frames = Vec::new();
-        let mut commands = Vec::new();
-        let ending = loop {
-            let expiry = self.expiry_deadline();
-            let timer = [
-                connect_deadline,
-                pong_due,
-                expiry,
-                (!ping_every.is_zero() && self.connected).then_some(next_ping),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            tokio::select! {
-                biased;
-                () = self.outbox.ready() => {
-                    let disconnect = self.outbox.take(&mut frames, &mut commands);
-                    for command in commands.drain(..) {
-                        Box::pin(self.server_command(command)).await;
-                    }
-                    if let Err(ending) = Box::pin(self.deliver(ws, &mut frames)).await {
-                        break ending;
-                    }
-                    if let Some(disconnect) = disconnect {
-                        break disconnect;
-                    }
-                }
-                received = ws.recv() => match received {
-                    Some(Ok(Message::Text(text))) => {
-                        self.node.metrics.messages_in.fetch_add(1, Ordering::Relaxed);
-                        self.node.metrics.bytes_in.fetch_add(text.len() as u64, Ordering::Relaxed);
-                        // Boxed, like every rarely taken branch: the task's
-                        // own future stays the size of its idle state, which
-                        // is what every idle connection pays for.
-                        match Box::pin(self.frame(text.as_bytes(), &mut pong_due)).await {
-                            Ok(Some(reply)) => {
-                                if let Err(ending) = Box::pin(send(ws, reply, self.send_timeout())).await {
-                                    break ending;
-                                }
-                            }
-                            Ok(None) => {}
-                            Err(ending) => break ending,
-                        }
-                        if self.connected {
-                            connect_deadline = None;
-                        }
-                    }
-                    Some(Ok(Message::Binary(_))) => break Disconnect::BAD_REQUEST,
-                    Some(Ok(Message::Close(_))) | None => return Disconnect::CONNECTION_CLOSED,
-                    Some(Ok(_)) => {}
-                    Some(Err(error)) => {
-                        debug!(client = %self.client, %error, "connection error");
-                        return Disconnect::CONNECTION_CLOSED;
-                    }
-                },
-                () = sleep_until(timer.unwrap_or_else(far_future)), if timer.is_some() => {
-                    let now = Instant::now();
-                    if connect_deadline.is_some_and(|d| now >= d) {
-                        break Disconnect::STALE;
-                    }
-                    if pong_due.is_some_and(|d| now >= d) {
-                        break Disconnect::NO_PONG;
-                    }
-                    if expiry.is_some_and(|d| now >= d) {
-                        break Disconnect::EXPIRED;
-                    }
-                    if now >= next_ping {
-                        next_ping = now + ping_every;
-                        pong_due.get_or_insert(now + pong_timeout);
-                        if let Err(ending) = Box::pin(send(ws, Bytes::from_static(wire::SERVER_PING), self.send_timeout())).await {
-                            break ending;
-                        }
-                        Box::pin(self.refresh_presence()).await;
-                    }
-                }
-            }
-        };
-        Box::pin(self.close(ws, &ending)).await;
-        ending
+    fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
+        if self.outbox.poll_ready(cx).is_ready() {
+            return Poll::Ready(Wake::Outbox);
+        }
+        // Also writes out what was queued, all in one go.
+        Pin::new(&mut self.ws).poll_next(cx).map(Wake::Received)
     }
 
-    /// Delivers queued pushes, skipping publications already recovered.
-    async fn deliver(
-        &mut self,
-        ws: &mut WebSocket<Upgraded>,
-        frames: &mut Vec<Frame>,
-    ) -> Result<(), Disconnect> {
-        for frame in frames.drain(..) {
-            if let Some((channel, offset)) = &frame.position {
-                match self.subs.get(&**channel) {
-                    Some(sub) if *offset <= sub.recovered_through => continue,
-                    None => continue,
-                    Some(_) => {}
+    /// Delivers queued pushes (skipping publications already recovered)
+    /// in place; returns the first thing that needs waiting for. `Err`
+    /// ends the connection.
+    fn take_outbox(&mut self) -> Result<Option<Work>, Disconnect> {
+        while let Some(item) = self.outbox.take() {
+            match item {
+                Item::Frame(frame) => {
+                    if self.admits(&frame)? {
+                        if let Some(blocked) = self.queue(frame.text)? {
+                            return Ok(Some(Work::Blocked(blocked)));
+                        }
+                    }
                 }
+                Item::Command(command) => return Ok(Some(Work::Server(command))),
+                Item::Due => return Ok(Some(Work::Due)),
+                Item::Closed(ending) => return Err(ending),
             }
-            send(ws, frame.bytes, self.send_timeout()).await?;
+        }
+        Ok(None)
+    }
+
+    /// Whether `frame` goes out. A publication already delivered in the
+    /// subscribe reply is dropped; on a channel with recovery, one from
+    /// another epoch or past a gap ends the connection with 3010, so the
+    /// client reconnects and recovers (or learns that it cannot).
+    fn admits(&mut self, frame: &Frame) -> Result<bool, Disconnect> {
+        let Some(position) = &frame.position else {
+            return Ok(true);
+        };
+        let Some(sub) = self.sub_mut(&position.channel) else {
+            return Ok(false);
+        };
+        let Some(epoch) = sub.epoch else {
+            let fresh = position.offset > sub.offset;
+            sub.offset = sub.offset.max(position.offset);
+            return Ok(fresh);
+        };
+        if position.epoch != epoch || position.offset > sub.offset.saturating_add(1) {
+            info!(peer = %self.peer, channel = %position.channel, offset = position.offset, "gap in a recoverable stream");
+            return Err(Disconnect::INSUFFICIENT_STATE);
+        }
+        if position.offset <= sub.offset {
+            return Ok(false);
+        }
+        sub.offset = position.offset;
+        Ok(true)
+    }
+
+    fn received(
+        &mut self,
+        received: Option<Result<Message, tether::Error>>,
+    ) -> Result<Option<Work>, Disconnect> {
+        match received {
+            Some(Ok(Message::Text(text))) => {
+                let metrics = &self.node.metrics;
+                metrics.messages_in.fetch_add(1, Ordering::Relaxed);
+                metrics
+                    .bytes_in
+                    .fetch_add(text.len() as u64, Ordering::Relaxed);
+                Ok(Some(Work::Commands(text)))
+            }
+            Some(Ok(Message::Binary(_))) => Err(Disconnect::BAD_REQUEST),
+            Some(Ok(Message::Close(_))) | None => Err(Disconnect::CONNECTION_CLOSED),
+            Some(Ok(_)) => Ok(None),
+            Some(Err(error)) => {
+                debug!(peer = %self.peer, %error, "connection error");
+                Err(Disconnect::CONNECTION_CLOSED)
+            }
+        }
+    }
+
+    async fn work(&mut self, work: Work) -> Result<(), Disconnect> {
+        match work {
+            Work::Blocked(message) => self.send_waiting(message).await,
+            Work::Commands(text) => {
+                if let Some(reply) = self.frame(text.as_bytes()).await? {
+                    let reply =
+                        Utf8Bytes::try_from_bytes(reply).map_err(|_| Disconnect::SERVER_ERROR)?;
+                    self.send(reply).await?;
+                }
+                if self.connected() {
+                    self.timers.connect_by = None;
+                }
+                Ok(())
+            }
+            Work::Server(command) => {
+                self.server_command(command).await;
+                Ok(())
+            }
+            Work::Due => self.deadline_passed().await,
+        }
+    }
+
+    /// The ticker woke us: end the connection on a missed deadline, or
+    /// send the protocol ping that is due.
+    async fn deadline_passed(&mut self) -> Result<(), Disconnect> {
+        let now = self.node.clock_ms();
+        let passed = |deadline: Option<u64>| deadline.is_some_and(|at| now >= at);
+        if passed(self.timers.connect_by) {
+            return Err(Disconnect::STALE);
+        }
+        if passed(self.timers.pong_by) {
+            return Err(Disconnect::NO_PONG);
+        }
+        if passed(self.expiry()) {
+            return Err(Disconnect::EXPIRED);
+        }
+        if passed(self.ping_at()) {
+            let client = &self.node.config.client;
+            self.timers.next_ping = now + client.ping_interval.as_millis() as u64;
+            self.timers
+                .pong_by
+                .get_or_insert(now + client.pong_timeout.as_millis() as u64);
+            self.send(Utf8Bytes::from(wire::SERVER_PING)).await?;
+            self.refresh_presence().await;
         }
         Ok(())
     }
 
+    /// Tells the ticker the next deadline.
+    fn schedule(&self) {
+        let next = [
+            self.timers.connect_by,
+            self.timers.pong_by,
+            self.expiry(),
+            self.ping_at(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        self.outbox.set_deadline(next);
+    }
+
+    /// When the next protocol ping is due, if pings are on.
+    fn ping_at(&self) -> Option<u64> {
+        let enabled = !self.node.config.client.ping_interval.is_zero();
+        (enabled && self.connected()).then_some(self.timers.next_ping)
+    }
+
+    /// When an expired connection token's grace ends.
+    fn expiry(&self) -> Option<u64> {
+        let expires_at = self.expires_at?;
+        let left = Duration::from_secs(expires_at.saturating_sub(unix_now()));
+        let grace = self.node.config.auth.token_refresh_grace;
+        Some(self.node.clock_ms() + (left + grace).as_millis() as u64)
+    }
+
+    fn connected(&self) -> bool {
+        self.outbox.identity().is_some()
+    }
+
+    /// The client id as shown, or `-` before `connect`.
+    fn client(&self) -> String {
+        self.outbox
+            .identity()
+            .map_or_else(|| "-".to_owned(), |id| id.client.to_string())
+    }
+
+    fn user(&self) -> &str {
+        self.outbox.identity().map_or("", |id| &id.user)
+    }
+
+    fn sub(&self, channel: &str) -> Option<&Sub> {
+        self.subs.iter().find(|sub| &*sub.channel == channel)
+    }
+
+    fn sub_mut(&mut self, channel: &str) -> Option<&mut Sub> {
+        self.subs.iter_mut().find(|sub| &*sub.channel == channel)
+    }
+
+    /// Who this client is, as presence and join/leave show it.
+    fn client_info(&self, chan_info: Option<Bytes>) -> ClientInfo {
+        ClientInfo {
+            client: self.client(),
+            user: self.user().to_owned(),
+            conn_info: self.conn_info.clone(),
+            chan_info,
+        }
+    }
+
+    /// Queues one text frame, or hands it back while the socket's queue
+    /// is full.
+    fn queue(&mut self, text: Utf8Bytes) -> Result<Option<Message>, Disconnect> {
+        match self.ws.try_send(Message::Text(text)) {
+            Ok(()) => Ok(None),
+            Err(TrySendError::Full(message)) => Ok(Some(message)),
+            Err(_) => Err(Disconnect::WRITE_ERROR),
+        }
+    }
+
+    /// Sends one text frame, waiting while the socket's queue is full.
+    async fn send(&mut self, text: Utf8Bytes) -> Result<(), Disconnect> {
+        match self.queue(text)? {
+            None => Ok(()),
+            Some(message) => self.send_waiting(message).await,
+        }
+    }
+
+    /// Waits (a bounded time) for room in the socket's queue: a client that
+    /// stopped reading is cut off, not waited for.
+    async fn send_waiting(&mut self, message: Message) -> Result<(), Disconnect> {
+        match tokio::time::timeout(self.send_timeout(), self.ws.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Disconnect::WRITE_ERROR),
+            Err(_) => Err(Disconnect::SLOW),
+        }
+    }
+
     /// Handles one text frame of commands; returns the frame of replies.
-    async fn frame(
-        &mut self,
-        text: &[u8],
-        pong_due: &mut Option<Instant>,
-    ) -> Result<Option<Bytes>, Disconnect> {
+    async fn frame(&mut self, text: &[u8]) -> Result<Option<Bytes>, Disconnect> {
         let commands = wire::decode_commands(text).map_err(|error| {
-            info!(client = %self.client, %error, "bad command");
+            info!(peer = %self.peer, client = %self.client(), %error, "bad command");
             error.disconnect()
         })?;
         let mut replies = FrameBuilder::new();
         for Command { id, request } in commands {
-            if !self.connected && !matches!(request, Request::Connect(_)) {
+            if !self.connected() && !matches!(request, Request::Connect(_)) {
                 return Err(Disconnect::BAD_REQUEST);
             }
             let result = match request {
@@ -236,7 +411,7 @@ impl Session {
                 Request::History(request) => self.history(&request.channel, request.query()).await,
                 Request::Ping => ReplyResult::Ping,
                 Request::Pong => {
-                    *pong_due = None;
+                    self.timers.pong_by = None;
                     continue;
                 }
                 Request::Send(_) => continue,
@@ -251,10 +426,11 @@ impl Session {
     }
 
     async fn connect(&mut self, request: ConnectRequest) -> Result<ReplyResult, Disconnect> {
-        if self.connected {
+        if self.connected() {
             return Err(Disconnect::BAD_REQUEST);
         }
         let node = self.node.clone();
+        let mut user = String::new();
         let mut server_channels = Vec::new();
         if request.token.is_empty() {
             if !node.config.auth.allow_anonymous {
@@ -263,7 +439,7 @@ impl Session {
         } else {
             match node.verifier.verify_connection(&request.token, unix_now()) {
                 Ok(claims) => {
-                    self.user = claims.user;
+                    user = claims.user;
                     self.conn_info = claims.info;
                     self.expires_at = claims.expires_at;
                     server_channels = claims.channels;
@@ -272,20 +448,17 @@ impl Session {
                     return Ok(ReplyResult::Error(ReplyError::TOKEN_EXPIRED));
                 }
                 Err(error) => {
-                    info!(client = %self.client, %error, "invalid connection token");
+                    info!(peer = %self.peer, %error, "invalid connection token");
                     return Err(Disconnect::INVALID_TOKEN);
                 }
             }
         }
-        self.connected = true;
-        node.register(
-            self.conn,
-            SessionEntry {
-                client: self.client.clone(),
-                user: self.user.clone(),
-                outbox: self.outbox.clone(),
-            },
-        );
+        self.outbox.set_identity(Identity {
+            client: ClientId::random(),
+            user,
+        });
+        self.timers.next_ping =
+            node.clock_ms() + node.config.client.ping_interval.as_millis() as u64;
         let mut subs = Vec::new();
         for channel in server_channels {
             let since = request
@@ -299,7 +472,7 @@ impl Session {
         }
         let ping = node.config.client.ping_interval.as_secs() as u32;
         Ok(ReplyResult::Connect(ConnectResult {
-            client: self.client.clone(),
+            client: self.client(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             expires_in: self
                 .expires_at
@@ -323,7 +496,7 @@ impl Session {
         let Ok(namespace) = api::namespace(&self.node, &request.channel) else {
             return refuse(ReplyError::UNKNOWN_CHANNEL);
         };
-        if self.subs.contains_key(&request.channel) {
+        if self.sub(&request.channel).is_some() {
             return refuse(ReplyError::ALREADY_SUBSCRIBED);
         }
         if self.subs.len() >= MAX_CHANNELS {
@@ -337,8 +510,8 @@ impl Session {
                 unix_now(),
             ) {
                 Ok(claims)
-                    if claims.user != self.user
-                        || claims.client.as_ref().is_some_and(|c| *c != self.client) =>
+                    if claims.user != self.user()
+                        || claims.client.as_ref().is_some_and(|c| *c != self.client()) =>
                 {
                     return Err(Disconnect::INVALID_TOKEN);
                 }
@@ -347,7 +520,7 @@ impl Session {
                 Err(TokenError::WrongChannel) => return Err(Disconnect::INVALID_TOKEN),
                 Err(_) => return refuse(ReplyError::PERMISSION_DENIED),
             }
-        } else if self.user.is_empty() && !namespace.allow_anonymous {
+        } else if self.user().is_empty() && !namespace.allow_anonymous {
             return refuse(ReplyError::PERMISSION_DENIED);
         }
         let reject_unrecovered = request.reject_unrecovered;
@@ -378,21 +551,17 @@ impl Session {
     ) -> Result<SubscribeResult, ReplyError> {
         let node = self.node.clone();
         let namespace = api::namespace(&node, channel).map_err(|_| ReplyError::UNKNOWN_CHANNEL)?;
-        let info = ClientInfo {
-            client: self.client.clone(),
-            user: self.user.clone(),
-            conn_info: self.conn_info.clone(),
+        let info = self.client_info(chan_info.clone());
+        // Most connections hold a channel or two: no spare capacity.
+        self.subs.reserve_exact(1);
+        self.subs.push(Sub {
+            channel: channel.into(),
+            offset: u64::MAX,
+            epoch: None,
+            presence: namespace.presence,
+            join_leave: namespace.join_leave,
             chan_info,
-        };
-        self.subs.insert(
-            channel.to_owned(),
-            Sub {
-                recovered_through: u64::MAX,
-                presence: namespace.presence,
-                join_leave: namespace.join_leave,
-                info: info.clone(),
-            },
-        );
+        });
         if node.hub.subscribe(channel, self.conn, self.outbox.clone()) {
             if let Err(error) = node.broker.subscribe(channel).await {
                 info!(%channel, %error, "broker subscribe failed");
@@ -434,11 +603,14 @@ impl Session {
             result.positioned = namespace.recovery;
             result.publications = history.publications;
             result.position = Some(history.position.clone());
-            if let Some(sub) = self.subs.get_mut(channel) {
-                sub.recovered_through = history.position.offset;
+            if let Some(sub) = self.sub_mut(channel) {
+                sub.offset = history.position.offset;
+                sub.epoch = namespace
+                    .recovery
+                    .then(|| epoch_tag(&history.position.epoch));
             }
-        } else if let Some(sub) = self.subs.get_mut(channel) {
-            sub.recovered_through = 0;
+        } else if let Some(sub) = self.sub_mut(channel) {
+            sub.offset = 0;
         }
         if namespace.presence {
             let _ = node
@@ -453,18 +625,20 @@ impl Session {
     }
 
     async fn unsubscribe(&mut self, channel: &str) {
-        let Some(sub) = self.subs.remove(channel) else {
+        let Some(index) = self.subs.iter().position(|sub| &*sub.channel == channel) else {
             return;
         };
+        let sub = self.subs.swap_remove(index);
         let node = self.node.clone();
         if node.hub.unsubscribe(channel, self.conn) {
             let _ = node.broker.unsubscribe(channel).await;
         }
         if sub.presence {
-            let _ = node.broker.remove_presence(channel, &self.client).await;
+            let _ = node.broker.remove_presence(channel, &self.client()).await;
         }
         if sub.join_leave {
-            let _ = node.broker.publish_leave(channel, sub.info).await;
+            let info = self.client_info(sub.chan_info);
+            let _ = node.broker.publish_leave(channel, info).await;
         }
     }
 
@@ -472,18 +646,11 @@ impl Session {
         let Ok(namespace) = api::namespace(&self.node, &channel) else {
             return ReplyResult::Error(ReplyError::UNKNOWN_CHANNEL);
         };
-        if !namespace.allow_publish || (self.user.is_empty() && !namespace.allow_anonymous) {
+        if !namespace.allow_publish || (self.user().is_empty() && !namespace.allow_anonymous) {
             return ReplyResult::Error(ReplyError::PERMISSION_DENIED);
         }
-        let info = ClientInfo {
-            client: self.client.clone(),
-            user: self.user.clone(),
-            conn_info: self.conn_info.clone(),
-            chan_info: self
-                .subs
-                .get(&channel)
-                .and_then(|sub| sub.info.chan_info.clone()),
-        };
+        let chan_info = self.sub(&channel).and_then(|sub| sub.chan_info.clone());
+        let info = self.client_info(chan_info);
         match api::publish(&self.node, &channel, data, Some(info), Vec::new(), false).await {
             Ok(_) => ReplyResult::Publish,
             Err(_) => ReplyResult::Error(ReplyError::INTERNAL),
@@ -496,7 +663,7 @@ impl Session {
             Ok(namespace) if !namespace.presence => {
                 return ReplyResult::Error(ReplyError::NOT_AVAILABLE);
             }
-            Ok(_) if !self.subs.contains_key(channel) => {
+            Ok(_) if self.sub(channel).is_none() => {
                 return ReplyResult::Error(ReplyError::PERMISSION_DENIED);
             }
             Ok(_) => {}
@@ -519,7 +686,7 @@ impl Session {
             Ok(namespace) if history_options(namespace).is_none() => {
                 return ReplyResult::Error(ReplyError::NOT_AVAILABLE);
             }
-            Ok(_) if !self.subs.contains_key(channel) => {
+            Ok(_) if self.sub(channel).is_none() => {
                 return ReplyResult::Error(ReplyError::PERMISSION_DENIED);
             }
             Ok(_) => {}
@@ -535,7 +702,7 @@ impl Session {
 
     fn refresh(&mut self, token: &str) -> Result<ReplyResult, Disconnect> {
         match self.node.verifier.verify_connection(token, unix_now()) {
-            Ok(claims) if claims.user == self.user => {
+            Ok(claims) if claims.user == self.user() => {
                 self.expires_at = claims.expires_at;
                 Ok(ReplyResult::Refresh(RefreshResult {
                     expires_in: self
@@ -550,7 +717,7 @@ impl Session {
     }
 
     fn sub_refresh(&mut self, channel: &str, token: &str) -> ReplyResult {
-        if !self.subs.contains_key(channel) {
+        if self.sub(channel).is_none() {
             return ReplyResult::Error(ReplyError::PERMISSION_DENIED);
         }
         match self
@@ -558,7 +725,7 @@ impl Session {
             .verifier
             .verify_subscription(token, channel, unix_now())
         {
-            Ok(claims) if claims.user == self.user => ReplyResult::SubRefresh(RefreshResult {
+            Ok(claims) if claims.user == self.user() => ReplyResult::SubRefresh(RefreshResult {
                 expires_in: claims
                     .expires_at
                     .map(|at| at.saturating_sub(unix_now()) as u32),
@@ -570,34 +737,32 @@ impl Session {
 
     /// A command from the HTTP API (server-side subscribe/unsubscribe).
     async fn server_command(&mut self, command: HubCommand) {
-        match command {
-            HubCommand::Subscribe(channel) => {
-                if !self.subs.contains_key(&channel) {
-                    if let Ok(result) = self.join_channel(&channel, None, None).await {
-                        let push = encode_push(&channel, PushBody::Subscribe(&result));
-                        self.outbox.push(Frame::plain(push));
-                    }
+        let push = match command {
+            HubCommand::Subscribe(channel) if self.sub(&channel).is_none() => {
+                match self.join_channel(&channel, None, None).await {
+                    Ok(result) => encode_push(&channel, PushBody::Subscribe(&result)),
+                    Err(_) => return,
                 }
             }
-            HubCommand::Unsubscribe(channel) => {
-                if self.subs.contains_key(&channel) {
-                    self.unsubscribe(&channel).await;
-                    let push = encode_push(&channel, PushBody::Unsubscribe(&Unsubscribe::SERVER));
-                    self.outbox.push(Frame::plain(push));
-                }
+            HubCommand::Unsubscribe(channel) if self.sub(&channel).is_some() => {
+                self.unsubscribe(&channel).await;
+                encode_push(&channel, PushBody::Unsubscribe(&Unsubscribe::SERVER))
             }
+            _ => return,
+        };
+        if let Some(frame) = Frame::plain(push) {
+            self.outbox.push(frame);
         }
     }
 
-    async fn refresh_presence(&self) {
-        for (channel, sub) in &self.subs {
-            if sub.presence {
-                let _ = self
-                    .node
-                    .broker
-                    .add_presence(channel, sub.info.clone(), PRESENCE_TTL)
-                    .await;
-            }
+    async fn refresh_presence(&mut self) {
+        for sub in self.subs.iter().filter(|sub| sub.presence) {
+            let info = self.client_info(sub.chan_info.clone());
+            let _ = self
+                .node
+                .broker
+                .add_presence(&sub.channel, info, PRESENCE_TTL)
+                .await;
         }
     }
 
@@ -612,19 +777,18 @@ impl Session {
             .max(Duration::from_secs(1))
     }
 
-    fn expiry_deadline(&self) -> Option<Instant> {
-        let expires_at = self.expires_at?;
-        let left = Duration::from_secs(expires_at.saturating_sub(unix_now()));
-        Some(Instant::now() + left + self.node.config.auth.token_refresh_grace)
-    }
-
     /// Ends the connection: a shutdown tells the client with a disconnect
     /// push and WebSocket close 1001; other endings use the disconnect code
-    /// as the close code.
-    async fn close(&mut self, ws: &mut WebSocket<Upgraded>, ending: &Disconnect) {
+    /// as the close code. A connection the client closed is already done.
+    async fn close(&mut self, ending: &Disconnect) {
+        if *ending == Disconnect::CONNECTION_CLOSED {
+            return;
+        }
         let frame = if *ending == Disconnect::SHUTDOWN {
             let push = encode_push("", PushBody::Disconnect(ending));
-            let _ = send(ws, push, self.send_timeout()).await;
+            if let Ok(push) = Utf8Bytes::try_from_bytes(push) {
+                let _ = self.send(push).await;
+            }
             CloseFrame {
                 code: CloseCode::GOING_AWAY,
                 reason: ending.reason.clone().into_owned(),
@@ -641,6 +805,7 @@ impl Session {
         // Bounded: a client that stopped reading has no room for our close
         // frame either; then the socket is simply dropped.
         let limit = self.send_timeout() + self.node.server_config.connection.close_timeout;
+        let ws = &mut self.ws;
         let _ = tokio::time::timeout(limit, async {
             if ws.send(Message::Close(Some(frame))).await.is_ok() {
                 // The core bounds the wait for the reply by its close timeout.
@@ -651,32 +816,11 @@ impl Session {
     }
 
     async fn cleanup(&mut self) {
-        let channels: Vec<_> = self.subs.keys().cloned().collect();
-        for channel in channels {
+        while let Some(sub) = self.subs.last() {
+            let channel = sub.channel.clone();
             self.unsubscribe(&channel).await;
         }
         self.node.unregister(self.conn);
-    }
-}
-
-/// Sends one text frame, waiting (a bounded time) while the socket's queue
-/// is full: a client that stopped reading is cut off, not waited for.
-async fn send(
-    ws: &mut WebSocket<Upgraded>,
-    bytes: Bytes,
-    timeout: Duration,
-) -> Result<(), Disconnect> {
-    let text = Utf8Bytes::try_from_bytes(bytes).map_err(|_| Disconnect::SERVER_ERROR)?;
-    match ws.try_send(Message::Text(text)) {
-        Ok(()) => Ok(()),
-        Err(TrySendError::Full(message)) => {
-            match tokio::time::timeout(timeout, ws.send(message)).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(Disconnect::WRITE_ERROR),
-                Err(_) => Err(Disconnect::SLOW),
-            }
-        }
-        Err(_) => Err(Disconnect::WRITE_ERROR),
     }
 }
 
@@ -684,8 +828,4 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400)
 }

@@ -132,7 +132,7 @@ pub(crate) enum PushBody<'a> {
 
 /// The server's ping: an empty object. The client answers with the same
 /// when the connect result asked for pongs.
-pub(crate) const SERVER_PING: &[u8] = b"{}";
+pub(crate) const SERVER_PING: &str = "{}";
 
 /// Encodes one reply as a JSON object.
 pub(crate) fn encode_reply(reply: &Reply) -> Vec<u8> {

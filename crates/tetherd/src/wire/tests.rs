@@ -731,7 +731,7 @@ fn frames_join_objects_with_newlines() {
             result: ReplyResult::Publish,
         })
         .encoded(&publication)
-        .encoded(SERVER_PING);
+        .encoded(SERVER_PING.as_bytes());
     assert_eq!(
         &frame.finish()[..],
         concat!(
