@@ -2,11 +2,10 @@
 //! server.
 //!
 //! Connections are spread over source addresses 127.0.0.1, 127.0.0.2, … and,
-//! past what one process may hold, over worker processes: this executable
-//! run again with the hidden `worker` subcommand and a shard of the
-//! connections. A worker prints one JSON line once its connections are open,
-//! holds them until its stdin closes, then closes them cleanly and prints one
-//! more JSON line. (If the parent dies, the workers' stdin closes too.)
+//! past what one process may hold, over worker processes (see
+//! [`crate::workers`]) run with the hidden `worker` subcommand. A worker's
+//! first line says its connections are open; it holds them until its stdin
+//! closes, then closes them cleanly and reports how that went.
 //!
 //! ```text
 //!  parent ── RSS before ── spawn workers ──► line 1 from each: opened, handshakes
@@ -14,8 +13,7 @@
 //! ```
 
 use std::{
-    io::{self, BufRead, BufReader, IsTerminal, Read, Write as _},
-    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    io::{self, IsTerminal},
     sync::Arc,
     thread,
     time::{Duration, Instant},
@@ -23,7 +21,7 @@ use std::{
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use tether::{ClientConfig, CloseCode, Keepalive, Message};
+use tether::{ClientConfig, CloseCode, Keepalive, Message, deflate::DeflateConfig};
 use tokio::{
     runtime::Runtime,
     sync::{mpsc, watch},
@@ -38,6 +36,7 @@ use crate::{
     },
     spread::{self, Dialer, Target},
     sys,
+    workers::{self, Worker, merge_counts, runtime},
 };
 
 /// How long closing may take once the hold is over.
@@ -78,6 +77,10 @@ pub(crate) struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Offer permessage-deflate (without context takeover either way), to
+    /// measure idle connections that negotiated compression.
+    #[arg(long)]
+    deflate: bool,
 }
 
 /// Options of the hidden `worker` subcommand: one shard of `idle`.
@@ -95,6 +98,8 @@ pub(crate) struct WorkerArgs {
     concurrency: usize,
     #[arg(long, value_parser = crate::parse_seconds)]
     ping_interval: Option<Duration>,
+    #[arg(long)]
+    deflate: bool,
 }
 
 /// Runs `tether-load idle` and prints its report.
@@ -103,9 +108,8 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         return Err("--conns must be at least 1".into());
     }
     let shards = plan_shards(&args);
-    let sources = shards
-        .last()
-        .map_or(0, |shard| shard.first_source + shard.sources());
+    let sources =
+        workers::sources_used(&shards.iter().map(|shard| shard.spread).collect::<Vec<_>>());
     if sources > spread::source_count(&args.url) {
         return Err(format!(
             "{} connections at {} per source address need {sources} source addresses; {} has {}",
@@ -175,55 +179,44 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
 pub(crate) fn worker(args: WorkerArgs) -> Result<(), String> {
     let shard = Shard {
         target: args.url,
-        conns: args.conns,
-        first_source: args.first_source,
-        per_source: args.per_source,
-        concurrency: args.concurrency,
+        spread: workers::Shard {
+            conns: args.conns,
+            first_source: args.first_source,
+            per_source: args.per_source,
+            concurrency: args.concurrency,
+        },
         ping_interval: args.ping_interval,
+        deflate: args.deflate,
         progress: false,
     };
     let runtime = runtime()?;
     let (opened, holding) = runtime.block_on(shard.open())?;
-    let mut stdout = io::stdout().lock();
-    let _ = writeln!(stdout, "{}", opened.to_json());
-    let _ = stdout.flush();
-    // Hold until the parent closes our stdin (or dies). The runtime's
-    // threads keep serving the connections meanwhile.
-    let _ = io::stdin().lock().read_to_end(&mut Vec::new());
+    workers::tell_parent(&opened.to_json());
+    // The runtime's threads keep serving the connections meanwhile.
+    workers::wait_for_parent();
     let closed = runtime.block_on(holding.close());
-    let _ = writeln!(stdout, "{}", closed.to_json());
-    let _ = stdout.flush();
+    workers::tell_parent(&closed.to_json());
     Ok(())
 }
 
-fn runtime() -> Result<Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| format!("cannot start the runtime: {error}"))
-}
-
-/// Splits the connections evenly over as few processes as `per_process`
-/// allows, each with its own source addresses.
+/// Splits the connections over processes, each with its own source
+/// addresses.
 fn plan_shards(args: &Args) -> Vec<Shard> {
-    let per_source = args.per_source.max(1);
-    let count = args.conns.div_ceil(args.per_process.max(1));
-    let concurrency = args.concurrency.div_ceil(count).max(1);
-    let mut first_source = 0;
-    (0..count)
-        .map(|i| {
-            let conns = args.conns / count + usize::from(i < args.conns % count);
-            let shard = Shard {
-                target: args.url.clone(),
-                conns,
-                first_source,
-                per_source,
-                concurrency,
-                ping_interval: args.ping_interval,
-                progress: count == 1,
-            };
-            first_source += shard.sources();
-            shard
+    let spreads = workers::plan_shards(
+        args.conns,
+        args.per_process,
+        args.per_source,
+        args.concurrency,
+    );
+    let progress = spreads.len() == 1;
+    spreads
+        .into_iter()
+        .map(|spread| Shard {
+            target: args.url.clone(),
+            spread,
+            ping_interval: args.ping_interval,
+            deflate: args.deflate,
+            progress,
         })
         .collect()
 }
@@ -232,20 +225,15 @@ fn plan_shards(args: &Args) -> Vec<Shard> {
 #[derive(Debug, Clone)]
 struct Shard {
     target: Target,
-    conns: usize,
-    first_source: usize,
-    per_source: usize,
-    concurrency: usize,
+    spread: workers::Shard,
     ping_interval: Option<Duration>,
+    /// Offer permessage-deflate.
+    deflate: bool,
     /// Show progress on stderr if it is a terminal.
     progress: bool,
 }
 
 impl Shard {
-    fn sources(&self) -> usize {
-        self.conns.div_ceil(self.per_source)
-    }
-
     fn client_config(&self) -> ClientConfig {
         let keepalive = match self.ping_interval {
             Some(interval) => Keepalive {
@@ -254,7 +242,13 @@ impl Shard {
             },
             None => Keepalive::OFF,
         };
-        ClientConfig::default().connection(tether::Config::default().keepalive(keepalive))
+        let config =
+            ClientConfig::default().connection(tether::Config::default().keepalive(keepalive));
+        if self.deflate {
+            config.deflate(DeflateConfig::default())
+        } else {
+            config
+        }
     }
 
     /// Opens every connection (the attempts that fail are counted) and
@@ -263,17 +257,17 @@ impl Shard {
         let dialer = Dialer::new(
             self.target.clone(),
             self.client_config(),
-            self.first_source,
-            self.per_source,
-            self.concurrency,
+            self.spread.first_source,
+            self.spread.per_source,
+            self.spread.concurrency,
         );
-        dialer.check_capacity(self.conns)?;
+        dialer.check_capacity(self.spread.conns)?;
         let dialer = Arc::new(dialer);
         let (closing_tx, closing_rx) = watch::channel(false);
         let (opened_tx, mut opened_rx) = mpsc::unbounded_channel();
         let start = Instant::now();
         let mut tasks = JoinSet::new();
-        for index in 0..self.conns {
+        for index in 0..self.spread.conns {
             tasks.spawn(hold(
                 index,
                 dialer.clone(),
@@ -302,11 +296,11 @@ impl Shard {
             }
             if progress && shown.elapsed() >= Duration::from_millis(250) {
                 shown = Instant::now();
-                eprint!("\r  opened {} of {} ", opened.opened, self.conns);
+                eprint!("\r  opened {} of {} ", opened.opened, self.spread.conns);
             }
         }
         if progress {
-            eprintln!("\r  opened {} of {} ", opened.opened, self.conns);
+            eprintln!("\r  opened {} of {} ", opened.opened, self.spread.conns);
         }
         opened.wall = start.elapsed();
         Ok((
@@ -398,12 +392,6 @@ impl Closed {
         self.clean += line["closed_clean"].as_u64().unwrap_or(0);
         merge_counts(&mut self.dropped, &line["dropped"]);
         merge_counts(&mut self.unclean, &line["close_errors"]);
-    }
-}
-
-fn merge_counts(counts: &mut ErrorCounts, value: &Value) {
-    for (error, count) in value.as_object().into_iter().flatten() {
-        *counts.entry(error.clone()).or_default() += count.as_u64().unwrap_or(0);
     }
 }
 
@@ -513,35 +501,23 @@ impl Fleet {
     }
 
     fn open_workers(shards: &[Shard]) -> Result<(Opened, Self), String> {
-        let exe = std::env::current_exe()
-            .map_err(|error| format!("cannot find this executable: {error}"))?;
         let mut workers = Vec::with_capacity(shards.len());
         for shard in shards {
-            let mut command = Command::new(&exe);
-            command
-                .arg("worker")
-                .args(["--url", &shard.target.to_string()])
-                .args(["--conns", &shard.conns.to_string()])
-                .args(["--first-source", &shard.first_source.to_string()])
-                .args(["--per-source", &shard.per_source.to_string()])
-                .args(["--concurrency", &shard.concurrency.to_string()]);
+            let mut args = vec![
+                "worker".to_owned(),
+                format!("--url={}", shard.target),
+                format!("--conns={}", shard.spread.conns),
+                format!("--first-source={}", shard.spread.first_source),
+                format!("--per-source={}", shard.spread.per_source),
+                format!("--concurrency={}", shard.spread.concurrency),
+            ];
             if let Some(interval) = shard.ping_interval {
-                command.args(["--ping-interval", &interval.as_secs_f64().to_string()]);
+                args.push(format!("--ping-interval={}", interval.as_secs_f64()));
             }
-            let mut child = command
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .map_err(|error| format!("cannot start a worker process: {error}"))?;
-            // Invariant: both were requested as pipes just above.
-            let stdin = child.stdin.take().expect("piped stdin");
-            let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-            workers.push(Worker {
-                child,
-                stdin: Some(stdin),
-                stdout,
-            });
+            if shard.deflate {
+                args.push("--deflate".to_owned());
+            }
+            workers.push(Worker::spawn(args)?);
         }
         let mut opened = Opened {
             opened: 0,
@@ -572,45 +548,15 @@ impl Fleet {
             Self::Here { runtime, holding } => Ok(runtime.block_on(holding.close())),
             Self::Workers(mut workers) => {
                 for worker in &mut workers {
-                    worker.stdin = None;
+                    worker.finish("");
                 }
                 let mut closed = Closed::default();
                 for (i, worker) in workers.iter_mut().enumerate() {
                     closed.merge_json(&worker.line(i)?);
                 }
-                for worker in &mut workers {
-                    let _ = worker.child.wait();
-                }
+                workers.into_iter().for_each(Worker::wait);
                 Ok(closed)
             }
-        }
-    }
-}
-
-/// A worker process and its pipes; dropping it closes its stdin, which
-/// tells it to close its connections and exit.
-struct Worker {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Worker {
-    /// The worker's next JSON line.
-    fn line(&mut self, number: usize) -> Result<Value, String> {
-        let mut line = String::new();
-        match self.stdout.read_line(&mut line) {
-            Ok(0) => {
-                let status = self
-                    .child
-                    .wait()
-                    .map(|status| status.to_string())
-                    .unwrap_or_default();
-                Err(format!("worker {number} exited early ({status})"))
-            }
-            Ok(_) => serde_json::from_str(&line)
-                .map_err(|error| format!("worker {number} printed {line:?}: {error}")),
-            Err(error) => Err(format!("cannot read from worker {number}: {error}")),
         }
     }
 }
@@ -633,26 +579,13 @@ mod tests {
     }
 
     #[test]
-    fn one_process_while_it_fits() {
-        let shards = plan_shards(&args(&["--conns", "15000"]));
-        assert_eq!(shards.len(), 1);
-        assert_eq!(
-            (shards[0].conns, shards[0].first_source, shards[0].sources()),
-            (15_000, 0, 2)
-        );
-        assert_eq!(shards[0].concurrency, 128);
-    }
-
-    #[test]
-    fn shards_get_their_own_sources() {
+    fn shards_carry_the_options() {
         let shards = plan_shards(&args(&["--conns", "40001", "--per-source", "5000"]));
-        let conns: Vec<_> = shards.iter().map(|shard| shard.conns).collect();
-        assert_eq!(conns, [13_334, 13_334, 13_333]);
-        let firsts: Vec<_> = shards.iter().map(|shard| shard.first_source).collect();
-        assert_eq!(firsts, [0, 3, 6]);
-        assert_eq!(
-            shards.iter().map(|shard| shard.concurrency).sum::<usize>(),
-            129
-        );
+        assert_eq!(shards.len(), 3);
+        assert!(shards.iter().all(|shard| !shard.progress));
+        assert_eq!(shards[2].spread.first_source, 6);
+        let shards = plan_shards(&args(&["--conns", "15000"]));
+        assert!(shards[0].progress);
+        assert_eq!(shards[0].spread.sources(), 2);
     }
 }

@@ -9,17 +9,28 @@
 //!         → msg/s, MB/s, latency p50/p99/p99.9, CPU of both sides
 //!  idle:  N quiet connections, spread over 127.0.0.x and worker processes
 //!         → handshakes/s, handshake latency, server RSS per connection
+//!  broadcast: N gateway subscribers (worker processes) ◄── gateway ◄── HTTP API
+//!         publisher at R/s → deliveries/s, delivery latency, losses, RSS per subscriber
+//!  handshake: open, (echo), close at R/s over 127.0.0.x → handshakes/s, latency, failures
+//!  overhead: one message stream by HTTP polling and by WebSocket → bytes/s each way
 //! ```
 
 use std::{process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 
+mod broadcast;
 mod echo;
+mod gateway;
+mod handshake;
+mod http1;
 mod idle;
+mod overhead;
 mod report;
 mod spread;
+mod subscriber;
 mod sys;
+mod workers;
 
 /// Load generator for WebSocket servers on loopback addresses.
 #[derive(Debug, Parser)]
@@ -38,6 +49,17 @@ enum Command {
     /// One shard of `idle`, run by `idle` itself.
     #[command(hide = true)]
     Worker(idle::WorkerArgs),
+    /// Gateway fan-out: subscribers, publications through the HTTP API,
+    /// delivery latency and losses, server memory per subscriber.
+    Broadcast(broadcast::Args),
+    /// One shard of `broadcast`'s subscribers, run by `broadcast` itself.
+    #[command(hide = true)]
+    BroadcastWorker(subscriber::WorkerArgs),
+    /// Connection churn: open, optionally echo one message, close, at a rate.
+    Handshake(handshake::Args),
+    /// Bytes on the wire: one message stream by HTTP polling and by WebSocket.
+    #[command(long_about = overhead::LONG_HELP)]
+    Overhead(overhead::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +71,10 @@ fn main() -> ExitCode {
         Command::Echo(args) => echo::run(args),
         Command::Idle(args) => idle::run(args),
         Command::Worker(args) => idle::worker(args),
+        Command::Broadcast(args) => broadcast::run(args),
+        Command::BroadcastWorker(args) => subscriber::worker(args),
+        Command::Handshake(args) => handshake::run(args),
+        Command::Overhead(args) => overhead::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

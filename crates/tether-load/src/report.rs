@@ -55,7 +55,7 @@ impl Cpu {
         self.own_load() >= 0.9
     }
 
-    fn to_json(self) -> Value {
+    pub(crate) fn to_json(self) -> Value {
         json!({
             "wall_s": self.wall.as_secs_f64(),
             "load_cpu_s": self.own.as_secs_f64(),
@@ -67,7 +67,7 @@ impl Cpu {
         })
     }
 
-    fn write_table(&self, out: &mut String) {
+    pub(crate) fn write_table(&self, out: &mut String) {
         let wall = self.wall.as_secs_f64().max(1e-9);
         let _ = write!(
             out,
@@ -331,7 +331,7 @@ impl IdleReport {
     }
 }
 
-fn total(errors: &ErrorCounts) -> u64 {
+pub(crate) fn total(errors: &ErrorCounts) -> u64 {
     errors.values().sum()
 }
 
@@ -348,7 +348,14 @@ fn write_error_lines(out: &mut String, connect: &ErrorCounts, connection: &Error
     }
 }
 
-fn percentiles_us(histogram: &Histogram<u64>) -> Value {
+/// One line per error of `kind`, with its count.
+pub(crate) fn write_errors(out: &mut String, kind: &str, errors: &ErrorCounts) {
+    for (error, count) in errors {
+        let _ = writeln!(out, "                {count} x {kind}: {error}");
+    }
+}
+
+pub(crate) fn percentiles_us(histogram: &Histogram<u64>) -> Value {
     if histogram.is_empty() {
         return Value::Null;
     }
@@ -362,7 +369,7 @@ fn percentiles_us(histogram: &Histogram<u64>) -> Value {
     })
 }
 
-fn write_latency(out: &mut String, label: &str, histogram: &Histogram<u64>) {
+pub(crate) fn write_latency(out: &mut String, label: &str, histogram: &Histogram<u64>) {
     if histogram.is_empty() {
         let _ = writeln!(out, "  {label:<13} -");
         return;
@@ -387,7 +394,7 @@ fn nanos(ns: u64) -> String {
     }
 }
 
-fn mib(bytes: u64) -> String {
+pub(crate) fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 

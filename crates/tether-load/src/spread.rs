@@ -49,15 +49,26 @@ impl Target {
     /// Parses `ws://host[:port][/path]`, where host is a loopback IP literal
     /// or `localhost`.
     pub(crate) fn parse(url: &str) -> Result<Self, String> {
-        let rest = match url.split_once("://") {
-            Some(("ws", rest)) => rest,
-            Some(("wss", _)) => {
-                return Err(format!(
-                    "{url}: wss:// is not supported; tether-load speaks plain ws:// to loopback addresses"
-                ));
-            }
-            _ => return Err(format!("{url}: the URL must start with ws://")),
-        };
+        match url.split_once("://") {
+            Some(("ws", rest)) => Self::parse_rest(url, rest),
+            Some(("wss", _)) => Err(format!(
+                "{url}: wss:// is not supported; tether-load speaks plain ws:// to loopback addresses"
+            )),
+            _ => Err(format!("{url}: the URL must start with ws://")),
+        }
+    }
+
+    /// Parses `http://host[:port][/path]` like [`Target::parse`] does
+    /// `ws://` (an HTTP API next to the WebSocket endpoint).
+    pub(crate) fn parse_http(url: &str) -> Result<Self, String> {
+        match url.split_once("://") {
+            Some(("http", rest)) => Self::parse_rest(url, rest),
+            _ => Err(format!("{url}: the URL must start with http://")),
+        }
+    }
+
+    /// Parses what follows the scheme of `url`.
+    fn parse_rest(url: &str, rest: &str) -> Result<Self, String> {
         let (authority, path) = match rest.find(['/', '?', '#']) {
             Some(at) => (&rest[..at], &rest[at..]),
             None => (rest, ""),
@@ -218,7 +229,9 @@ impl Dialer {
         }
     }
 
-    async fn attempt(&self, source: IpAddr) -> Result<WebSocket<TcpStream>, Error> {
+    /// One attempt from `source`, without retries and outside the
+    /// concurrency bound (for churn, where every failure counts).
+    pub(crate) async fn attempt(&self, source: IpAddr) -> Result<WebSocket<TcpStream>, Error> {
         let socket = match source {
             IpAddr::V4(_) => TcpSocket::new_v4()?,
             IpAddr::V6(_) => TcpSocket::new_v6()?,
@@ -291,6 +304,14 @@ mod tests {
         ] {
             assert!(Target::parse(url).is_err(), "{url}");
         }
+        assert!(Target::parse_http("ws://127.0.0.1/").is_err());
+        assert!(Target::parse_http("http://192.168.1.1/").is_err());
+        assert_eq!(
+            Target::parse_http("http://127.0.0.1:8000/api")
+                .unwrap()
+                .path,
+            "/api"
+        );
         assert!(
             Target::parse("ws://192.168.1.1/")
                 .unwrap_err()

@@ -75,6 +75,20 @@ pub(crate) fn rss_of(pid: u32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmRSS in /proc/PID/status"))
 }
 
+/// `CLOCK_MONOTONIC` in nanoseconds: unlike `Instant`, comparable between
+/// processes on one machine, so a timestamp taken by one process can be
+/// subtracted from a reading taken by another.
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable `timespec` for the call's duration;
+    // CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
 /// How many CPUs this process may run on.
 pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
@@ -90,5 +104,12 @@ mod tests {
         assert!(rss_of(pid).unwrap() > 0);
         cpu_time_of(pid).unwrap();
         assert!(raise_fd_limit().unwrap() > 0);
+    }
+
+    #[test]
+    fn monotonic_clock_moves_forward() {
+        let before = monotonic_ns();
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(monotonic_ns() > before && before > 0);
     }
 }

@@ -1,0 +1,520 @@
+//! `tether-load broadcast`: fan-out through a gateway that speaks
+//! Centrifugo's v2 JSON client protocol (such as `tetherd`).
+//!
+//! Subscribers live in worker processes ([`crate::subscriber`]); this
+//! process samples the server's memory once they are all subscribed, then
+//! publishes through the HTTP API at a fixed rate, each publication stamped
+//! with its sequence number and `CLOCK_MONOTONIC` send time, and finally
+//! gathers what every subscriber received.
+//!
+//! ```text
+//!  RSS before ── workers: connect + subscribe ── settle, RSS subscribed
+//!  ── publish R/s for S s (HTTP API, one keep-alive connection)
+//!  ── workers: wait for every publication (or --drain), close ── report
+//! ```
+
+use std::{
+    fmt::Write as _,
+    io::{IsTerminal, Write as _},
+    thread,
+    time::{Duration, Instant},
+};
+
+use bytes::BytesMut;
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use tokio::{io::AsyncWriteExt, net::TcpStream};
+
+use crate::{
+    gateway, http1,
+    report::{Cpu, latency_histogram, mib, percentiles_us, total, write_errors, write_latency},
+    spread::{self, Target},
+    subscriber::{Ready, Received},
+    sys,
+    workers::{self, Worker},
+};
+
+/// Options of `tether-load broadcast`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The gateway's WebSocket endpoint, e.g.
+    /// ws://127.0.0.1:8000/connection/websocket (a loopback address).
+    #[arg(long, value_parser = Target::parse)]
+    url: Target,
+    /// The gateway's HTTP API (default: /api on the --url's address).
+    #[arg(long, value_parser = Target::parse_http)]
+    api: Option<Target>,
+    /// The HTTP API key (sent as X-API-Key).
+    #[arg(long)]
+    api_key: String,
+    /// Subscriber connections.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Channel every subscriber subscribes to and every publication goes
+    /// to; its namespace must allow anonymous subscribers.
+    #[arg(long, default_value = "bench:all")]
+    channel: String,
+    /// Subscriptions per connection: the broadcast channel and K-1 more in
+    /// its namespace (`c1-0` … `c1-99`, `c2-…`), to measure memory per
+    /// subscription.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    channels: u32,
+    /// Publications per second.
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Seconds to publish.
+    #[arg(long, default_value = "10", value_parser = crate::parse_seconds)]
+    duration: Duration,
+    /// Bytes of JSON data per publication (at least the stamp, about 40).
+    #[arg(long, default_value_t = 0)]
+    size: usize,
+    /// Report this (server) process's memory per subscriber and CPU time.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Seconds to let the server settle before sampling its memory.
+    #[arg(long, default_value = "1", value_parser = crate::parse_seconds)]
+    settle: Duration,
+    /// Seconds subscribers wait for missing publications after the last
+    /// one was sent, before counting them lost.
+    #[arg(long, default_value = "5", value_parser = crate::parse_seconds)]
+    drain: Duration,
+    /// Connections per source address (127.0.0.1, 127.0.0.2, …).
+    #[arg(long, default_value_t = spread::DEFAULT_PER_SOURCE)]
+    per_source: usize,
+    /// Subscribers per worker process.
+    #[arg(long, default_value_t = spread::DEFAULT_PER_PROCESS)]
+    per_process: usize,
+    /// Connection attempts in flight at once, over all processes.
+    #[arg(long, default_value_t = spread::DEFAULT_CONCURRENCY)]
+    concurrency: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `tether-load broadcast` and prints its report.
+pub(crate) fn run(args: Args) -> Result<(), String> {
+    if args.subscribers == 0 {
+        return Err("--subscribers must be at least 1".into());
+    }
+    if !(args.rate.is_finite() && args.rate > 0.0) {
+        return Err("--rate must be a positive number of publications per second".into());
+    }
+    let published = (args.rate * args.duration.as_secs_f64()).round().max(1.0) as u64;
+    let shards = workers::plan_shards(
+        args.subscribers,
+        args.per_process,
+        args.per_source,
+        args.concurrency,
+    );
+    let sources = workers::sources_used(&shards);
+    if sources > spread::source_count(&args.url) {
+        return Err(format!(
+            "{} subscribers at {} per source address need {sources} source addresses; {} has {}",
+            args.subscribers,
+            args.per_source,
+            args.url.addr.ip(),
+            spread::source_count(&args.url)
+        ));
+    }
+    let api = args.api.clone().unwrap_or_else(|| Target {
+        path: "/api".into(),
+        ..args.url.clone()
+    });
+    let rss = |pid: u32| {
+        sys::rss_of(pid)
+            .map_err(|error| format!("cannot read the memory of process {pid}: {error}"))
+    };
+    let rss_before = args.server_pid.map(rss).transpose()?;
+
+    let start = Instant::now();
+    let (mut fleet, ready) = subscribe(&args, &shards)?;
+    let subscribe_wall = start.elapsed();
+    if ready.subscribed == 0 {
+        let why = ready.errors.keys().next().cloned().unwrap_or_default();
+        return Err(format!("no subscriber could subscribe: {why}"));
+    }
+    thread::sleep(args.settle);
+    let rss_subscribed = args.server_pid.map(rss).transpose()?;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the runtime: {error}"))?;
+    let cpu_of_all = |fleet: &[Worker]| {
+        sys::own_cpu_time() + fleet.iter().map(Worker::cpu_time).sum::<Duration>()
+    };
+    let server_cpu = |pid: u32| {
+        sys::cpu_time_of(pid)
+            .map_err(|error| format!("cannot read the CPU time of process {pid}: {error}"))
+    };
+    let server_before = args.server_pid.map(server_cpu).transpose()?;
+    let own_before = cpu_of_all(&fleet);
+    let publish_start = Instant::now();
+    let first_send_ns = sys::monotonic_ns();
+    let publishing = runtime.block_on(publish(&args, &api, published));
+    let publish_wall = publish_start.elapsed();
+    let own = cpu_of_all(&fleet).saturating_sub(own_before);
+    let server = match (args.server_pid, server_before) {
+        (Some(pid), Some(before)) => Some(server_cpu(pid)?.saturating_sub(before)),
+        _ => None,
+    };
+    // Tell the workers how many to expect even if publishing failed, so
+    // they report what did arrive and close.
+    let sent = publishing.as_ref().map_or(0, |publishing| publishing.sent);
+    for worker in &mut fleet {
+        worker.finish(&sent.to_string());
+    }
+    let mut received = Received::default();
+    for (i, worker) in fleet.iter_mut().enumerate() {
+        received.merge_json(&worker.line(i)?);
+    }
+    fleet.into_iter().for_each(Worker::wait);
+    let publishing = publishing?;
+
+    let report = BroadcastReport {
+        target: args.url.to_string(),
+        channel: args.channel.clone(),
+        channels: args.channels,
+        subscribers: args.subscribers,
+        processes: shards.len(),
+        sources,
+        ready,
+        subscribe_wall,
+        memory: match (args.server_pid, rss_before, rss_subscribed) {
+            (Some(pid), Some(before), Some(subscribed)) => Some(Memory {
+                pid,
+                before,
+                subscribed,
+            }),
+            _ => None,
+        },
+        rate: args.rate,
+        size: args.size,
+        publishing,
+        publish_wall,
+        delivery_wall_ns: received.last_delivery_ns.saturating_sub(first_send_ns),
+        received,
+        cpu: Cpu {
+            wall: publish_wall,
+            own,
+            cores: sys::cores(),
+            server,
+        },
+    };
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+/// Starts the worker processes and waits until each has subscribed.
+fn subscribe(args: &Args, shards: &[workers::Shard]) -> Result<(Vec<Worker>, Ready), String> {
+    let mut fleet = Vec::with_capacity(shards.len());
+    for shard in shards {
+        fleet.push(Worker::spawn([
+            "broadcast-worker".to_owned(),
+            format!("--url={}", args.url),
+            format!("--conns={}", shard.conns),
+            format!("--first-source={}", shard.first_source),
+            format!("--per-source={}", shard.per_source),
+            format!("--concurrency={}", shard.concurrency),
+            format!("--channel={}", args.channel),
+            format!("--channels={}", args.channels),
+            format!("--drain={}", args.drain.as_secs_f64()),
+        ])?);
+    }
+    let progress = std::io::stderr().is_terminal();
+    let mut ready = Ready::default();
+    for (i, worker) in fleet.iter_mut().enumerate() {
+        ready.merge_json(&worker.line(i)?);
+        if progress {
+            eprint!(
+                "\r  {} of {} workers ready, {} subscribed ",
+                i + 1,
+                shards.len(),
+                ready.subscribed
+            );
+        }
+    }
+    if progress {
+        eprintln!();
+    }
+    Ok((fleet, ready))
+}
+
+/// What the publisher did.
+#[derive(Debug)]
+struct Publishing {
+    /// Publications the API accepted: sequence numbers `0..sent`.
+    sent: u64,
+    /// Request to response of each publish call, in nanoseconds.
+    latency: Histogram<u64>,
+}
+
+/// Publishes `count` publications at `--rate`, one after another on one
+/// keep-alive connection; stops at the first one the API refuses.
+async fn publish(args: &Args, api: &Target, count: u64) -> Result<Publishing, String> {
+    let mut stream = TcpStream::connect(api.addr)
+        .await
+        .map_err(|error| format!("cannot connect to the API at {}: {error}", api.addr))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|error| error.to_string())?;
+    let path = format!("{}/publish", api.path.trim_end_matches('/'));
+    let mut buf = BytesMut::new();
+    let mut publishing = Publishing {
+        sent: 0,
+        latency: latency_histogram(),
+    };
+    let progress = std::io::stderr().is_terminal();
+    let start = tokio::time::Instant::now();
+    let period = Duration::from_secs_f64(1.0 / args.rate);
+    let mut shown = Instant::now();
+    for seq in 0..count {
+        tokio::time::sleep_until(start + period.mul_f64(seq as f64)).await;
+        let sent_at = Instant::now();
+        let body = gateway::publish_body(&args.channel, seq, sys::monotonic_ns(), args.size);
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nX-API-Key: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            api.host,
+            args.api_key,
+            body.len()
+        );
+        let failed = |error: String| format!("publication {seq} of {count}: {error}");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|error| failed(error.to_string()))?;
+        let response = http1::read_response(&mut stream, &mut buf)
+            .await
+            .map_err(failed)?;
+        let reply: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+        if response.status != 200 || reply.get("error").is_some() {
+            let shown = String::from_utf8_lossy(&response.body);
+            return Err(failed(format!(
+                "the API answered {}: {}",
+                response.status,
+                shown.trim()
+            )));
+        }
+        publishing
+            .latency
+            .saturating_record(sent_at.elapsed().as_nanos() as u64);
+        publishing.sent += 1;
+        if progress && shown.elapsed() >= Duration::from_millis(250) {
+            shown = Instant::now();
+            eprint!("\r  published {} of {count} ", publishing.sent);
+            let _ = std::io::stderr().flush();
+        }
+    }
+    if progress {
+        eprintln!("\r  published {} of {count} ", publishing.sent);
+    }
+    Ok(publishing)
+}
+
+/// The server's resident memory before and with the subscribers.
+#[derive(Debug, Clone, Copy)]
+struct Memory {
+    pid: u32,
+    before: u64,
+    subscribed: u64,
+}
+
+impl Memory {
+    /// Growth per subscriber connection, in bytes (negative if it shrank).
+    fn per_subscriber(&self, subscribed: u64) -> Option<f64> {
+        (subscribed > 0).then(|| (self.subscribed as f64 - self.before as f64) / subscribed as f64)
+    }
+}
+
+/// What `tether-load broadcast` measured.
+#[derive(Debug)]
+struct BroadcastReport {
+    target: String,
+    channel: String,
+    channels: u32,
+    subscribers: usize,
+    processes: usize,
+    sources: usize,
+    ready: Ready,
+    subscribe_wall: Duration,
+    memory: Option<Memory>,
+    rate: f64,
+    size: usize,
+    publishing: Publishing,
+    publish_wall: Duration,
+    /// From the first publication sent to the last one received.
+    delivery_wall_ns: u64,
+    received: Received,
+    cpu: Cpu,
+}
+
+impl BroadcastReport {
+    fn expected(&self) -> u64 {
+        self.ready.subscribed * self.publishing.sent
+    }
+
+    /// Publications per second achieved: lower than asked when each
+    /// publish call takes longer than the period (they go one at a time).
+    fn publish_rate(&self) -> f64 {
+        self.publishing.sent as f64 / self.publish_wall.as_secs_f64().max(1e-9)
+    }
+
+    fn deliveries_per_s(&self) -> f64 {
+        self.received.deliveries as f64 / (self.delivery_wall_ns as f64 / 1e9).max(1e-9)
+    }
+
+    fn to_json(&self) -> Value {
+        let received = &self.received;
+        let memory = self.memory.map(|memory| {
+            json!({
+                "pid": memory.pid,
+                "rss_before": memory.before,
+                "rss_subscribed": memory.subscribed,
+                "rss_per_subscriber": memory.per_subscriber(self.ready.subscribed),
+            })
+        });
+        json!({
+            "mode": "broadcast",
+            "url": self.target,
+            "channel": self.channel,
+            "channels_per_subscriber": self.channels,
+            "subscribers": self.subscribers,
+            "processes": self.processes,
+            "source_addresses": self.sources,
+            "subscribed": self.ready.subscribed,
+            "subscribe_failed": total(&self.ready.errors),
+            "subscribe_errors": self.ready.errors,
+            "subscribe_s": self.subscribe_wall.as_secs_f64(),
+            "handshake_latency_us": percentiles_us(&self.ready.handshake),
+            "subscribe_latency_us": percentiles_us(&self.ready.subscribe),
+            "rate": self.rate,
+            "size": self.size,
+            "published": self.publishing.sent,
+            "publish_s": self.publish_wall.as_secs_f64(),
+            "publish_rate": self.publish_rate(),
+            "publish_latency_us": percentiles_us(&self.publishing.latency),
+            "expected_deliveries": self.expected(),
+            "deliveries": received.deliveries,
+            "deliveries_per_s": self.deliveries_per_s(),
+            "delivery_latency_us": percentiles_us(&received.latency),
+            "lost": received.lost,
+            "duplicated": received.duplicated,
+            "reordered": received.reordered,
+            "unexpected": received.unexpected,
+            "dropped": total(&received.dropped),
+            "dropped_errors": received.dropped,
+            "closed_clean": received.closed_clean,
+            "close_errors": received.close_errors,
+            "server": memory,
+            "cpu": self.cpu.to_json(),
+        })
+    }
+
+    fn table(&self) -> String {
+        let received = &self.received;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "tether-load broadcast  {}  {} subscribers x {} channel{} from {} source address{} in {} process{}",
+            self.target,
+            self.subscribers,
+            self.channels,
+            if self.channels == 1 { "" } else { "s" },
+            self.sources,
+            if self.sources == 1 { "" } else { "es" },
+            self.processes,
+            if self.processes == 1 { "" } else { "es" },
+        );
+        let _ = writeln!(
+            out,
+            "  subscribed    {:>12}   failed {}, in {:.2} s",
+            self.ready.subscribed,
+            total(&self.ready.errors),
+            self.subscribe_wall.as_secs_f64()
+        );
+        write_latency(&mut out, "hs latency", &self.ready.handshake);
+        write_latency(&mut out, "sub latency", &self.ready.subscribe);
+        if let Some(memory) = self.memory {
+            let _ = writeln!(
+                out,
+                "  server RSS    {} before, {} subscribed",
+                mib(memory.before),
+                mib(memory.subscribed)
+            );
+            if let Some(per) = memory.per_subscriber(self.ready.subscribed) {
+                let _ = writeln!(
+                    out,
+                    "  RSS per sub   {per:>12.0} B   ({:.2} KiB, {} subscription{} each)",
+                    per / 1024.0,
+                    self.channels,
+                    if self.channels == 1 { "" } else { "s" },
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "  published     {:>12}   to {}, {} B, at {:.1} /s of {} /s asked, in {:.2} s",
+            self.publishing.sent,
+            self.channel,
+            self.size,
+            self.publish_rate(),
+            self.rate,
+            self.publish_wall.as_secs_f64()
+        );
+        write_latency(&mut out, "api latency", &self.publishing.latency);
+        let _ = writeln!(
+            out,
+            "  deliveries    {:>12}   of {} expected, {:.0} /s",
+            received.deliveries,
+            self.expected(),
+            self.deliveries_per_s()
+        );
+        write_latency(&mut out, "latency", &received.latency);
+        let _ = writeln!(
+            out,
+            "  errors        lost {}, duplicated {}, reordered {}, unexpected {}, dropped {}",
+            received.lost,
+            received.duplicated,
+            received.reordered,
+            received.unexpected,
+            total(&received.dropped)
+        );
+        let _ = writeln!(
+            out,
+            "  closed        {:>12}   clean, {} unclean",
+            received.closed_clean,
+            total(&received.close_errors)
+        );
+        let lines = [
+            ("subscribe", &self.ready.errors),
+            ("dropped", &received.dropped),
+            ("close", &received.close_errors),
+        ];
+        for (kind, errors) in lines {
+            write_errors(&mut out, kind, errors);
+        }
+        self.cpu.write_table(&mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_per_subscriber() {
+        let memory = Memory {
+            pid: 1,
+            before: 10_000_000,
+            subscribed: 40_000_000,
+        };
+        assert_eq!(memory.per_subscriber(15_000), Some(2000.0));
+        assert_eq!(memory.per_subscriber(0), None);
+    }
+}

@@ -1,0 +1,385 @@
+//! `tether-load handshake`: connection churn. Each cycle opens a
+//! connection (TCP connect plus upgrade), optionally exchanges one message
+//! with an echo server, and closes cleanly; cycles start at a fixed rate, or
+//! as fast as `--concurrency` allows with `--rate 0`.
+//!
+//! Every closed connection leaves a TCP `TIME_WAIT` behind for a minute, so
+//! one source address would run out of ports: cycle `i` comes from source
+//! address `127.0.0.(1 + i % sources)`.
+
+use std::{
+    fmt::Write as _,
+    io::{IsTerminal, Write as _},
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use tether::{ClientConfig, CloseCode, Keepalive, Message};
+use tokio::{
+    sync::Semaphore,
+    time::{Instant, sleep_until, timeout},
+};
+
+use crate::{
+    report::{
+        Cpu, ErrorCounts, latency_histogram, percentiles_us, total, write_errors, write_latency,
+    },
+    spread::{self, Dialer, Target},
+    sys, workers,
+};
+
+/// How long the echo and the close may take.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the message exchanged with `--message` holds.
+const PROBE: &[u8] = b"tether-load handshake probe";
+
+/// Options of `tether-load handshake`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Server to connect to: ws://HOST[:PORT][/PATH], HOST a loopback address.
+    #[arg(long, value_parser = Target::parse)]
+    url: Target,
+    /// Cycles started per second; 0: as fast as --concurrency allows.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Seconds to start cycles for.
+    #[arg(long, default_value = "10", value_parser = crate::parse_seconds)]
+    duration: Duration,
+    /// Cycles in flight at once, at most.
+    #[arg(long, default_value_t = spread::DEFAULT_CONCURRENCY)]
+    concurrency: usize,
+    /// Source addresses to rotate over (127.0.0.1, 127.0.0.2, …).
+    #[arg(long, default_value_t = 64)]
+    sources: usize,
+    /// Exchange one binary message with the server (an echo server) before
+    /// closing.
+    #[arg(long)]
+    message: bool,
+    /// Also report the CPU time of this (server) process.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `tether-load handshake` and prints its report.
+pub(crate) fn run(args: Args) -> Result<(), String> {
+    if !(args.rate.is_finite() && args.rate >= 0.0) {
+        return Err("--rate must be 0 or a positive number of cycles per second".into());
+    }
+    let sources = args.sources.clamp(1, spread::source_count(&args.url));
+    let runtime = workers::runtime()?;
+    let report = runtime.block_on(churn(&args, sources))?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+async fn churn(args: &Args, sources: usize) -> Result<HandshakeReport, String> {
+    let config =
+        ClientConfig::default().connection(tether::Config::default().keepalive(Keepalive::OFF));
+    let dialer = Arc::new(Dialer::new(args.url.clone(), config, 0, 1, 1));
+    let slots = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let server_cpu = |pid: u32| {
+        sys::cpu_time_of(pid)
+            .map_err(|error| format!("cannot read the CPU time of process {pid}: {error}"))
+    };
+    let server_before = args.server_pid.map(server_cpu).transpose()?;
+    let own_before = sys::own_cpu_time();
+    let start = Instant::now();
+    let deadline = start + args.duration;
+    let period = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
+    let mut progress = Progress::new(start);
+    let mut started: u64 = 0;
+    loop {
+        if let Some(period) = period {
+            let at = start + period.mul_f64(started as f64);
+            if at >= deadline {
+                break;
+            }
+            sleep_until(at).await;
+        } else if Instant::now() >= deadline {
+            break;
+        }
+        // Invariant: the semaphore is never closed.
+        let slot = slots.clone().acquire_owned().await.expect("never closed");
+        // Invariant: `sources` is within source_count, checked above.
+        let source = spread::source(&args.url, started as usize % sources).expect("a source");
+        let (dialer, shared, message) = (dialer.clone(), tally.clone(), args.message);
+        tokio::spawn(async move {
+            let result = cycle(&dialer, source, message).await;
+            shared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .add(result);
+            drop(slot);
+        });
+        started += 1;
+        progress.show(&tally);
+    }
+    // Wait for the cycles in flight.
+    let _all = slots
+        .acquire_many(args.concurrency.max(1) as u32)
+        .await
+        .expect("never closed");
+    progress.done(&tally);
+    let wall = start.elapsed();
+    let own = sys::own_cpu_time().saturating_sub(own_before);
+    let server = match (args.server_pid, server_before) {
+        (Some(pid), Some(before)) => Some(server_cpu(pid)?.saturating_sub(before)),
+        _ => None,
+    };
+    let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(PoisonError::into_inner));
+    Ok(HandshakeReport {
+        target: args.url.to_string(),
+        rate: args.rate,
+        concurrency: args.concurrency,
+        sources,
+        message: args.message,
+        started,
+        tally,
+        cpu: Cpu {
+            wall,
+            own,
+            cores: sys::cores(),
+            server,
+        },
+    })
+}
+
+/// One cycle's handshake and whole-cycle latency, or what failed.
+type CycleResult = Result<(Duration, Duration), String>;
+
+/// Opens, optionally exchanges a message, and closes one connection.
+async fn cycle(dialer: &Dialer, source: std::net::IpAddr, message: bool) -> CycleResult {
+    let start = std::time::Instant::now();
+    let mut ws = dialer
+        .attempt(source)
+        .await
+        .map_err(|error| format!("connect: {error}"))?;
+    let handshake = start.elapsed();
+    let exchange = async {
+        if message {
+            ws.send(Message::binary(PROBE))
+                .await
+                .map_err(|error| format!("echo: {error}"))?;
+            loop {
+                match ws.recv().await {
+                    Some(Ok(Message::Binary(data))) if data == PROBE => break,
+                    Some(Ok(Message::Binary(_) | Message::Text(_))) => {
+                        return Err("echo: the reply differs from the message".to_owned());
+                    }
+                    Some(Ok(Message::Close(_))) | None => {
+                        return Err("echo: the server closed the connection".to_owned());
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => return Err(format!("echo: {error}")),
+                }
+            }
+        }
+        ws.close(CloseCode::NORMAL, "")
+            .await
+            .map_err(|error| format!("close: {error}"))?;
+        let mut answered = false;
+        while let Some(received) = ws.recv().await {
+            match received {
+                Ok(Message::Close(_)) => answered = true,
+                Ok(_) => {}
+                Err(error) => return Err(format!("close: {error}")),
+            }
+        }
+        if answered {
+            Ok(())
+        } else {
+            Err("close: no close frame from the server".to_owned())
+        }
+    };
+    timeout(EXCHANGE_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| Err("timed out after the handshake".to_owned()))?;
+    Ok((handshake, start.elapsed()))
+}
+
+/// Cycles done so far.
+#[derive(Debug)]
+struct Tally {
+    succeeded: u64,
+    failures: ErrorCounts,
+    /// TCP connect plus upgrade, in nanoseconds.
+    handshake: Histogram<u64>,
+    /// Connect to closed, in nanoseconds.
+    cycle: Histogram<u64>,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Self {
+            succeeded: 0,
+            failures: ErrorCounts::new(),
+            handshake: latency_histogram(),
+            cycle: latency_histogram(),
+        }
+    }
+}
+
+impl Tally {
+    fn add(&mut self, result: CycleResult) {
+        match result {
+            Ok((handshake, cycle)) => {
+                self.succeeded += 1;
+                self.handshake
+                    .saturating_record(handshake.as_nanos() as u64);
+                self.cycle.saturating_record(cycle.as_nanos() as u64);
+            }
+            Err(error) => *self.failures.entry(error).or_default() += 1,
+        }
+    }
+
+    fn done(&self) -> u64 {
+        self.succeeded + total(&self.failures)
+    }
+}
+
+/// A once-a-second progress line on stderr, if it is a terminal.
+struct Progress {
+    on: bool,
+    next: Instant,
+    start: Instant,
+    last: u64,
+}
+
+impl Progress {
+    fn new(start: Instant) -> Self {
+        Self {
+            on: std::io::stderr().is_terminal(),
+            next: start + Duration::from_secs(1),
+            start,
+            last: 0,
+        }
+    }
+
+    fn show(&mut self, tally: &Mutex<Tally>) {
+        if !self.on || Instant::now() < self.next {
+            return;
+        }
+        self.next += Duration::from_secs(1);
+        let tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
+        eprint!(
+            "\r  {:>6.1} s  {:>10} cycles  ~{:>8}/s  {} failed ",
+            self.start.elapsed().as_secs_f64(),
+            tally.done(),
+            tally.done() - self.last,
+            total(&tally.failures)
+        );
+        let _ = std::io::stderr().flush();
+        self.last = tally.done();
+    }
+
+    fn done(&mut self, tally: &Mutex<Tally>) {
+        if self.on {
+            self.next = Instant::now();
+            self.show(tally);
+            eprintln!();
+        }
+    }
+}
+
+/// What `tether-load handshake` measured.
+#[derive(Debug)]
+struct HandshakeReport {
+    target: String,
+    rate: f64,
+    concurrency: usize,
+    sources: usize,
+    message: bool,
+    started: u64,
+    tally: Tally,
+    cpu: Cpu,
+}
+
+impl HandshakeReport {
+    fn per_second(&self, count: u64) -> f64 {
+        count as f64 / self.cpu.wall.as_secs_f64().max(1e-9)
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "mode": "handshake",
+            "url": self.target,
+            "rate": self.rate,
+            "concurrency": self.concurrency,
+            "source_addresses": self.sources,
+            "message": self.message,
+            "started": self.started,
+            "succeeded": self.tally.succeeded,
+            "failed": total(&self.tally.failures),
+            "failures": self.tally.failures,
+            "handshakes_per_s": self.per_second(self.tally.succeeded),
+            "handshake_latency_us": percentiles_us(&self.tally.handshake),
+            "cycle_latency_us": percentiles_us(&self.tally.cycle),
+            "cpu": self.cpu.to_json(),
+        })
+    }
+
+    fn table(&self) -> String {
+        let mut out = String::new();
+        let rate = if self.rate > 0.0 {
+            format!("{} /s", self.rate)
+        } else {
+            "as fast as possible".to_owned()
+        };
+        let _ = writeln!(
+            out,
+            "tether-load handshake  {}  {rate}, {} in flight at most, {} source address{}{}",
+            self.target,
+            self.concurrency,
+            self.sources,
+            if self.sources == 1 { "" } else { "es" },
+            if self.message { ", one echo each" } else { "" },
+        );
+        let _ = writeln!(
+            out,
+            "  cycles        {:>12}   succeeded, {} failed, of {} started",
+            self.tally.succeeded,
+            total(&self.tally.failures),
+            self.started
+        );
+        let _ = writeln!(
+            out,
+            "  handshakes    {:>12.0}/s  in {:.2} s",
+            self.per_second(self.tally.succeeded),
+            self.cpu.wall.as_secs_f64()
+        );
+        write_latency(&mut out, "hs latency", &self.tally.handshake);
+        write_latency(&mut out, "cycle", &self.tally.cycle);
+        write_errors(&mut out, "failed", &self.tally.failures);
+        self.cpu.write_table(&mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tally_counts_failures_by_kind() {
+        let mut tally = Tally::default();
+        tally.add(Ok((Duration::from_micros(100), Duration::from_micros(300))));
+        tally.add(Err("connect: refused".into()));
+        tally.add(Err("connect: refused".into()));
+        tally.add(Err("close: timed out".into()));
+        assert_eq!(tally.succeeded, 1);
+        assert_eq!(tally.done(), 4);
+        assert_eq!(tally.failures["connect: refused"], 2);
+        assert_eq!(tally.handshake.len(), 1);
+    }
+}

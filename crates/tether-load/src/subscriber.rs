@@ -1,0 +1,563 @@
+//! The subscribers of `tether-load broadcast`, run in worker processes (see
+//! [`crate::workers`]) with the hidden `broadcast-worker` subcommand.
+//!
+//! Each connection connects, subscribes to the broadcast channel and its
+//! extra channels, answers pings, and checks every publication on the
+//! broadcast channel: its sequence number (lost, repeated, reordered) and
+//! its delivery latency (`CLOCK_MONOTONIC` now minus the stamp the publisher
+//! put in it). The worker's first line reports the subscriptions; its stdin
+//! then brings the number of publications sent, and each connection waits
+//! (up to `--drain`) for all of them before it closes.
+
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use tether::{ClientConfig, CloseCode, Keepalive, Message, WebSocket};
+use tokio::{
+    net::TcpStream,
+    sync::{mpsc, watch},
+    task::JoinSet,
+    time::{sleep_until, timeout},
+};
+
+use crate::{
+    gateway::{self, Event, SeqTracker},
+    report::{ErrorCounts, histogram_to_json, latency_histogram, merge_histogram_json},
+    spread::{Dialer, Target},
+    sys,
+    workers::{self, merge_counts},
+};
+
+/// How long connecting and subscribing may take per connection.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long closing may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Latency samples a connection collects before adding them to the shared
+/// histogram.
+const SAMPLE_BATCH: usize = 256;
+
+/// Options of the hidden `broadcast-worker` subcommand.
+#[derive(Debug, clap::Args)]
+pub(crate) struct WorkerArgs {
+    #[arg(long, value_parser = Target::parse)]
+    url: Target,
+    #[arg(long)]
+    conns: usize,
+    #[arg(long)]
+    first_source: usize,
+    #[arg(long)]
+    per_source: usize,
+    #[arg(long)]
+    concurrency: usize,
+    /// The channel publications arrive on.
+    #[arg(long)]
+    channel: String,
+    /// Subscriptions per connection, the broadcast channel included.
+    #[arg(long)]
+    channels: usize,
+    #[arg(long, value_parser = crate::parse_seconds)]
+    drain: Duration,
+}
+
+/// The channels connection `index` subscribes to: the broadcast channel,
+/// then `channels - 1` more in its namespace, shared by every hundredth
+/// connection (so the server holds both many subscribers per channel and
+/// many channels).
+pub(crate) fn channels_of(channel: &str, channels: usize, index: usize) -> Vec<String> {
+    let namespace = channel
+        .split_once(':')
+        .map_or("", |(namespace, _)| namespace);
+    let prefix = if namespace.is_empty() {
+        String::new()
+    } else {
+        format!("{namespace}:")
+    };
+    std::iter::once(channel.to_owned())
+        .chain((1..channels).map(|extra| format!("{prefix}c{extra}-{}", index % 100)))
+        .collect()
+}
+
+/// Runs one worker: see the module docs.
+pub(crate) fn worker(args: WorkerArgs) -> Result<(), String> {
+    let runtime = workers::runtime()?;
+    let (ready, running) = runtime.block_on(subscribe_all(&args))?;
+    workers::tell_parent(&ready.to_json());
+    let input = workers::wait_for_parent();
+    let published = input
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| format!("the parent sent {input:?}, not a number of publications"))?;
+    let received = runtime.block_on(running.finish(published, args.drain));
+    workers::tell_parent(&received.to_json(published));
+    Ok(())
+}
+
+async fn subscribe_all(args: &WorkerArgs) -> Result<(Ready, Running), String> {
+    let config =
+        ClientConfig::default().connection(tether::Config::default().keepalive(Keepalive::OFF));
+    let dialer = Dialer::new(
+        args.url.clone(),
+        config,
+        args.first_source,
+        args.per_source,
+        args.concurrency,
+    );
+    dialer.check_capacity(args.conns)?;
+    let dialer = Arc::new(dialer);
+    let latency = Arc::new(Mutex::new(latency_histogram()));
+    let (published_tx, published_rx) = watch::channel(None);
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+    let mut tasks = JoinSet::new();
+    for index in 0..args.conns {
+        let subscriber = Subscriber {
+            index,
+            channels: channels_of(&args.channel, args.channels, index),
+            latency: latency.clone(),
+        };
+        tasks.spawn(subscriber.run(dialer.clone(), ready_tx.clone(), published_rx.clone()));
+    }
+    drop(ready_tx);
+    let mut ready = Ready::default();
+    while let Some(result) = ready_rx.recv().await {
+        match result {
+            Ok(subscribed) => {
+                ready.subscribed += 1;
+                ready.handshake.saturating_record(subscribed.handshake);
+                ready.subscribe.saturating_record(subscribed.subscribe);
+            }
+            Err(error) => *ready.errors.entry(error).or_default() += 1,
+        }
+    }
+    Ok((
+        ready,
+        Running {
+            published: published_tx,
+            tasks,
+            latency,
+        },
+    ))
+}
+
+/// What subscribing did, in one process or all of them.
+#[derive(Debug)]
+pub(crate) struct Ready {
+    pub(crate) subscribed: u64,
+    /// Why connections failed to connect or subscribe.
+    pub(crate) errors: ErrorCounts,
+    /// TCP connect plus upgrade, in nanoseconds.
+    pub(crate) handshake: Histogram<u64>,
+    /// `connect` plus every `subscribe` command until the last reply.
+    pub(crate) subscribe: Histogram<u64>,
+}
+
+impl Default for Ready {
+    fn default() -> Self {
+        Self {
+            subscribed: 0,
+            errors: ErrorCounts::new(),
+            handshake: latency_histogram(),
+            subscribe: latency_histogram(),
+        }
+    }
+}
+
+impl Ready {
+    fn to_json(&self) -> Value {
+        json!({
+            "subscribed": self.subscribed,
+            "errors": self.errors,
+            "handshake_ns": histogram_to_json(&self.handshake),
+            "subscribe_ns": histogram_to_json(&self.subscribe),
+        })
+    }
+
+    pub(crate) fn merge_json(&mut self, line: &Value) {
+        self.subscribed += line["subscribed"].as_u64().unwrap_or(0);
+        merge_counts(&mut self.errors, &line["errors"]);
+        merge_histogram_json(&mut self.handshake, &line["handshake_ns"]);
+        merge_histogram_json(&mut self.subscribe, &line["subscribe_ns"]);
+    }
+}
+
+/// Subscribers receiving, each in its own task.
+struct Running {
+    /// How many publications were sent, once the publisher is done, and
+    /// until when to wait for them.
+    published: watch::Sender<Option<Expected>>,
+    tasks: JoinSet<Outcome>,
+    latency: Arc<Mutex<Histogram<u64>>>,
+}
+
+impl Running {
+    /// Tells every subscriber how many publications to expect, waits for
+    /// them to receive those (or `drain` to pass) and close.
+    async fn finish(mut self, published: u64, drain: Duration) -> Received {
+        let _ = self.published.send(Some(Expected {
+            published,
+            until: tokio::time::Instant::now() + drain,
+        }));
+        let mut received = Received::default();
+        while let Some(joined) = self.tasks.join_next().await {
+            match joined {
+                Ok(outcome) => received.add(outcome, published),
+                Err(error) => {
+                    *received
+                        .dropped
+                        .entry(format!("task failed: {error}"))
+                        .or_default() += 1
+                }
+            }
+        }
+        received.latency = std::mem::replace(
+            &mut *self.latency.lock().unwrap_or_else(PoisonError::into_inner),
+            latency_histogram(),
+        );
+        received
+    }
+}
+
+/// What the subscribers received, in one process or all of them.
+#[derive(Debug)]
+pub(crate) struct Received {
+    /// Publications received on the broadcast channel, repeats included.
+    pub(crate) deliveries: u64,
+    pub(crate) lost: u64,
+    pub(crate) duplicated: u64,
+    pub(crate) reordered: u64,
+    /// Sequence numbers that were never published.
+    pub(crate) unexpected: u64,
+    /// Publisher's stamp to receipt, in nanoseconds.
+    pub(crate) latency: Histogram<u64>,
+    /// `CLOCK_MONOTONIC` of the last delivery, in nanoseconds.
+    pub(crate) last_delivery_ns: u64,
+    /// Connections the server closed, or that failed, while subscribed.
+    pub(crate) dropped: ErrorCounts,
+    pub(crate) closed_clean: u64,
+    pub(crate) close_errors: ErrorCounts,
+}
+
+impl Default for Received {
+    fn default() -> Self {
+        Self {
+            deliveries: 0,
+            lost: 0,
+            duplicated: 0,
+            reordered: 0,
+            unexpected: 0,
+            latency: latency_histogram(),
+            last_delivery_ns: 0,
+            dropped: ErrorCounts::new(),
+            closed_clean: 0,
+            close_errors: ErrorCounts::new(),
+        }
+    }
+}
+
+impl Received {
+    fn add(&mut self, outcome: Outcome, published: u64) {
+        let Some(seqs) = outcome.seqs else { return };
+        self.deliveries += seqs.received;
+        self.lost += seqs.lost(published);
+        self.duplicated += seqs.duplicated;
+        self.reordered += seqs.reordered;
+        self.unexpected += seqs.unexpected(published);
+        self.last_delivery_ns = self.last_delivery_ns.max(outcome.last_delivery_ns);
+        if let Some(error) = outcome.dropped {
+            *self.dropped.entry(error).or_default() += 1;
+        }
+        match outcome.close {
+            Some(Ok(())) => self.closed_clean += 1,
+            Some(Err(error)) => *self.close_errors.entry(error).or_default() += 1,
+            None => {}
+        }
+    }
+
+    fn to_json(&self, published: u64) -> Value {
+        json!({
+            "published": published,
+            "deliveries": self.deliveries,
+            "lost": self.lost,
+            "duplicated": self.duplicated,
+            "reordered": self.reordered,
+            "unexpected": self.unexpected,
+            "latency_ns": histogram_to_json(&self.latency),
+            "last_delivery_ns": self.last_delivery_ns,
+            "dropped": self.dropped,
+            "closed_clean": self.closed_clean,
+            "close_errors": self.close_errors,
+        })
+    }
+
+    pub(crate) fn merge_json(&mut self, line: &Value) {
+        let count = |key: &str| line[key].as_u64().unwrap_or(0);
+        self.deliveries += count("deliveries");
+        self.lost += count("lost");
+        self.duplicated += count("duplicated");
+        self.reordered += count("reordered");
+        self.unexpected += count("unexpected");
+        self.closed_clean += count("closed_clean");
+        self.last_delivery_ns = self.last_delivery_ns.max(count("last_delivery_ns"));
+        merge_histogram_json(&mut self.latency, &line["latency_ns"]);
+        merge_counts(&mut self.dropped, &line["dropped"]);
+        merge_counts(&mut self.close_errors, &line["close_errors"]);
+    }
+}
+
+/// What the subscribers wait for once the publisher is done.
+#[derive(Debug, Clone, Copy)]
+struct Expected {
+    /// Publications sent: sequence numbers `0..published`.
+    published: u64,
+    /// When to stop waiting for missing ones.
+    until: tokio::time::Instant,
+}
+
+/// Handshake and subscribe latency of one connection, in nanoseconds.
+struct Subscribed {
+    handshake: u64,
+    subscribe: u64,
+}
+
+/// How one connection went; `seqs` is `None` if it never subscribed.
+struct Outcome {
+    seqs: Option<SeqTracker>,
+    last_delivery_ns: u64,
+    dropped: Option<String>,
+    /// `None` if the connection was dropped before the close.
+    close: Option<Result<(), String>>,
+}
+
+/// One subscriber connection.
+struct Subscriber {
+    index: usize,
+    channels: Vec<String>,
+    latency: Arc<Mutex<Histogram<u64>>>,
+}
+
+impl Subscriber {
+    async fn run(
+        self,
+        dialer: Arc<Dialer>,
+        ready: mpsc::UnboundedSender<Result<Subscribed, String>>,
+        published: watch::Receiver<Option<Expected>>,
+    ) -> Outcome {
+        let never = Outcome {
+            seqs: None,
+            last_delivery_ns: 0,
+            dropped: None,
+            close: None,
+        };
+        let mut ws = match dialer.dial(self.index).await {
+            Ok(mut dialed) => {
+                let start = Instant::now();
+                match timeout(SUBSCRIBE_TIMEOUT, self.subscribe(&mut dialed.ws)).await {
+                    Ok(Ok(())) => {
+                        let _ = ready.send(Ok(Subscribed {
+                            handshake: dialed.latency.as_nanos() as u64,
+                            subscribe: start.elapsed().as_nanos() as u64,
+                        }));
+                        dialed.ws
+                    }
+                    Ok(Err(error)) => {
+                        let _ = ready.send(Err(error));
+                        return never;
+                    }
+                    Err(_) => {
+                        let _ = ready.send(Err("subscribing timed out".into()));
+                        return never;
+                    }
+                }
+            }
+            Err(error) => {
+                let _ = ready.send(Err(error.to_string()));
+                return never;
+            }
+        };
+        drop(ready);
+        let mut receiving = Receiving {
+            channel: &self.channels[0],
+            latency: &self.latency,
+            seqs: SeqTracker::default(),
+            samples: Vec::new(),
+            last_delivery_ns: 0,
+        };
+        let dropped = receiving.until_done(&mut ws, published).await.err();
+        receiving.flush_samples();
+        let close = match dropped {
+            Some(_) => {
+                // Let the stream finish the close handshake and shut down.
+                let _ = timeout(CLOSE_TIMEOUT, async { while ws.recv().await.is_some() {} }).await;
+                None
+            }
+            None => Some(close(ws).await),
+        };
+        Outcome {
+            seqs: Some(receiving.seqs),
+            last_delivery_ns: receiving.last_delivery_ns,
+            dropped,
+            close,
+        }
+    }
+
+    /// Sends `connect` and the `subscribe`s, and waits for every reply.
+    async fn subscribe(&self, ws: &mut WebSocket<TcpStream>) -> Result<(), String> {
+        ws.send(Message::text(gateway::connect_and_subscribe(
+            &self.channels,
+        )))
+        .await
+        .map_err(|error| error.to_string())?;
+        let mut waiting = self.channels.len() + 1;
+        while waiting > 0 {
+            let text = match ws.recv().await {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.map_or(1005, |frame| frame.code.0);
+                    return Err(format!("server closed the connection ({code})"));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => return Err(error.to_string()),
+                None => return Err("connection ended without a close frame".into()),
+            };
+            for event in gateway::events(&text) {
+                match event? {
+                    Event::Reply {
+                        error: Some(error),
+                        id,
+                    } => {
+                        let command = if id == 1 { "connect" } else { "subscribe" };
+                        return Err(format!("{command} refused: {error}"));
+                    }
+                    Event::Reply { error: None, .. } => waiting -= 1,
+                    Event::Ping => ws
+                        .send(Message::text(gateway::PONG))
+                        .await
+                        .map_err(|error| error.to_string())?,
+                    Event::Publication { .. } | Event::Other => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A subscriber's state while publications arrive.
+struct Receiving<'a> {
+    channel: &'a str,
+    latency: &'a Mutex<Histogram<u64>>,
+    seqs: SeqTracker,
+    samples: Vec<u64>,
+    last_delivery_ns: u64,
+}
+
+impl Receiving<'_> {
+    /// Receives until every publication arrived once the count is known,
+    /// or the drain time after that passed; an error if the connection
+    /// ends first.
+    async fn until_done(
+        &mut self,
+        ws: &mut WebSocket<TcpStream>,
+        mut published: watch::Receiver<Option<Expected>>,
+    ) -> Result<(), String> {
+        let mut expected: Option<Expected> = None;
+        loop {
+            if expected.is_some_and(|expected| self.seqs.has_all(expected.published)) {
+                return Ok(());
+            }
+            let until = expected.map_or_else(tokio::time::Instant::now, |e| e.until);
+            let received = tokio::select! {
+                changed = published.wait_for(Option::is_some), if expected.is_none() => {
+                    match changed {
+                        Ok(value) => expected = *value,
+                        Err(_) => return Ok(()),
+                    }
+                    continue;
+                }
+                () = sleep_until(until), if expected.is_some() => return Ok(()),
+                received = ws.recv() => received,
+            };
+            let text = match received {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.map_or(1005, |frame| frame.code.0);
+                    return Err(format!("server closed the connection ({code})"));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => return Err(error.to_string()),
+                None => return Err("connection ended without a close frame".into()),
+            };
+            let now = sys::monotonic_ns();
+            for event in gateway::events(&text) {
+                match event? {
+                    Event::Publication { channel, stamp } if channel == self.channel => {
+                        self.seqs.record(stamp.seq);
+                        self.last_delivery_ns = now;
+                        self.samples.push(now.saturating_sub(stamp.t));
+                        if self.samples.len() == SAMPLE_BATCH {
+                            self.flush_samples();
+                        }
+                    }
+                    Event::Ping => ws
+                        .send(Message::text(gateway::PONG))
+                        .await
+                        .map_err(|error| error.to_string())?,
+                    Event::Publication { .. } | Event::Reply { .. } | Event::Other => {}
+                }
+            }
+        }
+    }
+
+    fn flush_samples(&mut self) {
+        let mut latency = self.latency.lock().unwrap_or_else(PoisonError::into_inner);
+        for &sample in &self.samples {
+            latency.saturating_record(sample);
+        }
+        drop(latency);
+        self.samples.clear();
+    }
+}
+
+/// Closes cleanly: our close frame, the server's answer, the end.
+async fn close(mut ws: WebSocket<TcpStream>) -> Result<(), String> {
+    let closing = async {
+        ws.close(CloseCode::NORMAL, "done")
+            .await
+            .map_err(|error| error.to_string())?;
+        let mut answered = false;
+        while let Some(received) = ws.recv().await {
+            match received {
+                Ok(Message::Close(_)) => answered = true,
+                Ok(_) => {}
+                Err(error) => return Err(error.to_string()),
+            }
+        }
+        if answered {
+            Ok(())
+        } else {
+            Err("no close frame from the server".to_owned())
+        }
+    };
+    timeout(CLOSE_TIMEOUT, closing)
+        .await
+        .unwrap_or_else(|_| Err("close timed out".to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_channels_share_the_namespace() {
+        assert_eq!(channels_of("bench:all", 1, 5), ["bench:all"]);
+        assert_eq!(
+            channels_of("bench:all", 3, 205),
+            ["bench:all", "bench:c1-5", "bench:c2-5"]
+        );
+        assert_eq!(channels_of("news", 2, 7), ["news", "c1-7"]);
+    }
+}
