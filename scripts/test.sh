@@ -6,6 +6,7 @@
 #
 #   fmt -> clippy -> release build -> tests (with the Python/Node interop peers)
 #       -> short fuzz run per target -> Autobahn|Testsuite, server mode and client mode
+#       (1.*-11.*, then the permessage-deflate cases 12.* and 13.*)
 #
 #   --quick   skip the fuzzing and Autobahn sections (and their installs)
 #
@@ -17,7 +18,7 @@
 # CI runs this through .ci/run on a fresh clone.
 set -euo pipefail
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 
 quick=0
 for arg in "$@"; do
@@ -73,7 +74,9 @@ trap on_exit EXIT
 # Debian packages the tests need beyond the machine image: Chromium drives the browser tests
 # (crates/tetherd/tests/browser.rs) through playwright-core; redis-server backs the Redis broker
 # tests (started by the tests themselves on free loopback ports).
-APT_PACKAGES=(chromium redis-server)
+# nginx and haproxy run the shipped deploy/ configs in front of gateway nodes
+# (gateway_rolling.rs, deploy.rs), and systemd-analyze checks the unit.
+APT_PACKAGES=(chromium redis-server nginx haproxy systemd)
 
 apt_updated=0
 # need_apt PKG...: install the packages that are not installed yet (apt-get update at most once).
@@ -229,11 +232,21 @@ else
 fi
 
 if [[ $quick -eq 0 ]]; then
-    section "autobahn server (wstest fuzzingclient -> tetherd echo)"
-    python3 scripts/autobahn.py server
+    section "autobahn server (wstest fuzzingclient -> tetherd echo --deflate)"
+    python3 scripts/autobahn.py server --deflate
 
     section "autobahn client (Tether client example -> wstest fuzzingserver)"
     python3 scripts/autobahn.py client
+
+    # 12.* and 13.* (permessage-deflate) are bound by wstest's Python, one core per mode:
+    # the two modes run side by side.
+    section "autobahn permessage-deflate 12.*, 13.* (server --deflate and client, side by side)"
+    python3 scripts/autobahn.py server --deflate --cases '12.*,13.*' --run-timeout 3000 &
+    deflate_server=$!
+    deflate_status=0
+    python3 scripts/autobahn.py client --cases '12.*,13.*' --run-timeout 3000 || deflate_status=1
+    wait "$deflate_server" || deflate_status=1
+    [[ $deflate_status -eq 0 ]]
 fi
 
 end_section
