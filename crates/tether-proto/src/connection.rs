@@ -2,7 +2,9 @@
 
 use std::{
     collections::VecDeque,
+    io::IoSlice,
     mem,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -186,6 +188,36 @@ struct Partial {
     compressed: bool,
 }
 
+/// What is in flight: events not yet taken and bytes not yet written. Boxed
+/// and allocated only while something is, so that an idle connection (the
+/// common case on a server with many) holds one pointer instead of four
+/// empty queues.
+#[derive(Debug, Default)]
+struct Queues {
+    events: VecDeque<Event>,
+    /// The latest ping not yet answered while output is backed up.
+    pending_pong: Option<Bytes>,
+    /// Whole frames ready to write, oldest first, followed by `coalesced`.
+    outgoing: VecDeque<Bytes>,
+    coalesced: BytesMut,
+}
+
+impl Queues {
+    /// Ends the coalesced chunk, so a frame queued next goes after it.
+    fn flush_coalesced(&mut self) {
+        if !self.coalesced.is_empty() {
+            self.outgoing.push_back(mem::take(&mut self.coalesced).freeze());
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.events.is_empty()
+            && self.pending_pong.is_none()
+            && self.outgoing.is_empty()
+            && self.coalesced.is_empty()
+    }
+}
+
 /// One WebSocket connection after the handshake.
 ///
 /// Call order: feed bytes with [`receive`](Self::receive), then drain
@@ -196,19 +228,17 @@ struct Partial {
 #[derive(Debug)]
 pub struct Connection {
     role: Role,
-    config: Config,
+    /// Shared by every connection of a server.
+    config: Arc<Config>,
     state: State,
     /// RSV bits an extension has claimed for the first frame of a message.
     extension_rsv: u8,
     message: Option<Box<Partial>>,
     /// permessage-deflate, once negotiated.
     deflate: Option<Box<DeflateState>>,
-    events: VecDeque<Event>,
-    /// The latest ping not yet answered while output is backed up.
-    pending_pong: Option<Bytes>,
-    /// Whole frames ready to write, oldest first, followed by `coalesced`.
-    outgoing: VecDeque<Bytes>,
-    coalesced: BytesMut,
+    /// `None` while nothing is in flight.
+    queues: Option<Box<Queues>>,
+    /// Bytes in `queues.outgoing` and `queues.coalesced`.
     buffered: usize,
     last_received: Instant,
     ping_sent: Option<Instant>,
@@ -217,8 +247,14 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A connection whose handshake completed at `now`.
-    pub fn new(role: Role, config: Config, now: Instant) -> Self {
+    /// A connection whose handshake completed at `now`. Pass an
+    /// `Arc<Config>` to share one configuration between many connections.
+    pub fn new(role: Role, config: impl Into<Arc<Config>>, now: Instant) -> Self {
+        let config: Arc<Config> = config.into();
+        let bucket = config.rate_limit.map(|limit| Bucket {
+            tokens: f64::from(limit.burst),
+            refilled_at: now,
+        });
         Self {
             role,
             config,
@@ -226,18 +262,12 @@ impl Connection {
             extension_rsv: 0,
             message: None,
             deflate: None,
-            events: VecDeque::new(),
-            pending_pong: None,
-            outgoing: VecDeque::new(),
-            coalesced: BytesMut::new(),
+            queues: None,
             buffered: 0,
             last_received: now,
             ping_sent: None,
             close_deadline: None,
-            bucket: config.rate_limit.map(|limit| Bucket {
-                tokens: f64::from(limit.burst),
-                refilled_at: now,
-            }),
+            bucket,
         }
     }
 
@@ -374,7 +404,7 @@ impl Connection {
     /// The next event, oldest first.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.queues.as_mut()?.events.pop_front()
     }
 
     /// Queues a message, ping, pong or close frame. `now` starts the close
@@ -397,7 +427,7 @@ impl Connection {
                     None => Bytes::new(),
                 };
                 // A held-back pong goes first: nothing follows our close.
-                if let Some(pong) = self.pending_pong.take() {
+                if let Some(pong) = self.take_pending_pong() {
                     self.queue_frame(OpCode::Pong, pong);
                 }
                 self.start_close(now, payload);
@@ -416,28 +446,99 @@ impl Connection {
     /// together come out as one chunk.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        if let Some(payload) = self.pending_pong.take() {
+        if let Some(payload) = self.take_pending_pong() {
             self.queue_frame(OpCode::Pong, payload);
         }
-        let chunk = match self.outgoing.pop_front() {
+        let queues = self.queues.as_deref_mut()?;
+        let chunk = match queues.outgoing.pop_front() {
             Some(chunk) => chunk,
-            None if !self.coalesced.is_empty() => mem::take(&mut self.coalesced).freeze(),
+            None if !queues.coalesced.is_empty() => mem::take(&mut queues.coalesced).freeze(),
             None => return None,
         };
         self.buffered -= chunk.len();
         Some(chunk)
     }
 
-    /// Frees the capacity of empty internal queues. Call when the connection
-    /// goes idle (not after every message: the queues would be reallocated
-    /// on the next burst).
+    /// The queued bytes as slices for one vectored write, oldest first;
+    /// returns how many entries of `out` it filled (0: nothing to write).
+    /// Report what the write took with
+    /// [`advance_transmit`](Self::advance_transmit). Unlike
+    /// [`poll_transmit`](Self::poll_transmit) this hands out no buffers:
+    /// the one small frames are coalesced in is reused once written.
+    pub fn transmit_slices<'a>(&'a mut self, out: &mut [IoSlice<'a>]) -> usize {
+        if let Some(payload) = self.take_pending_pong() {
+            self.queue_frame(OpCode::Pong, payload);
+        }
+        let Some(queues) = self.queues.as_deref() else {
+            return 0;
+        };
+        let coalesced = (!queues.coalesced.is_empty()).then_some(&queues.coalesced[..]);
+        let chunks = queues.outgoing.iter().map(|chunk| &chunk[..]).chain(coalesced);
+        let mut filled = 0;
+        for (slot, chunk) in out.iter_mut().zip(chunks) {
+            *slot = IoSlice::new(chunk);
+            filled += 1;
+        }
+        filled
+    }
+
+    /// Drops the first `written` queued bytes: a write took them.
+    pub fn advance_transmit(&mut self, written: usize) {
+        let mut written = written.min(self.buffered);
+        self.buffered -= written;
+        let Some(queues) = self.queues.as_deref_mut() else {
+            return;
+        };
+        while written > 0 {
+            match queues.outgoing.front_mut() {
+                Some(front) if written < front.len() => {
+                    front.advance(written);
+                    return;
+                }
+                Some(front) => {
+                    written -= front.len();
+                    queues.outgoing.pop_front();
+                }
+                None => {
+                    queues.coalesced.advance(written);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Drops every byte queued for writing: the transport can take no more.
+    pub fn discard_transmit(&mut self) {
+        self.buffered = 0;
+        if let Some(queues) = self.queues.as_deref_mut() {
+            queues.pending_pong = None;
+            queues.outgoing.clear();
+            queues.coalesced.clear();
+        }
+    }
+
+    /// Frees the internal queues if they are empty. Call when the
+    /// connection goes idle (not after every message: the queues would be
+    /// reallocated on the next burst).
     pub fn release_idle_buffers(&mut self) {
-        if self.events.is_empty() && self.events.capacity() > 0 {
-            self.events = VecDeque::new();
+        if self.queues.as_deref().is_some_and(Queues::is_empty) {
+            self.queues = None;
         }
-        if self.outgoing.is_empty() && self.outgoing.capacity() > 0 {
-            self.outgoing = VecDeque::new();
-        }
+    }
+
+    /// Whether events or bytes are queued, i.e. whether
+    /// [`release_idle_buffers`](Self::release_idle_buffers) would keep
+    /// the queues.
+    pub fn has_queued(&self) -> bool {
+        self.queues.as_deref().is_some_and(|q| !q.is_empty())
+    }
+
+    fn queues(&mut self) -> &mut Queues {
+        self.queues.get_or_insert_with(Box::default)
+    }
+
+    fn take_pending_pong(&mut self) -> Option<Bytes> {
+        self.queues.as_deref_mut()?.pending_pong.take()
     }
 
     /// Bytes queued but not yet taken by [`poll_transmit`](Self::poll_transmit).
@@ -445,7 +546,8 @@ impl Connection {
         // A pong payload is at most 125 bytes: a 2-byte header, plus the
         // masking key when we are the client.
         let header = if self.role == Role::Client { 6 } else { 2 };
-        self.buffered + self.pending_pong.as_ref().map_or(0, |p| header + p.len())
+        let pong = self.queues.as_deref().and_then(|q| q.pending_pong.as_ref());
+        self.buffered + pong.map_or(0, |p| header + p.len())
     }
 
     /// Whether the transport can be closed: the close handshake is over (or
@@ -609,12 +711,12 @@ impl Connection {
                 utf8::validate(&payload).map_err(invalid_utf8)?;
                 self.take_token(now)?;
                 let text = Utf8Bytes::from_validated(payload.freeze());
-                self.events.push_back(Event::Message(Message::Text(text)));
+                self.queues().events.push_back(Event::Message(Message::Text(text)));
             }
             OpCode::Binary if header.fin => {
                 self.take_token(now)?;
                 let data = payload.freeze();
-                self.events.push_back(Event::Message(Message::Binary(data)));
+                self.queues().events.push_back(Event::Message(Message::Binary(data)));
             }
             OpCode::Text | OpCode::Binary => {
                 let mut utf8 = (header.opcode == OpCode::Text).then(Validator::default);
@@ -661,11 +763,11 @@ impl Connection {
                 if self.buffered < PONG_QUEUE_LIMIT {
                     self.queue_frame(OpCode::Pong, data.clone());
                 } else {
-                    self.pending_pong = Some(data.clone());
+                    self.queues().pending_pong = Some(data.clone());
                 }
-                self.events.push_back(Event::Ping(data));
+                self.queues().events.push_back(Event::Ping(data));
             }
-            OpCode::Pong => self.events.push_back(Event::Pong(payload.freeze())),
+            OpCode::Pong => self.queues().events.push_back(Event::Pong(payload.freeze())),
         }
         Ok(())
     }
@@ -700,7 +802,7 @@ impl Connection {
             }
             None => Message::Binary(data),
         };
-        self.events.push_back(Event::Message(message));
+        self.queues().events.push_back(Event::Message(message));
         Ok(())
     }
 
@@ -721,7 +823,7 @@ impl Connection {
             State::Closing | State::Closed => Initiator::Local,
         };
         self.enter_closed();
-        self.events.push_back(Event::Closed {
+        self.queues().events.push_back(Event::Closed {
             code,
             reason,
             initiator,
@@ -746,7 +848,7 @@ impl Connection {
     /// Gives up without a close handshake (dead peer, timeout, EOF).
     fn abandon(&mut self, reason: &str, initiator: Initiator) {
         self.enter_closed();
-        self.events.push_back(Event::Closed {
+        self.queues().events.push_back(Event::Closed {
             code: CloseCode::ABNORMAL,
             reason: reason.to_owned(),
             initiator,
@@ -756,7 +858,7 @@ impl Connection {
     fn enter_closed(&mut self) {
         self.state = State::Closed;
         self.message = None;
-        self.pending_pong = None;
+        self.take_pending_pong();
         self.close_deadline = None;
     }
 
@@ -783,14 +885,12 @@ impl Connection {
     /// Queues complete frame bytes.
     fn queue_bytes(&mut self, frame: Bytes) {
         self.buffered += frame.len();
+        let queues = self.queues();
         if frame.len() <= COALESCE_MAX_PAYLOAD {
-            self.coalesced.extend_from_slice(&frame);
+            queues.coalesced.extend_from_slice(&frame);
         } else {
-            if !self.coalesced.is_empty() {
-                self.outgoing
-                    .push_back(mem::take(&mut self.coalesced).freeze());
-            }
-            self.outgoing.push_back(frame);
+            queues.flush_coalesced();
+            queues.outgoing.push_back(frame);
         }
     }
 
@@ -809,25 +909,24 @@ impl Connection {
         };
         let total = header.encoded_len() + payload.len();
         self.buffered += total;
+        let queues = self.queues();
         if mask.is_some() || payload.len() <= COALESCE_MAX_PAYLOAD {
             // Clients must copy anyway to mask; small frames are cheaper
             // copied than written separately.
-            self.coalesced.reserve(total);
-            header.encode(&mut self.coalesced);
-            let start = self.coalesced.len();
-            self.coalesced.extend_from_slice(&payload);
+            let coalesced = &mut queues.coalesced;
+            coalesced.reserve(total);
+            header.encode(coalesced);
+            let start = coalesced.len();
+            coalesced.extend_from_slice(&payload);
             if let Some(key) = mask {
-                apply_mask(&mut self.coalesced[start..], key, 0);
+                apply_mask(&mut coalesced[start..], key, 0);
             }
         } else {
-            if !self.coalesced.is_empty() {
-                self.outgoing
-                    .push_back(mem::take(&mut self.coalesced).freeze());
-            }
+            queues.flush_coalesced();
             let mut head = BytesMut::with_capacity(header.encoded_len());
             header.encode(&mut head);
-            self.outgoing.push_back(head.freeze());
-            self.outgoing.push_back(payload);
+            queues.outgoing.push_back(head.freeze());
+            queues.outgoing.push_back(payload);
         }
     }
 }
@@ -853,4 +952,110 @@ fn inflate(
             .map_err(|_| ProtocolError::InvalidUtf8)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a starting point; the core itself never reads the clock"
+    )]
+    fn start() -> Instant {
+        Instant::now()
+    }
+
+    fn masked_ping(payload: &[u8]) -> BytesMut {
+        let mut frame = BytesMut::from(&[0x89, 0x80 | payload.len() as u8, 0, 0, 0, 0][..]);
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    #[test]
+    fn queues_exist_only_while_something_is_in_flight() {
+        let now = start();
+        let mut conn = Connection::new(Role::Server, Config::default(), now);
+        assert!(conn.queues.is_none(), "a new connection holds no queues");
+
+        conn.receive(now, &mut masked_ping(b"hi")).unwrap();
+        conn.release_idle_buffers();
+        assert!(conn.has_queued(), "an untaken event and pong are kept");
+        assert_eq!(conn.poll_event(), Some(Event::Ping(Bytes::from_static(b"hi"))));
+        conn.release_idle_buffers();
+        assert!(conn.has_queued(), "the unwritten pong is kept");
+        assert_eq!(conn.poll_transmit().as_deref(), Some(&b"\x8a\x02hi"[..]));
+        assert!(!conn.has_queued());
+        conn.release_idle_buffers();
+        assert!(conn.queues.is_none(), "drained queues are freed");
+
+        conn.send(now, Message::Text("unwritten".into())).unwrap();
+        conn.discard_transmit();
+        assert_eq!(conn.buffered_amount(), 0);
+        assert_eq!(conn.transmit_slices(&mut [IoSlice::new(&[])]), 0);
+    }
+
+    /// Takes at most `limit` bytes of what `transmit_slices` offers, as a
+    /// short write would.
+    fn write_some(conn: &mut Connection, limit: usize) -> Vec<u8> {
+        let mut slices = [IoSlice::new(&[]); 3];
+        let count = conn.transmit_slices(&mut slices);
+        let mut taken: Vec<u8> = slices[..count].iter().flat_map(|s| s.iter().copied()).collect();
+        taken.truncate(limit);
+        conn.advance_transmit(taken.len());
+        taken
+    }
+
+    #[test]
+    fn vectored_transmit_writes_the_same_bytes_in_order() {
+        let now = start();
+        let messages = || {
+            [
+                Message::Text("small".into()),
+                Message::Binary(Bytes::from(vec![7; 3000])),
+                Message::Binary(Bytes::from_static(b"after the big one")),
+                Message::Ping(Bytes::from_static(b"p")),
+                Message::Binary(Bytes::from(vec![9; 1500])),
+            ]
+        };
+        let mut reference = Connection::new(Role::Server, Config::default(), now);
+        let mut expected = Vec::new();
+        for message in messages() {
+            reference.send(now, message).unwrap();
+        }
+        while let Some(chunk) = reference.poll_transmit() {
+            expected.extend_from_slice(&chunk);
+        }
+
+        let mut conn = Connection::new(Role::Server, Config::default(), now);
+        let mut written = Vec::new();
+        // Queue while earlier bytes are half written, in short writes.
+        for message in messages() {
+            conn.send(now, message).unwrap();
+            written.extend(write_some(&mut conn, 7));
+        }
+        while conn.buffered_amount() > 0 {
+            written.extend(write_some(&mut conn, 1000));
+        }
+        assert_eq!(written, expected);
+        assert_eq!(conn.transmit_slices(&mut [IoSlice::new(&[])]), 0);
+        conn.release_idle_buffers();
+        assert!(conn.queues.is_none());
+    }
+
+    #[test]
+    fn connections_share_one_config() {
+        let config = Arc::new(Config::default());
+        let now = start();
+        let a = Connection::new(Role::Server, config.clone(), now);
+        let b = Connection::new(Role::Server, config.clone(), now);
+        assert!(std::ptr::eq(a.config(), b.config()));
+        // Idle per-connection state stays small: this is what a server
+        // holding many idle connections pays for each, before the transport.
+        assert!(
+            size_of::<Connection>() <= 128,
+            "Connection grew to {} bytes",
+            size_of::<Connection>()
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! Accepting connections: from a raw transport, or from a hyper upgrade.
 
-use std::{io, time::Duration};
+use std::{io, sync::Arc, time::Duration};
 
 use bytes::{Bytes, BytesMut};
 use hyper_util::rt::TokioIo;
@@ -20,8 +20,9 @@ use crate::{DEFAULT_MAX_BUFFERED, Error, OriginPolicy, WebSocket};
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServerConfig {
-    /// Limits, close timeout and keepalive of each connection.
-    pub connection: Config,
+    /// Limits, close timeout and keepalive of each connection; one copy
+    /// shared by every connection accepted with this configuration.
+    pub connection: Arc<Config>,
     /// A client must finish its upgrade request within this time (default
     /// 10 s), so stalled handshakes cannot pile up.
     pub handshake_timeout: Duration,
@@ -46,7 +47,7 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// Sets [`ServerConfig::connection`].
     pub fn connection(mut self, connection: Config) -> Self {
-        self.connection = connection;
+        self.connection = Arc::new(connection);
         self
     }
 
@@ -110,7 +111,7 @@ impl ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            connection: Config::default(),
+            connection: Arc::default(),
             handshake_timeout: Duration::from_secs(10),
             head_limits: HeadLimits::default(),
             subprotocols: Vec::new(),
@@ -173,7 +174,7 @@ where
         Err(_) => return Err(Error::HandshakeTimeout),
         Ok(result) => result?,
     }
-    let mut ws = WebSocket::from_raw(io, Role::Server, config.connection, leftover);
+    let mut ws = WebSocket::from_raw(io, Role::Server, config.connection.clone(), leftover);
     ws.set_max_buffered(config.max_buffered);
     if let Some((_, negotiated)) = deflate {
         ws.set_deflate(negotiated);
@@ -296,7 +297,7 @@ pub fn upgrade<B>(
         .map_err(|_| HandshakeError::Malformed("subprotocol is not a valid header value"))?;
     let pending = PendingUpgrade {
         on_upgrade: hyper::upgrade::on(request),
-        config: config.connection,
+        config: config.connection.clone(),
         max_buffered: config.max_buffered,
         deflate: deflate.map(|(_, negotiated)| negotiated),
     };
@@ -307,7 +308,7 @@ pub fn upgrade<B>(
 #[derive(Debug)]
 pub struct PendingUpgrade {
     on_upgrade: hyper::upgrade::OnUpgrade,
-    config: Config,
+    config: Arc<Config>,
     max_buffered: usize,
     deflate: Option<PerMessageDeflate>,
 }

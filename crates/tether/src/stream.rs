@@ -6,7 +6,6 @@
 
 use std::{
     cell::RefCell,
-    collections::VecDeque,
     fmt, io,
     io::IoSlice,
     pin::Pin,
@@ -14,7 +13,7 @@ use std::{
     task::{Context, Poll, Waker, ready},
 };
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 use futures_sink::Sink;
 use tether_proto::{
@@ -71,7 +70,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Wraps a transport whose handshake is already done. `leftover` holds
     /// bytes read past the handshake (the first frames); they are decoded
     /// before anything is read from `io`.
-    pub fn from_raw(io: S, role: Role, config: Config, leftover: Bytes) -> Self {
+    /// Pass an `Arc<Config>` to share one configuration between many
+    /// connections.
+    pub fn from_raw(io: S, role: Role, config: impl Into<Arc<Config>>, leftover: Bytes) -> Self {
         let now = Instant::now().into_std();
         Self {
             io,
@@ -79,8 +80,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 conn: Connection::new(role, config, now),
                 read_buf: BytesMut::from(&leftover[..]),
                 leftover: !leftover.is_empty(),
-                writing: VecDeque::new(),
-                writing_len: 0,
                 written: 0,
                 max_buffered: DEFAULT_MAX_BUFFERED,
                 timer: None,
@@ -217,15 +216,13 @@ struct Pump {
     read_buf: BytesMut,
     /// `read_buf` holds bytes from the handshake not yet decoded.
     leftover: bool,
-    /// Chunks taken from the core, the front one possibly half written.
-    writing: VecDeque<Bytes>,
-    writing_len: usize,
     /// Total bytes written, so a split half can tell the other it made room.
     written: u64,
     max_buffered: usize,
     timer: Option<Pin<Box<Sleep>>>,
-    /// A protocol error, reported after the events decoded before it.
-    pending_error: Option<Error>,
+    /// A protocol error, reported after the events decoded before it
+    /// (boxed: rare, and the pump lives as long as the connection).
+    pending_error: Option<Box<Error>>,
     closed_by: Option<Initiator>,
     eof: bool,
     /// Once closed, everything left (the last flush, a client's wait for the
@@ -267,7 +264,7 @@ impl Pump {
                 return Poll::Ready(Some(Ok(message)));
             }
             if let Some(error) = self.pending_error.take() {
-                return Poll::Ready(Some(Err(error)));
+                return Poll::Ready(Some(Err(*error)));
             }
             if self.done {
                 return Poll::Ready(None);
@@ -309,9 +306,6 @@ impl Pump {
     /// the last burst, so an idle connection holds no buffers (once per
     /// wait, not per message).
     fn release_idle_buffers(&mut self) {
-        if self.writing.is_empty() && self.writing.capacity() > 0 {
-            self.writing = VecDeque::new();
-        }
         self.conn.release_idle_buffers();
     }
 
@@ -320,7 +314,7 @@ impl Pump {
         if let Err(error) = self.conn.receive(now, &mut self.read_buf) {
             // The core queued a close frame with the error's code: we closed.
             self.closed_by = Some(Initiator::Local);
-            self.pending_error = Some(error.into());
+            self.pending_error = Some(Box::new(error.into()));
         }
         if self.read_buf.is_empty() {
             // Give the allocation back: idle connections hold no buffer.
@@ -361,8 +355,7 @@ impl Pump {
         self.timer = None;
         self.read_buf = BytesMut::new();
         // Bytes the peer never took, if the deadline cut the flush short.
-        self.writing = VecDeque::new();
-        self.writing_len = 0;
+        self.conn.discard_transmit();
         Poll::Ready(())
     }
 
@@ -407,8 +400,7 @@ impl Pump {
             // it on every poll; the read side may still hold the peer's
             // close frame and is read to the end.
             self.write_failed = true;
-            self.writing.clear();
-            self.writing_len = 0;
+            self.conn.discard_transmit();
         }
         Poll::Ready(result)
     }
@@ -420,51 +412,29 @@ impl Pump {
     ) -> Poll<io::Result<()>> {
         loop {
             if self.write_failed {
-                while self.conn.poll_transmit().is_some() {}
+                self.conn.discard_transmit();
                 return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
             }
-            while let Some(chunk) = self.conn.poll_transmit() {
-                self.writing_len += chunk.len();
-                self.writing.push_back(chunk);
-            }
-            if self.writing.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let count = self.conn.transmit_slices(&mut slices);
+            if count == 0 {
                 return Pin::new(&mut *io).poll_flush(cx);
             }
             let written = if io.is_write_vectored() {
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let count = self.writing.len().min(MAX_IOVECS);
-                for (slice, chunk) in slices.iter_mut().zip(&self.writing) {
-                    *slice = IoSlice::new(chunk);
-                }
                 ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?
             } else {
-                ready!(Pin::new(&mut *io).poll_write(cx, &self.writing[0]))?
+                ready!(Pin::new(&mut *io).poll_write(cx, &slices[0]))?
             };
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.consume_written(written);
-        }
-    }
-
-    fn consume_written(&mut self, mut written: usize) {
-        self.written += written as u64;
-        self.writing_len -= written;
-        while written > 0 {
-            let Some(front) = self.writing.front_mut() else {
-                return;
-            };
-            if written < front.len() {
-                front.advance(written);
-                return;
-            }
-            written -= front.len();
-            self.writing.pop_front();
+            self.conn.advance_transmit(written);
+            self.written += written as u64;
         }
     }
 
     fn buffered(&self) -> usize {
-        self.conn.buffered_amount() + self.writing_len
+        self.conn.buffered_amount()
     }
 
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
