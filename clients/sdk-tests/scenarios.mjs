@@ -370,6 +370,11 @@ const scenarios = {
         check(JSON.stringify(data) === '[0,1,2]', `history ${JSON.stringify(history)}`);
         check(history.offset === history.publications[2].offset, `history position ${JSON.stringify(history)}`);
         check(typeof history.epoch === 'string' && history.epoch.length > 0, `history epoch ${JSON.stringify(history)}`);
+        // With `since` and `reverse`: the ones before it, newest first.
+        const since = { offset: history.publications[2].offset, epoch: history.epoch };
+        const older = await aliceSub.history({ limit: 5, since, reverse: true });
+        const olderData = older.publications.map((p) => p.data.n);
+        check(JSON.stringify(olderData) === '[1,0]', `history before the newest ${JSON.stringify(older)}`);
 
         // Presence follows a client leaving.
         bob.disconnect();

@@ -206,7 +206,8 @@ impl Queues {
     /// Ends the coalesced chunk, so a frame queued next goes after it.
     fn flush_coalesced(&mut self) {
         if !self.coalesced.is_empty() {
-            self.outgoing.push_back(mem::take(&mut self.coalesced).freeze());
+            self.outgoing
+                .push_back(mem::take(&mut self.coalesced).freeze());
         }
     }
 
@@ -473,7 +474,11 @@ impl Connection {
             return 0;
         };
         let coalesced = (!queues.coalesced.is_empty()).then_some(&queues.coalesced[..]);
-        let chunks = queues.outgoing.iter().map(|chunk| &chunk[..]).chain(coalesced);
+        let chunks = queues
+            .outgoing
+            .iter()
+            .map(|chunk| &chunk[..])
+            .chain(coalesced);
         let mut filled = 0;
         for (slot, chunk) in out.iter_mut().zip(chunks) {
             *slot = IoSlice::new(chunk);
@@ -711,12 +716,16 @@ impl Connection {
                 utf8::validate(&payload).map_err(invalid_utf8)?;
                 self.take_token(now)?;
                 let text = Utf8Bytes::from_validated(payload.freeze());
-                self.queues().events.push_back(Event::Message(Message::Text(text)));
+                self.queues()
+                    .events
+                    .push_back(Event::Message(Message::Text(text)));
             }
             OpCode::Binary if header.fin => {
                 self.take_token(now)?;
                 let data = payload.freeze();
-                self.queues().events.push_back(Event::Message(Message::Binary(data)));
+                self.queues()
+                    .events
+                    .push_back(Event::Message(Message::Binary(data)));
             }
             OpCode::Text | OpCode::Binary => {
                 let mut utf8 = (header.opcode == OpCode::Text).then(Validator::default);
@@ -767,7 +776,10 @@ impl Connection {
                 }
                 self.queues().events.push_back(Event::Ping(data));
             }
-            OpCode::Pong => self.queues().events.push_back(Event::Pong(payload.freeze())),
+            OpCode::Pong => self
+                .queues()
+                .events
+                .push_back(Event::Pong(payload.freeze())),
         }
         Ok(())
     }
@@ -981,7 +993,10 @@ mod tests {
         conn.receive(now, &mut masked_ping(b"hi")).unwrap();
         conn.release_idle_buffers();
         assert!(conn.has_queued(), "an untaken event and pong are kept");
-        assert_eq!(conn.poll_event(), Some(Event::Ping(Bytes::from_static(b"hi"))));
+        assert_eq!(
+            conn.poll_event(),
+            Some(Event::Ping(Bytes::from_static(b"hi")))
+        );
         conn.release_idle_buffers();
         assert!(conn.has_queued(), "the unwritten pong is kept");
         assert_eq!(conn.poll_transmit().as_deref(), Some(&b"\x8a\x02hi"[..]));
@@ -1000,7 +1015,10 @@ mod tests {
     fn write_some(conn: &mut Connection, limit: usize) -> Vec<u8> {
         let mut slices = [IoSlice::new(&[]); 3];
         let count = conn.transmit_slices(&mut slices);
-        let mut taken: Vec<u8> = slices[..count].iter().flat_map(|s| s.iter().copied()).collect();
+        let mut taken: Vec<u8> = slices[..count]
+            .iter()
+            .flat_map(|s| s.iter().copied())
+            .collect();
         taken.truncate(limit);
         conn.advance_transmit(taken.len());
         taken

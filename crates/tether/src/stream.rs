@@ -18,7 +18,7 @@ use futures_core::Stream;
 use futures_sink::Sink;
 use tether_proto::{
     CloseCode, CloseFrame, Config, Connection, Event, Initiator, Message, Role, State,
-    deflate::PerMessageDeflate,
+    deflate::{EncodedFrame, FrameEncoding, PerMessageDeflate},
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -126,6 +126,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// stream or of flush.
     pub fn try_send(&mut self, message: Message) -> Result<(), TrySendError> {
         self.pump.try_send(message)
+    }
+
+    /// How this server connection frames data messages: a message for many
+    /// connections is framed (and compressed) once per encoding with
+    /// [`FrameEncoding::encode`]. `None` for a client.
+    pub fn frame_encoding(&self) -> Option<FrameEncoding> {
+        self.pump.conn.frame_encoding()
+    }
+
+    /// Queues a frame encoded for this connection's
+    /// [`frame_encoding`](Self::frame_encoding) without waiting; `Ok(false)`
+    /// while the outbound queue is full.
+    pub fn try_send_encoded(&mut self, frame: &EncodedFrame) -> Result<bool, Error> {
+        if self.pump.buffered() >= self.pump.max_buffered {
+            return Ok(false);
+        }
+        self.pump.conn.send_encoded(frame)?;
+        Ok(true)
+    }
+
+    /// Queues a frame encoded for this connection (waiting while the
+    /// outbound queue is full) and flushes it.
+    pub async fn send_encoded(&mut self, frame: &EncodedFrame) -> Result<(), Error> {
+        std::future::poll_fn(|cx| self.pump.poll_ready(&mut self.io, cx)).await?;
+        self.pump.conn.send_encoded(frame)?;
+        std::future::poll_fn(|cx| self.pump.poll_flush(&mut self.io, cx)).await
     }
 
     /// Starts the close handshake with `code` and `reason`, and flushes the

@@ -119,8 +119,9 @@ export class TetherClient {
 
   /**
    * The channel's history: `{ publications, offset, epoch }`. Without
-   * `since`, the latest `limit` publications; `reverse: true` puts the
-   * newest first.
+   * `since`, the oldest `limit` publications kept, or with `reverse: true`
+   * the newest, newest first. With `since` (`{ offset, epoch }`), the ones
+   * after it, or with `reverse: true` the ones before it, newest first.
    */
   async history(channel, limit, { since, reverse } = {}) {
     const params = { channel, limit };

@@ -120,12 +120,8 @@ pub(crate) async fn publish(
         .publish(channel, publication, history)
         .await
         .map_err(from_broker)?;
+    node.metrics.publish_latency.observe(started.elapsed());
     node.metrics.publications.fetch_add(1, Ordering::Relaxed);
-    let micros = started.elapsed().as_micros() as u64;
-    node.metrics
-        .publish_micros_sum
-        .fetch_add(micros, Ordering::Relaxed);
-    node.metrics.publish_count.fetch_add(1, Ordering::Relaxed);
     Ok(position)
 }
 
@@ -339,6 +335,9 @@ async fn history(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
         },
         reverse: request.reverse,
     };
+    if query.pages_back_from_zero() {
+        return Err(bad_request("reverse from since offset 0: nothing is older"));
+    }
     let history = node
         .broker
         .history(&request.channel, query)

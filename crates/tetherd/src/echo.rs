@@ -149,11 +149,26 @@ impl Args {
 
 /// Serves until the process is killed.
 pub(crate) fn run(args: Args) -> io::Result<()> {
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = args.threads {
-        runtime.worker_threads(threads);
-    }
-    runtime.enable_all().build()?.block_on(serve(args))
+    let mut runtime = match args.threads {
+        // One thread needs no work stealing: spawns and wakeups skip the
+        // shared queues and their atomics.
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        threads => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            if let Some(threads) = threads {
+                runtime.worker_threads(threads);
+            }
+            runtime
+        }
+    };
+    runtime.enable_all().build()?.block_on(async {
+        // The accept loop runs as a task: a multi-threaded runtime polls
+        // the `block_on` future on this thread, outside its workers, so each
+        // connection spawned from there woke a worker (a futex and an eventfd
+        // write, two context switches). From a worker, a new connection goes
+        // to that worker's own queue.
+        tokio::spawn(serve(args)).await?
+    })
 }
 
 async fn serve(args: Args) -> io::Result<()> {
@@ -226,7 +241,8 @@ async fn serve(args: Args) -> io::Result<()> {
 }
 
 /// A listener with a backlog deep enough for bursts of new connections (the
-/// default 128 drops SYNs when thousands of clients connect at once).
+/// default 128 drops SYNs when thousands of clients connect at once), whose
+/// connections send small frames at once (`TCP_NODELAY`, see [`no_delay`]).
 pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
@@ -234,8 +250,18 @@ pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(4096)
+}
+
+/// Turns Nagle's algorithm off on a connection accepted by [`listen`]: Linux
+/// copies `TCP_NODELAY` from the listener to every accepted socket, which
+/// saves a system call per connection; other systems get the call.
+fn no_delay(stream: &TcpStream) {
+    if !cfg!(target_os = "linux") {
+        let _ = stream.set_nodelay(true);
+    }
 }
 
 async fn connection(
@@ -244,7 +270,7 @@ async fn connection(
     config: Arc<ServerConfig>,
     _permit: ConnectionPermit,
 ) {
-    let _ = stream.set_nodelay(true);
+    no_delay(&stream);
     // Boxed so the handshake's state is freed once it is done, instead of
     // staying inside every connection's task for its whole life.
     let accepted = Box::pin(tether::accept(stream, &config)).await;
@@ -276,7 +302,7 @@ async fn tls_connection(
     config: Arc<ServerConfig>,
     _permit: ConnectionPermit,
 ) {
-    let _ = stream.set_nodelay(true);
+    no_delay(&stream);
     let deadline = Instant::now() + config.handshake_timeout;
     let handshakes = async {
         let stream = match tls.accept(stream).await {
@@ -399,5 +425,21 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
             info!(%peer, %origin, %path, code, %reason, closed_by = by, "connection closed");
         }
         (None, None) => info!(%peer, %origin, %path, closed_by = by, "connection closed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_off() {
+        let listener = listen(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        no_delay(&accepted);
+        assert!(accepted.nodelay().unwrap());
     }
 }

@@ -2,7 +2,8 @@
 //! channel, and each connection's bounded outbox.
 //!
 //! A publication is encoded once into shared `Bytes`, and the same bytes are
-//! queued to every subscriber. A subscriber whose outbox would exceed its
+//! queued to every subscriber (with compression, compressed once per
+//! encoding: [`crate::compression`]). A subscriber whose outbox would exceed its
 //! byte bound is disconnected (slow client) instead of growing memory.
 
 use std::{
@@ -17,6 +18,8 @@ use std::{
 
 use bytes::Bytes;
 use tether::Utf8Bytes;
+
+use crate::compression::Encodings;
 
 pub(crate) use crate::wire::Disconnect;
 
@@ -44,6 +47,9 @@ pub(crate) struct Frame {
     /// stream, so a session can drop what it already recovered and notice
     /// what it missed.
     pub(crate) position: Option<Position>,
+    /// While compression is enabled, for pushes to several subscribers: the
+    /// compressed frames made so far, shared by every copy of this frame.
+    pub(crate) encodings: Option<Arc<Encodings>>,
 }
 
 /// A publication's place in its channel's stream.
@@ -71,7 +77,11 @@ impl Frame {
     /// published straight into the broker by something else.
     pub(crate) fn new(bytes: Bytes, position: Option<Position>) -> Option<Self> {
         match Utf8Bytes::try_from_bytes(bytes) {
-            Ok(text) => Some(Self { text, position }),
+            Ok(text) => Some(Self {
+                text,
+                position,
+                encodings: None,
+            }),
             Err(_) => {
                 tracing::warn!("dropped a push that is not UTF-8");
                 None
@@ -82,6 +92,13 @@ impl Frame {
     /// A frame that is not a positioned publication.
     pub(crate) fn plain(bytes: Bytes) -> Option<Self> {
         Self::new(bytes, None)
+    }
+
+    /// Lets the subscribers that negotiated permessage-deflate share the
+    /// compressed frames (see [`Encodings`]).
+    pub(crate) fn shared_encodings(mut self) -> Self {
+        self.encodings = Some(Arc::default());
+        self
     }
 }
 

@@ -21,6 +21,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 mod api;
 mod auth;
 mod broker;
+mod compression;
 mod config;
 mod echo;
 mod gateway;

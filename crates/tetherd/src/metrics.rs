@@ -1,9 +1,13 @@
 //! Counters exposed at `/metrics` in the Prometheus text format.
 
+mod histogram;
+
 use std::{
     fmt::Write,
     sync::atomic::{AtomicU64, Ordering},
 };
+
+use histogram::DurationHistogram;
 
 /// Monotonic counters; gauges are computed when rendering.
 #[derive(Debug, Default)]
@@ -15,12 +19,21 @@ pub(crate) struct Metrics {
     pub(crate) bytes_out: AtomicU64,
     pub(crate) publications: AtomicU64,
     pub(crate) slow_disconnects: AtomicU64,
-    /// Sum and count of publish latencies (API call to broker ack), in µs.
-    pub(crate) publish_micros_sum: AtomicU64,
-    pub(crate) publish_count: AtomicU64,
+    /// permessage-deflate: pushes compressed (once per encoding, however
+    /// many subscribers get them), the payload bytes of compressed pushes
+    /// queued to clients, and the bytes they stood for.
+    pub(crate) deflate_compressions: AtomicU64,
+    pub(crate) deflate_bytes_out: AtomicU64,
+    pub(crate) deflate_bytes_out_uncompressed: AtomicU64,
+    /// How long successful publishes waited for the broker (see
+    /// [`PUBLISH_LATENCY_HELP`]).
+    pub(crate) publish_latency: DurationHistogram,
     /// Refused handshakes by HTTP status.
     refusals: [AtomicU64; REFUSAL_STATUSES.len()],
 }
+
+/// What `tether_publish_latency_seconds` measures.
+const PUBLISH_LATENCY_HELP: &str = "Time from handing a publication (API or client) to the broker until the broker acknowledged it: appended to history and queued for fan-out (memory) or the publish script's reply (Redis). Successful publishes only.";
 
 /// Statuses a handshake refusal can have; anything else counts as 500.
 const REFUSAL_STATUSES: [u16; 8] = [400, 401, 403, 405, 426, 431, 503, 500];
@@ -121,16 +134,22 @@ impl Metrics {
             load(&self.slow_disconnects),
         );
         metric(
-            "publish_latency_microseconds_sum",
+            "deflate_compressions_total",
             "counter",
-            "Total publish latency.",
-            load(&self.publish_micros_sum),
+            "Pushes compressed with permessage-deflate (once per parameter set, however many subscribers).",
+            load(&self.deflate_compressions),
         );
         metric(
-            "publish_latency_microseconds_count",
+            "deflate_bytes_out_total",
             "counter",
-            "Publishes timed.",
-            load(&self.publish_count),
+            "Payload bytes of compressed pushes queued to clients.",
+            load(&self.deflate_bytes_out),
+        );
+        metric(
+            "deflate_bytes_out_uncompressed_total",
+            "counter",
+            "Uncompressed size of the compressed pushes queued to clients.",
+            load(&self.deflate_bytes_out_uncompressed),
         );
         let _ = writeln!(
             out,
@@ -144,6 +163,11 @@ impl Metrics {
                 load(counter)
             );
         }
+        self.publish_latency.render(
+            &mut out,
+            "tether_publish_latency_seconds",
+            PUBLISH_LATENCY_HELP,
+        );
         out
     }
 }

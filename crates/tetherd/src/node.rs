@@ -155,9 +155,12 @@ impl Node {
 
     /// Queues an encoded push to every local subscriber of `channel`.
     fn fan_out(&self, channel: &str, frame: Option<Frame>) {
-        let Some(frame) = frame else {
+        let Some(mut frame) = frame else {
             return;
         };
+        if self.config.compression.enabled {
+            frame = frame.shared_encodings();
+        }
         let delivered = self.hub.broadcast(channel, &frame);
         self.metrics
             .messages_out

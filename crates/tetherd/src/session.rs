@@ -22,6 +22,7 @@ use bytes::Bytes;
 use futures_core::Stream;
 use tether::{
     CloseCode, CloseFrame, ConnectionPermit, Message, TrySendError, Utf8Bytes, WebSocket,
+    deflate::{EncodedFrame, FrameEncoding},
     server::Upgraded,
 };
 use tracing::{debug, info};
@@ -119,6 +120,10 @@ enum Wake {
 enum Work {
     /// A frame that found the socket's queue full.
     Blocked(Message),
+    /// A compressed push shared with other subscribers that found the
+    /// socket's queue full (boxed: rare, and this enum's size is part of
+    /// every idle session's task).
+    BlockedEncoded(Box<EncodedFrame>),
     /// A frame of commands from the client.
     Commands(Utf8Bytes),
     /// A command from the HTTP API.
@@ -187,8 +192,8 @@ impl Session {
             match item {
                 Item::Frame(frame) => {
                     if self.admits(&frame)? {
-                        if let Some(blocked) = self.queue(frame.text)? {
-                            return Ok(Some(Work::Blocked(blocked)));
+                        if let Some(blocked) = self.queue_push(frame)? {
+                            return Ok(Some(blocked));
                         }
                     }
                 }
@@ -253,6 +258,10 @@ impl Session {
     async fn work(&mut self, work: Work) -> Result<(), Disconnect> {
         match work {
             Work::Blocked(message) => self.send_waiting(message).await,
+            Work::BlockedEncoded(frame) => {
+                let limit = self.send_timeout();
+                sent(tokio::time::timeout(limit, self.ws.send_encoded(&frame)).await)
+            }
             Work::Commands(text) => {
                 if let Some(reply) = self.frame(text.as_bytes()).await? {
                     let reply =
@@ -369,6 +378,23 @@ impl Session {
         }
     }
 
+    /// Queues a push from the outbox, or hands it back while the socket's
+    /// queue is full. Over permessage-deflate, a push shared by several
+    /// subscribers goes out as the bytes compressed once for all of them.
+    fn queue_push(&mut self, frame: Frame) -> Result<Option<Work>, Disconnect> {
+        let encoded = match (&frame.encodings, self.ws.frame_encoding()) {
+            (Some(encodings), Some(encoding @ FrameEncoding::Deflate { .. })) => {
+                encodings.frame(encoding, &frame.text, &self.node.metrics)
+            }
+            _ => return Ok(self.queue(frame.text)?.map(Work::Blocked)),
+        };
+        match self.ws.try_send_encoded(&encoded) {
+            Ok(true) => Ok(None),
+            Ok(false) => Ok(Some(Work::BlockedEncoded(Box::new(encoded)))),
+            Err(_) => Err(Disconnect::WRITE_ERROR),
+        }
+    }
+
     /// Sends one text frame, waiting while the socket's queue is full.
     async fn send(&mut self, text: Utf8Bytes) -> Result<(), Disconnect> {
         match self.queue(text)? {
@@ -380,11 +406,7 @@ impl Session {
     /// Waits (a bounded time) for room in the socket's queue: a client that
     /// stopped reading is cut off, not waited for.
     async fn send_waiting(&mut self, message: Message) -> Result<(), Disconnect> {
-        match tokio::time::timeout(self.send_timeout(), self.ws.send(message)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Disconnect::WRITE_ERROR),
-            Err(_) => Err(Disconnect::SLOW),
-        }
+        sent(tokio::time::timeout(self.send_timeout(), self.ws.send(message)).await)
     }
 
     /// Handles one text frame of commands; returns the frame of replies.
@@ -689,6 +711,9 @@ impl Session {
             Ok(_) if self.sub(channel).is_none() => {
                 return ReplyResult::Error(ReplyError::PERMISSION_DENIED);
             }
+            Ok(_) if query.pages_back_from_zero() => {
+                return ReplyResult::Error(ReplyError::BAD_REQUEST);
+            }
             Ok(_) => {}
         }
         match self.node.broker.history(channel, query).await {
@@ -779,9 +804,17 @@ impl Session {
 
     /// Ends the connection: a shutdown tells the client with a disconnect
     /// push and WebSocket close 1001; other endings use the disconnect code
-    /// as the close code. A connection the client closed is already done.
+    /// as the close code. A connection the client closed, or that failed,
+    /// only gets the close frame the core queued.
     async fn close(&mut self, ending: &Disconnect) {
         if *ending == Disconnect::CONNECTION_CLOSED {
+            // The core may still hold the close frame it queued (the reply
+            // to the client's close, or 1002/1007/1009 after a protocol
+            // error): receiving to the end writes it and shuts the socket
+            // down, within the core's close timeout.
+            let limit = self.node.server_config.connection.close_timeout;
+            let ws = &mut self.ws;
+            let _ = tokio::time::timeout(limit, async { while ws.recv().await.is_some() {} }).await;
             return;
         }
         let frame = if *ending == Disconnect::SHUTDOWN {
@@ -821,6 +854,17 @@ impl Session {
             self.unsubscribe(&channel).await;
         }
         self.node.unregister(self.conn);
+    }
+}
+
+/// How a send that waited (at most `send_timeout`) ended.
+fn sent(
+    waited: Result<Result<(), tether::Error>, tokio::time::error::Elapsed>,
+) -> Result<(), Disconnect> {
+    match waited {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Disconnect::WRITE_ERROR),
+        Err(_) => Err(Disconnect::SLOW),
     }
 }
 

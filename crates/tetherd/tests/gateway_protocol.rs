@@ -202,3 +202,132 @@ fn api(server: &Tetherd, method: &str, body: &str) -> Value {
     let (_, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
     serde_json::from_str(body).unwrap_or_else(|_| panic!("JSON body: {response}"))
 }
+
+/// The body of a plain HTTP GET.
+fn get(server: &Tetherd, path: &str) -> String {
+    let mut tcp = TcpStream::connect(server.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = tcp.read_to_string(&mut response);
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{response}");
+    body.to_owned()
+}
+
+#[test]
+fn publish_latency_is_a_prometheus_histogram() {
+    const PUBLISHES: u64 = 25;
+    const NAME: &str = "tether_publish_latency_seconds";
+    let server = Tetherd::gateway(CONFIG, &[]);
+    for i in 0..PUBLISHES {
+        let response = publish(&server, "news:timed", &json!({ "i": i }));
+        assert!(response["result"].is_object(), "{response}");
+    }
+    let refused = publish(&server, "nope:timed", &json!({}));
+    assert_eq!(refused["error"]["code"], 102, "not timed: {refused}");
+
+    let metrics = get(&server, "/metrics");
+    assert!(
+        metrics.contains(&format!("# TYPE {NAME} histogram\n")),
+        "{metrics}"
+    );
+    let mut buckets: Vec<(f64, u64)> = Vec::new();
+    let (mut sum, mut count) = (None, None);
+    for line in metrics.lines().filter(|line| line.starts_with(NAME)) {
+        let (key, value) = line.rsplit_once(' ').unwrap();
+        let key = &key[NAME.len()..];
+        if let Some(le) = key.strip_prefix("_bucket{le=\"") {
+            let le = match le.strip_suffix("\"}").unwrap() {
+                "+Inf" => f64::INFINITY,
+                bound => bound.parse().unwrap(),
+            };
+            buckets.push((le, value.parse().unwrap()));
+        } else if key == "_sum" {
+            sum = Some(value.parse::<f64>().unwrap());
+        } else if key == "_count" {
+            count = Some(value.parse::<u64>().unwrap());
+        } else {
+            panic!("unexpected series {line}");
+        }
+    }
+    assert!(buckets.len() > 10, "{metrics}");
+    assert_eq!(buckets.first().unwrap().0, 0.00005, "{metrics}");
+    assert!(
+        buckets
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
+        "increasing bounds, cumulative counts: {buckets:?}"
+    );
+    assert_eq!(buckets[buckets.len() - 2].0, 5.0, "{buckets:?}");
+    assert_eq!(buckets.last().unwrap(), &(f64::INFINITY, PUBLISHES));
+    assert_eq!(count, Some(PUBLISHES), "{metrics}");
+    assert!(sum.is_some_and(|sum| sum > 0.0), "{metrics}");
+}
+
+/// `history` with `since` and `reverse` pages backwards from `since`, as
+/// Centrifugo does, through the API and the client protocol alike.
+#[tokio::test]
+async fn history_since_with_reverse_pages_backwards() {
+    let server = Tetherd::gateway(CONFIG, &[]);
+    for n in 1..=5 {
+        publish(&server, "news:pages", &json!({ "n": n }));
+    }
+    let top = api(&server, "history", r#"{"channel":"news:pages","limit":0}"#);
+    let epoch = top["result"]["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(top["result"]["offset"], 5, "{top}");
+    let page = |offset: u64, epoch: &str| {
+        json!({ "channel": "news:pages", "limit": 2, "reverse": true,
+                "since": { "offset": offset, "epoch": epoch } })
+    };
+    // An empty list may be left out, as the protocol allows.
+    let offsets = |result: &Value| -> Vec<u64> {
+        let publications = result["publications"].as_array().cloned();
+        let publications = publications.unwrap_or_default();
+        for publication in &publications {
+            assert_eq!(publication["offset"], publication["data"]["n"]);
+        }
+        publications
+            .iter()
+            .map(|p| p["offset"].as_u64().unwrap())
+            .collect()
+    };
+    let api_page = |offset, epoch| api(&server, "history", &page(offset, epoch).to_string());
+
+    assert_eq!(offsets(&api_page(5, &epoch)["result"]), [4, 3]);
+    assert_eq!(offsets(&api_page(3, &epoch)["result"]), [2, 1]);
+    let last = api_page(1, &epoch);
+    assert_eq!(offsets(&last["result"]), [] as [u64; 0], "{last}");
+    assert_eq!(last["result"]["offset"], 5, "the top: {last}");
+    assert_eq!(api_page(0, &epoch)["error"]["code"], 107, "bad request");
+    assert_eq!(api_page(3, "other")["error"]["code"], 112);
+    assert_eq!(api_page(6, &epoch)["error"]["code"], 112);
+
+    let (mut ws, _) = tether::connect(&server.gateway_url()).await.unwrap();
+    let commands = [
+        json!({ "id": 1, "connect": {} }),
+        json!({ "id": 2, "subscribe": { "channel": "news:pages" } }),
+        json!({ "id": 3, "history": page(4, &epoch) }),
+        json!({ "id": 4, "history": page(0, &epoch) }),
+    ];
+    let commands: Vec<String> = commands.iter().map(Value::to_string).collect();
+    ws.send(Message::text(commands.join("\n"))).await.unwrap();
+    let mut replies = Vec::new();
+    while replies.len() < 2 {
+        let frame = timeout(LIMIT, until(&mut ws, r#""id":"#)).await.unwrap();
+        for line in frame.lines() {
+            let reply: Value = serde_json::from_str(line).unwrap();
+            if reply["id"] == 3 || reply["id"] == 4 {
+                replies.push(reply);
+            }
+        }
+    }
+    replies.sort_by_key(|reply| reply["id"].as_u64());
+    assert_eq!(offsets(&replies[0]["history"]), [3, 2], "{replies:?}");
+    assert_eq!(replies[0]["history"]["offset"], 5, "{replies:?}");
+    assert_eq!(replies[1]["error"]["code"], 107, "{replies:?}");
+}

@@ -13,6 +13,8 @@
 //! engine with a network sees one subscription per node per channel.
 
 pub(crate) mod memory;
+#[cfg(test)]
+mod paging_tests;
 pub(crate) mod redis;
 
 use std::{fmt, sync::Arc, time::Duration};
@@ -65,22 +67,39 @@ pub(crate) struct HistoryOptions {
 /// What a history query returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct History {
-    /// Publications after the requested position, oldest first (newest first
-    /// when `reverse`), at most `limit`.
+    /// The publications [`HistoryQuery`] asked for, in its order.
     pub(crate) publications: Vec<Publication>,
     /// The channel's current position.
     pub(crate) position: StreamPosition,
 }
 
-/// A history query.
+/// A history query, with the meaning Centrifugo gives it:
+///
+/// | `since` | `reverse` | publications, at most `limit`                       |
+/// |---------|-----------|-----------------------------------------------------|
+/// | none    | no        | the oldest kept ones, oldest first                  |
+/// | none    | yes       | the newest ones, newest first                       |
+/// | given   | no        | the ones after it, oldest first: all of them or an error (recovery) |
+/// | given   | yes       | the ones before it, newest first (paging backwards) |
+///
+/// A `since` position of another epoch, or past the channel's latest
+/// offset, is [`BrokerError::UnrecoverablePosition`] either way.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct HistoryQuery {
-    /// Only publications after this offset, if the epoch still matches.
+    /// Where to start, if the epoch still matches.
     pub(crate) since: Option<StreamPosition>,
     /// At most this many (`None`: all; `Some(0)`: only the position).
     pub(crate) limit: Option<usize>,
     /// Newest first.
     pub(crate) reverse: bool,
+}
+
+impl HistoryQuery {
+    /// Paging backwards from offset 0 asks for what comes before the first
+    /// publication: Centrifugo answers "bad request" (107), before reading.
+    pub(crate) fn pages_back_from_zero(&self) -> bool {
+        self.reverse && self.since.as_ref().is_some_and(|since| since.offset == 0)
+    }
 }
 
 /// Presence statistics.
@@ -178,9 +197,10 @@ pub(crate) trait Broker: Send + Sync + 'static {
     /// This node's last local subscriber to `channel` left.
     fn unsubscribe<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, ()>;
 
-    /// Reads a channel's history. A `since` position whose epoch differs
-    /// from the current one, or whose offset fell out of the kept window,
-    /// gives [`BrokerError::UnrecoverablePosition`].
+    /// Reads a channel's history as [`HistoryQuery`] describes. A `since`
+    /// position whose epoch differs from the current one, that is past the
+    /// latest offset, or (reading forward) whose successors fell out of the
+    /// kept window, gives [`BrokerError::UnrecoverablePosition`].
     fn history<'a>(&'a self, channel: &'a str, query: HistoryQuery) -> BrokerFuture<'a, History>;
 
     /// Drops a channel's publications but keeps its position (offset and

@@ -45,6 +45,7 @@ mod tests {
             ("Security", "security"),
             ("Auth", "auth"),
             ("Client", "client"),
+            ("Compression", "compression"),
             ("Drain", "drain"),
             ("Namespace", "namespace"),
         ];
@@ -65,8 +66,16 @@ mod tests {
                 } else {
                     format!("{section}.{key}")
                 };
-                let is_table = ["tls", "security", "auth", "client", "drain", "namespace"]
-                    .contains(&path.as_str());
+                let is_table = [
+                    "tls",
+                    "security",
+                    "auth",
+                    "client",
+                    "compression",
+                    "drain",
+                    "namespace",
+                ]
+                .contains(&path.as_str());
                 if section != "namespace" && !is_table {
                     let env = load::env_name(&path);
                     assert!(
@@ -79,7 +88,7 @@ mod tests {
         }
         assert_eq!(
             checked,
-            9 + 2 + 13 + 5 + 3 + 1 + 9,
+            10 + 2 + 13 + 5 + 3 + 4 + 1 + 9,
             "every field is checked"
         );
     }

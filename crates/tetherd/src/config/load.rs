@@ -62,6 +62,10 @@ pub(crate) struct Flags {
     /// (security.require_origin).
     #[arg(long)]
     pub(crate) require_origin: bool,
+    /// Accept permessage-deflate compression from clients that offer it
+    /// (compression.enabled).
+    #[arg(long)]
+    pub(crate) compression: bool,
     /// PEM certificate chain for wss:// (tls.cert; with --tls-key).
     #[arg(long, value_name = "FILE")]
     pub(crate) tls_cert: Option<String>,
@@ -236,12 +240,18 @@ impl Layers {
                 "--allow-origin".to_owned(),
             );
         }
-        if flags.require_origin {
-            self.set(
+        let switches = [
+            (
                 "security.require_origin",
-                Value::Boolean(true),
-                "--require-origin".to_owned(),
-            );
+                flags.require_origin,
+                "--require-origin",
+            ),
+            ("compression.enabled", flags.compression, "--compression"),
+        ];
+        for (path, on, flag) in switches {
+            if on {
+                self.set(path, Value::Boolean(true), flag.to_owned());
+            }
         }
     }
 

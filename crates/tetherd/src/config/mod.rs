@@ -29,7 +29,10 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use tether::{Keepalive, Limits, OriginPolicy, RateLimit, ServerConfig};
+use tether::{
+    Keepalive, Limits, OriginPolicy, RateLimit, ServerConfig,
+    deflate::{DeflateConfig, MAX_WINDOW_BITS},
+};
 
 pub(crate) use self::{
     broker::{Broker, RedisServers},
@@ -65,6 +68,9 @@ pub(crate) struct Config {
     pub(crate) auth: Auth,
     /// The gateway's own protocol on each client connection.
     pub(crate) client: Client,
+    /// permessage-deflate (RFC 7692): compressed WebSocket messages for
+    /// clients that offer it, as browsers do.
+    pub(crate) compression: Compression,
     /// Shutting down on SIGTERM or SIGINT.
     pub(crate) drain: Drain,
     /// Channel namespaces: channel "chat:lobby" belongs to namespace "chat",
@@ -175,6 +181,26 @@ pub(crate) struct Client {
     /// long.
     #[serde(with = "duration")]
     pub(crate) pong_timeout: Duration,
+}
+
+/// `[compression]`: permessage-deflate, off unless enabled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Compression {
+    /// Accept permessage-deflate from clients that offer it. A publication
+    /// is compressed once for all its subscribers. The gateway compresses
+    /// each message afresh and tells clients to do the same
+    /// (server_no_context_takeover, client_no_context_takeover), so an idle
+    /// connection holds no compression state; compressed messages from
+    /// clients are inflated within security.max_message_size.
+    pub(crate) enabled: bool,
+    /// Messages shorter than this many bytes are sent uncompressed.
+    pub(crate) threshold: usize,
+    /// zlib compression level, 1 (fastest) to 9 (smallest).
+    pub(crate) level: u32,
+    /// Largest LZ77 window the gateway compresses with, in bits: 9 (512
+    /// bytes) to 15 (32 KiB); a client may ask for a smaller one.
+    pub(crate) max_window_bits: u8,
 }
 
 /// `[drain]`: graceful shutdown.
@@ -307,7 +333,8 @@ impl Config {
             .handshake_timeout(security.handshake_timeout)
             .origin(origin)
             .require_origin(security.require_origin)
-            .secure(self.tls.files().is_some());
+            .secure(self.tls.files().is_some())
+            .deflate(self.compression.deflate());
         config.max_buffered = self.client.outbound_queue_bytes;
         config
     }
@@ -347,6 +374,7 @@ impl Default for Config {
             security: Security::default(),
             auth: Auth::default(),
             client: Client::default(),
+            compression: Compression::default(),
             drain: Drain::default(),
             namespaces: vec![
                 Namespace::default(),
@@ -429,6 +457,38 @@ impl Default for Client {
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        let deflate = DeflateConfig::default();
+        Self {
+            enabled: false,
+            threshold: deflate.threshold,
+            level: deflate.level,
+            max_window_bits: MAX_WINDOW_BITS,
+        }
+    }
+}
+
+impl Compression {
+    /// The permessage-deflate the gateway accepts, if enabled. No context
+    /// takeover either way: the server's so that one compressed publication
+    /// suits every subscriber, the client's so that the server inflates with
+    /// pooled streams (RFC 7692 §7.1.1.2 lets the server answer with
+    /// client_no_context_takeover whether or not the client offered it).
+    pub(crate) fn deflate(&self) -> Option<DeflateConfig> {
+        self.enabled.then(|| {
+            DeflateConfig::default()
+                .server_no_context_takeover(true)
+                .client_no_context_takeover(true)
+                .server_max_window_bits(
+                    (self.max_window_bits < MAX_WINDOW_BITS).then_some(self.max_window_bits),
+                )
+                .threshold(self.threshold)
+                .level(self.level)
+        })
     }
 }
 
@@ -600,6 +660,70 @@ mod tests {
         assert_eq!(server.connection.rate_limit, None);
         assert_eq!(server.connection.idle_timeout, None);
         assert!(server.secure);
+    }
+
+    #[test]
+    fn compression_is_off_by_default_and_never_takes_context_over() {
+        let mut config = Config::default();
+        assert_eq!(config.server_config().deflate, None);
+        config.compression.enabled = true;
+        config.compression.threshold = 256;
+        config.compression.level = 1;
+        let deflate = config.server_config().deflate.expect("enabled");
+        assert!(deflate.server_no_context_takeover && deflate.client_no_context_takeover);
+        assert_eq!(
+            (
+                deflate.threshold,
+                deflate.level,
+                deflate.server_max_window_bits
+            ),
+            (256, 1, None)
+        );
+        config.compression.max_window_bits = 10;
+        let deflate = config.server_config().deflate.expect("enabled");
+        assert_eq!(deflate.server_max_window_bits, Some(10));
+    }
+
+    #[test]
+    fn compression_is_set_by_flag_or_environment_and_checked() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+            pairs
+                .iter()
+                .map(|&(name, value)| (name.into(), value.into()))
+                .collect()
+        };
+        let flags = Flags {
+            compression: true,
+            ..Flags::default()
+        };
+        assert!(Config::load_from(&flags, []).unwrap().compression.enabled);
+        let config = Config::load_from(
+            &Flags::default(),
+            env(&[
+                ("TETHER_COMPRESSION_ENABLED", "true"),
+                ("TETHER_COMPRESSION_THRESHOLD", "512"),
+                ("TETHER_COMPRESSION_MAX_WINDOW_BITS", "12"),
+            ]),
+        )
+        .unwrap();
+        assert!(config.compression.enabled);
+        assert_eq!(config.compression.threshold, 512);
+        assert_eq!(config.compression.max_window_bits, 12);
+        let errors = Config::load_from(
+            &Flags::default(),
+            env(&[
+                ("TETHER_COMPRESSION_LEVEL", "12"),
+                ("TETHER_COMPRESSION_MAX_WINDOW_BITS", "300"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            errors,
+            "compression.max_window_bits (from TETHER_COMPRESSION_MAX_WINDOW_BITS): \
+             invalid value: integer `300`, expected u8\n\
+             compression.level (from TETHER_COMPRESSION_LEVEL): must be 1 to 9"
+        );
     }
 
     #[test]

@@ -3,7 +3,10 @@
 
 use std::collections::HashSet;
 
-use tether::OriginPolicy;
+use tether::{
+    OriginPolicy,
+    deflate::{MAX_WINDOW_BITS, MIN_COMPRESS_WINDOW_BITS},
+};
 
 use super::{Config, ConfigError, ConfigErrors, Namespace, duration};
 
@@ -129,6 +132,17 @@ impl Config {
             refuse(
                 "client.pong_timeout",
                 "must be longer than 0s while client.ping_interval is on".into(),
+            );
+        }
+
+        let compression = &self.compression;
+        if !(1..=9).contains(&compression.level) {
+            refuse("compression.level", "must be 1 to 9".into());
+        }
+        if !(MIN_COMPRESS_WINDOW_BITS..=MAX_WINDOW_BITS).contains(&compression.max_window_bits) {
+            refuse(
+                "compression.max_window_bits",
+                format!("must be {MIN_COMPRESS_WINDOW_BITS} to {MAX_WINDOW_BITS}"),
             );
         }
 
@@ -276,6 +290,8 @@ mod tests {
         config.auth.api_key = "short".into();
         config.auth.token_hmac_secret = "secret".into();
         config.client.outbound_queue_bytes = 1000;
+        config.compression.level = 0;
+        config.compression.max_window_bits = 8;
         config.drain.deadline = Duration::ZERO;
         let keys: Vec<String> = config
             .validate()
@@ -297,6 +313,8 @@ mod tests {
                 "auth.api_key",
                 "auth.token_hmac_secret",
                 "client.outbound_queue_bytes",
+                "compression.level",
+                "compression.max_window_bits",
                 "drain.deadline",
             ]
         );

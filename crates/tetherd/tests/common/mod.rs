@@ -107,6 +107,37 @@ impl Tetherd {
         format!("ws://{}/", self.addr)
     }
 
+    /// The response to one HTTP/1.1 request (`Connection: close`) for
+    /// `path`, with `X-API-Key: key` and `body` when a body is given.
+    pub fn http(&self, method: &str, path: &str, key: &str, body: &str) -> String {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(self.addr).expect("connects");
+        tcp.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("sets a timeout");
+        write!(
+            tcp,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nX-API-Key: {key}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )
+        .expect("writes the request");
+        let mut response = String::new();
+        let _ = tcp.read_to_string(&mut response);
+        response
+    }
+
+    /// The value of an unlabelled metric at `/metrics` (`tether_` + `name`).
+    pub fn metric(&self, name: &str) -> u64 {
+        let response = self.http("GET", "/metrics", "", "");
+        let prefix = format!("tether_{name} ");
+        response
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix}in /metrics:\n{response}"))
+    }
+
     /// Waits up to `timeout` for a log line containing `needle`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
         let deadline = std::time::Instant::now() + timeout;
@@ -410,6 +441,48 @@ impl Drop for RedisCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Runs `node SCRIPT ARGS` in `clients/browser-tests` (see
+/// [`browser_dir`]), killing it after `deadline`; returns its stdout once it
+/// exited successfully.
+pub fn run_browser_script(script: &str, args: &[&str], deadline: Duration) -> String {
+    let dir = browser_dir();
+    let mut child = Command::new("node")
+        .current_dir(&dir)
+        .arg(dir.join(script))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot run `node` ({error}): {BROWSER_INSTALL_HINT}"));
+    let stdout = read_to_end(child.stdout.take().expect("stdout is piped"));
+    let stderr = read_to_end(child.stderr.take().expect("stderr is piped"));
+    let give_up = std::time::Instant::now() + deadline;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waits for node") {
+            break status;
+        }
+        if std::time::Instant::now() > give_up {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{script} ran past {deadline:?}; stderr:\n{}",
+                stderr.join().unwrap_or_default()
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let (stdout, stderr) = (
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default(),
+    );
+    assert!(
+        status.success(),
+        "{script} failed ({status}); stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    stdout
 }
 
 /// What to do when the browser test tools are missing.

@@ -33,13 +33,14 @@ redis.call(ARGV[6], ARGV[1], head .. '"e":' .. cjson.encode(epoch) .. ',' .. res
 return {offset, epoch}
 "#;
 
-/// Reads a channel's history, creating its epoch when it has none.
+/// Reads a channel's history, creating its epoch when it has none, with the
+/// meaning of [`HistoryQuery`](crate::broker::HistoryQuery).
 ///
 /// KEYS: meta, history. ARGV: new epoch, TTL in milliseconds of a stream
 /// without publications, `1` when a since position is given, its offset, its
 /// epoch, limit (`-1`: none), `1` for newest first. Returns
 /// `{offset, epoch, ok, publications}`, `ok` 0 when the since position
-/// cannot be recovered.
+/// cannot be answered; publications oldest first (the caller reverses).
 const HISTORY_LUA: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
@@ -51,27 +52,33 @@ if offset == 0 and redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 local kept = redis.call('LLEN', KEYS[2])
-local first = 0
+local reverse = ARGV[7] == '1'
+local first, last = 0, kept
 if ARGV[3] == '1' then
   local since = tonumber(ARGV[4])
-  if ARGV[5] ~= epoch or since > offset or offset - since > kept then
+  if ARGV[5] ~= epoch or since > offset then
     return {offset, epoch, 0, {}}
   end
-  first = kept - (offset - since)
+  local after = offset - since
+  if reverse then
+    last = math.max(0, kept - after - 1)
+  elseif after > kept then
+    return {offset, epoch, 0, {}}
+  else
+    first = kept - after
+  end
 end
 local limit = tonumber(ARGV[6])
-local start = first
-local stop = kept - 1
 if limit >= 0 then
-  if ARGV[7] == '1' then
-    if kept - limit > start then start = kept - limit end
+  if reverse then
+    first = math.max(first, last - limit)
   else
-    if first + limit - 1 < stop then stop = first + limit - 1 end
+    last = math.min(last, first + limit)
   end
 end
 local items = {}
-if start <= stop then
-  items = redis.call('LRANGE', KEYS[2], start, stop)
+if first < last then
+  items = redis.call('LRANGE', KEYS[2], first, last - 1)
 end
 return {offset, epoch, 1, items}
 "#;

@@ -397,14 +397,13 @@ async fn history_recovers_exactly_or_says_it_cannot() {
     let history = b.history("c", position_only).await.unwrap();
     assert!(history.publications.is_empty());
     assert_eq!(history.position, last);
-    let all_reversed = HistoryQuery {
-        reverse: true,
-        ..since(&last, 3)
-    };
-    assert_eq!(
-        offsets(&b.history("c", all_reversed).await.unwrap().publications),
-        [5, 4]
-    );
+}
+
+#[tokio::test]
+async fn since_with_reverse_pages_backwards() {
+    let server = RedisServer::start();
+    let (broker, _) = node(&server).await;
+    crate::broker::paging_tests::since_with_reverse_pages_backwards(&*broker).await;
 }
 
 #[tokio::test]
