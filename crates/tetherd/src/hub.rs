@@ -124,25 +124,30 @@ pub(crate) struct Identity {
 }
 
 /// The id the server gives a connection at `connect`: 128 random bits,
-/// shown as 32 hex digits (kept as a number: one less allocation per
-/// connection).
+/// shown as 32 hex digits. Kept as a number (one less allocation per
+/// connection) in two halves (a `u128` would align the outbox to 16 bytes
+/// and pad it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ClientId(u128);
+pub(crate) struct ClientId([u64; 2]);
 
 impl ClientId {
     pub(crate) fn random() -> Self {
         Self(rand::random())
     }
 
+    fn value(self) -> u128 {
+        (u128::from(self.0[0]) << 64) | u128::from(self.0[1])
+    }
+
     /// Whether `text` is this id as shown.
     pub(crate) fn is(self, text: &str) -> bool {
-        text.len() == 32 && u128::from_str_radix(text, 16) == Ok(self.0)
+        text.len() == 32 && u128::from_str_radix(text, 16) == Ok(self.value())
     }
 }
 
 impl std::fmt::Display for ClientId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:032x}", self.0)
+        write!(f, "{:032x}", self.value())
     }
 }
 
@@ -505,7 +510,7 @@ mod tests {
     fn sessions_are_addressed_by_user_and_client_once_connected() {
         let outbox = Outbox::new(100);
         assert!(!outbox.belongs_to("", None), "not connected yet");
-        let client = ClientId(0xab);
+        let client = ClientId([0, 0xab]);
         outbox.set_identity(Identity {
             client,
             user: "alice".into(),
@@ -517,5 +522,8 @@ mod tests {
         assert!(!outbox.belongs_to("alice", Some("ab")), "only as shown");
         assert!(!outbox.belongs_to("alice", Some("000000000000000000000000000000ac")));
         assert!(!outbox.belongs_to("bob", None));
+        let high = ClientId([1, 0]).to_string();
+        assert_eq!(high, "00000000000000010000000000000000");
+        assert!(ClientId([1, 0]).is(&high));
     }
 }

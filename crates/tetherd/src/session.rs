@@ -12,6 +12,7 @@
 use std::{
     future::poll_fn,
     net::SocketAddr,
+    num::NonZeroU64,
     pin::Pin,
     sync::{Arc, atomic::Ordering},
     task::{Context, Poll},
@@ -74,9 +75,8 @@ pub(crate) fn spawn(
         expires_at: None,
         subs: Vec::new(),
         timers: Timers {
-            connect_by: Some(connect_by),
+            answer_by: Some(connect_by),
             next_ping: 0,
-            pong_by: None,
         },
         _permit: permit,
     });
@@ -144,19 +144,18 @@ struct Sub {
     epoch: Option<u64>,
     presence: bool,
     join_leave: bool,
-    /// The subscription token's `info`.
-    chan_info: Option<Bytes>,
+    /// The subscription token's `info` (boxed: rare).
+    chan_info: Option<Box<Bytes>>,
 }
 
 /// The session's deadlines, in node clock milliseconds
 /// ([`Node::clock_ms`]).
 #[derive(Debug)]
 struct Timers {
-    /// Until `connect` arrives.
-    connect_by: Option<u64>,
+    /// The client must answer by then: with `connect` until it connected,
+    /// then with the pong to our ping.
+    answer_by: Option<u64>,
     next_ping: u64,
-    /// A ping is waiting for its pong.
-    pong_by: Option<u64>,
 }
 
 pub(crate) struct Session {
@@ -167,9 +166,9 @@ pub(crate) struct Session {
     conn: ConnId,
     peer: SocketAddr,
     /// The connection token's `info`.
-    conn_info: Option<Bytes>,
+    conn_info: Option<Box<Bytes>>,
     /// When the connection token expires (Unix seconds).
-    expires_at: Option<u64>,
+    expires_at: Option<NonZeroU64>,
     subs: Vec<Sub>,
     timers: Timers,
     _permit: Arc<ConnectionPermit>,
@@ -268,9 +267,6 @@ impl Session {
                         Utf8Bytes::try_from_bytes(reply).map_err(|_| Disconnect::SERVER_ERROR)?;
                     self.send(reply).await?;
                 }
-                if self.connected() {
-                    self.timers.connect_by = None;
-                }
                 Ok(())
             }
             Work::Server(command) => {
@@ -286,11 +282,12 @@ impl Session {
     async fn deadline_passed(&mut self) -> Result<(), Disconnect> {
         let now = self.node.clock_ms();
         let passed = |deadline: Option<u64>| deadline.is_some_and(|at| now >= at);
-        if passed(self.timers.connect_by) {
-            return Err(Disconnect::STALE);
-        }
-        if passed(self.timers.pong_by) {
-            return Err(Disconnect::NO_PONG);
+        if passed(self.timers.answer_by) {
+            return Err(if self.connected() {
+                Disconnect::NO_PONG
+            } else {
+                Disconnect::STALE
+            });
         }
         if passed(self.expiry()) {
             return Err(Disconnect::EXPIRED);
@@ -299,7 +296,7 @@ impl Session {
             let client = &self.node.config.client;
             self.timers.next_ping = now + client.ping_interval.as_millis() as u64;
             self.timers
-                .pong_by
+                .answer_by
                 .get_or_insert(now + client.pong_timeout.as_millis() as u64);
             self.send(Utf8Bytes::from(wire::SERVER_PING)).await?;
             self.refresh_presence().await;
@@ -309,15 +306,10 @@ impl Session {
 
     /// Tells the ticker the next deadline.
     fn schedule(&self) {
-        let next = [
-            self.timers.connect_by,
-            self.timers.pong_by,
-            self.expiry(),
-            self.ping_at(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        let next = [self.timers.answer_by, self.expiry(), self.ping_at()]
+            .into_iter()
+            .flatten()
+            .min();
         self.outbox.set_deadline(next);
     }
 
@@ -327,9 +319,15 @@ impl Session {
         (enabled && self.connected()).then_some(self.timers.next_ping)
     }
 
+    /// Seconds until the connection token expires, if it does.
+    fn expires_in(&self) -> Option<u32> {
+        self.expires_at
+            .map(|at| at.get().saturating_sub(unix_now()) as u32)
+    }
+
     /// When an expired connection token's grace ends.
     fn expiry(&self) -> Option<u64> {
-        let expires_at = self.expires_at?;
+        let expires_at = self.expires_at?.get();
         let left = Duration::from_secs(expires_at.saturating_sub(unix_now()));
         let grace = self.node.config.auth.token_refresh_grace;
         Some(self.node.clock_ms() + (left + grace).as_millis() as u64)
@@ -363,7 +361,7 @@ impl Session {
         ClientInfo {
             client: self.client(),
             user: self.user().to_owned(),
-            conn_info: self.conn_info.clone(),
+            conn_info: self.conn_info.as_deref().cloned(),
             chan_info,
         }
     }
@@ -433,7 +431,7 @@ impl Session {
                 Request::History(request) => self.history(&request.channel, request.query()).await,
                 Request::Ping => ReplyResult::Ping,
                 Request::Pong => {
-                    self.timers.pong_by = None;
+                    self.timers.answer_by = None;
                     continue;
                 }
                 Request::Send(_) => continue,
@@ -462,8 +460,8 @@ impl Session {
             match node.verifier.verify_connection(&request.token, unix_now()) {
                 Ok(claims) => {
                     user = claims.user;
-                    self.conn_info = claims.info;
-                    self.expires_at = claims.expires_at;
+                    self.conn_info = claims.info.map(Box::new);
+                    self.expires_at = claims.expires_at.and_then(NonZeroU64::new);
                     server_channels = claims.channels;
                 }
                 Err(TokenError::Expired) => {
@@ -479,6 +477,8 @@ impl Session {
             client: ClientId::random(),
             user,
         });
+        // Connected: the connect deadline is met.
+        self.timers.answer_by = None;
         self.timers.next_ping =
             node.clock_ms() + node.config.client.ping_interval.as_millis() as u64;
         let mut subs = Vec::new();
@@ -496,9 +496,7 @@ impl Session {
         Ok(ReplyResult::Connect(ConnectResult {
             client: self.client(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            expires_in: self
-                .expires_at
-                .map(|at| at.saturating_sub(unix_now()) as u32),
+            expires_in: self.expires_in(),
             subs,
             ping,
             pong: ping > 0,
@@ -582,7 +580,7 @@ impl Session {
             epoch: None,
             presence: namespace.presence,
             join_leave: namespace.join_leave,
-            chan_info,
+            chan_info: chan_info.map(Box::new),
         });
         if node.hub.subscribe(channel, self.conn, self.outbox.clone()) {
             if let Err(error) = node.broker.subscribe(channel).await {
@@ -659,7 +657,7 @@ impl Session {
             let _ = node.broker.remove_presence(channel, &self.client()).await;
         }
         if sub.join_leave {
-            let info = self.client_info(sub.chan_info);
+            let info = self.client_info(sub.chan_info.map(|info| *info));
             let _ = node.broker.publish_leave(channel, info).await;
         }
     }
@@ -671,7 +669,9 @@ impl Session {
         if !namespace.allow_publish || (self.user().is_empty() && !namespace.allow_anonymous) {
             return ReplyResult::Error(ReplyError::PERMISSION_DENIED);
         }
-        let chan_info = self.sub(&channel).and_then(|sub| sub.chan_info.clone());
+        let chan_info = self
+            .sub(&channel)
+            .and_then(|sub| sub.chan_info.as_deref().cloned());
         let info = self.client_info(chan_info);
         match api::publish(&self.node, &channel, data, Some(info), Vec::new(), false).await {
             Ok(_) => ReplyResult::Publish,
@@ -728,11 +728,9 @@ impl Session {
     fn refresh(&mut self, token: &str) -> Result<ReplyResult, Disconnect> {
         match self.node.verifier.verify_connection(token, unix_now()) {
             Ok(claims) if claims.user == self.user() => {
-                self.expires_at = claims.expires_at;
+                self.expires_at = claims.expires_at.and_then(NonZeroU64::new);
                 Ok(ReplyResult::Refresh(RefreshResult {
-                    expires_in: self
-                        .expires_at
-                        .map(|at| at.saturating_sub(unix_now()) as u32),
+                    expires_in: self.expires_in(),
                 }))
             }
             Ok(_) => Err(Disconnect::INVALID_TOKEN),
@@ -782,7 +780,7 @@ impl Session {
 
     async fn refresh_presence(&mut self) {
         for sub in self.subs.iter().filter(|sub| sub.presence) {
-            let info = self.client_info(sub.chan_info.clone());
+            let info = self.client_info(sub.chan_info.as_deref().cloned());
             let _ = self
                 .node
                 .broker
@@ -872,4 +870,27 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every idle connection holds one `Session` (and two `Sub`s in the
+    /// memory target of 15,000 connections × 2 channels): growing them
+    /// past these sizes moves them into a larger allocator size class.
+    #[test]
+    fn per_connection_state_stays_within_its_size_class() {
+        assert!(
+            size_of::<Session>() <= 384,
+            "Session: {}",
+            size_of::<Session>()
+        );
+        assert!(size_of::<Sub>() <= 56, "Sub: {}", size_of::<Sub>());
+        assert!(
+            size_of::<Outbox>() <= 176,
+            "Outbox: {}",
+            size_of::<Outbox>()
+        );
+    }
 }

@@ -92,6 +92,66 @@ async fn channels_claim_subscribes_on_the_server_side() {
     assert_eq!(push["push"]["pub"]["data"]["alert"], 1);
 }
 
+/// The close code the server ends `ws` with, skipping everything before.
+async fn close_code(ws: &mut tether::WebSocket<tether::MaybeTls>) -> u16 {
+    loop {
+        match ws.recv().await {
+            Some(Ok(Message::Close(frame))) => return frame.map_or(1005, |f| f.code.0),
+            Some(Ok(_)) => {}
+            other => panic!("ended without a close frame: {other:?}"),
+        }
+    }
+}
+
+/// One deadline per session serves two purposes: `connect` must arrive in
+/// time (else 3502), and once connected each ping must be answered (else
+/// 3012). A client that answers stays.
+#[tokio::test]
+async fn clients_must_connect_in_time_and_answer_pings() {
+    let config = format!("{CONFIG}\n").replace(
+        "pong_timeout = \"1s\"",
+        "pong_timeout = \"1s\"\nping_interval = \"1s\"",
+    );
+    let server = Tetherd::gateway(&config, &[]);
+    let open = || async { tether::connect(&server.gateway_url()).await.unwrap().0 };
+    let (mut silent, mut deaf, mut polite) = (open().await, open().await, open().await);
+    for ws in [&mut deaf, &mut polite] {
+        ws.send(Message::text("{\"id\":1,\"connect\":{}}"))
+            .await
+            .unwrap();
+        timeout(LIMIT, until(ws, r#""id":1"#)).await.unwrap();
+    }
+    let closed = async {
+        tokio::join!(
+            timeout(LIMIT, close_code(&mut deaf)),
+            timeout(LIMIT, close_code(&mut silent)),
+        )
+    };
+    // Meanwhile the polite client answers every ping ({}) with a pong ({}).
+    let answering = async {
+        loop {
+            let ping = until(&mut polite, "{}").await;
+            assert_eq!(ping, "{}");
+            polite.send(Message::text("{}")).await.unwrap();
+        }
+    };
+    let (deaf_code, silent_code) = tokio::select! {
+        codes = closed => codes,
+        () = answering => unreachable!("answers until the others are closed"),
+    };
+    assert_eq!(deaf_code.unwrap(), 3012, "no pong");
+    assert_eq!(silent_code.unwrap(), 3502, "no connect within the deadline");
+    polite
+        .send(Message::text(
+            "{\"id\":2,\"presence_stats\":{\"channel\":\"news:x\"}}",
+        ))
+        .await
+        .unwrap();
+    timeout(LIMIT, until(&mut polite, r#""id":2"#))
+        .await
+        .expect("the client that answers pings is still connected");
+}
+
 #[tokio::test]
 async fn subscriber_that_stops_reading_is_disconnected_as_slow() {
     let server = Tetherd::gateway(CONFIG, &[]);
