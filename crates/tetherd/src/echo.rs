@@ -12,7 +12,7 @@ use std::{
 };
 
 use tether::{
-    ConnectionLimiter, ConnectionPermit, Error, Initiator, Keepalive, Limits, Message,
+    CloseFrame, ConnectionLimiter, ConnectionPermit, Error, Initiator, Keepalive, Limits, Message,
     OriginPolicy, RateLimit, ServerConfig, TrySendError, WebSocket, deflate::DeflateConfig,
     handshake::server::Request,
 };
@@ -268,16 +268,12 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     config: Arc<ServerConfig>,
-    _permit: ConnectionPermit,
+    permit: ConnectionPermit,
 ) {
     no_delay(&stream);
-    // Boxed so the handshake's state is freed once it is done, instead of
-    // staying inside every connection's task for its whole life.
-    let accepted = Box::pin(tether::accept(stream, &config)).await;
-    // Unpacked by a plain function so neither the handshake's outcome nor
-    // the request stays inside every connection's future.
-    if let Some((ws, origin, path)) = unpack(accepted, peer) {
-        echo(ws, peer, origin, path, send_timeout(&config)).await;
+    let accepted = tether::accept(stream, &config).await;
+    if let Some(echo) = unpack(accepted, peer, send_timeout(&config)) {
+        echo.spawn(permit);
     }
 }
 
@@ -300,7 +296,7 @@ async fn tls_connection(
     peer: SocketAddr,
     tls: TlsAcceptor,
     config: Arc<ServerConfig>,
-    _permit: ConnectionPermit,
+    permit: ConnectionPermit,
 ) {
     no_delay(&stream);
     let deadline = Instant::now() + config.handshake_timeout;
@@ -316,8 +312,8 @@ async fn tls_connection(
     };
     match Box::pin(timeout_at(deadline, handshakes)).await {
         Ok(Some(accepted)) => {
-            if let Some((ws, origin, path)) = unpack(accepted, peer) {
-                echo(ws, peer, origin, path, send_timeout(&config)).await;
+            if let Some(echo) = unpack(accepted, peer, send_timeout(&config)) {
+                echo.spawn(permit);
             }
         }
         Ok(None) => {}
@@ -343,12 +339,12 @@ fn count_refusal(status: u16) -> u64 {
     REFUSALS[slot].fetch_add(1, Ordering::Relaxed) + 1
 }
 
-/// Logs a failed handshake, or returns the socket with the request's origin
-/// and path.
+/// Logs a failed handshake, or returns the connection to echo on.
 fn unpack<S>(
     accepted: Result<(WebSocket<S>, Request), Error>,
     peer: SocketAddr,
-) -> Option<(WebSocket<S>, String, String)> {
+    send_timeout: Duration,
+) -> Option<Box<Echo<S>>> {
     let (ws, request) = match accepted {
         Ok(accepted) => accepted,
         Err(Error::Handshake(refusal)) => {
@@ -362,69 +358,120 @@ fn unpack<S>(
             return None;
         }
     };
-    let origin = request.origin().unwrap_or("-").to_owned();
-    let path = request.path().to_owned();
-    Some((ws, origin, path))
+    Some(Box::new(Echo {
+        ws,
+        peer,
+        origin: request.origin().unwrap_or("-").into(),
+        path: request.path().into(),
+        send_timeout,
+        ending: None,
+    }))
 }
 
-/// Echoes until the connection closes, then logs how it ended.
-async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
-    mut ws: WebSocket<S>,
+/// One echoing connection. It lives in a box on a task of its own, driven
+/// by a method that takes the box, so that what stays in memory for each
+/// idle connection is this and a small future: nothing of the handshake's
+/// task, and no second copy of the socket (an async fn keeps its arguments
+/// and its locals apart, so a socket passed by value is stored twice).
+struct Echo<S> {
+    ws: WebSocket<S>,
     peer: SocketAddr,
-    origin: String,
-    path: String,
+    origin: Box<str>,
+    path: Box<str>,
     send_timeout: Duration,
-) {
-    let mut close = None;
-    let mut failure = None;
-    // Errors do not end the loop: the stream still flushes our close frame
-    // and shuts the transport down, then ends with `None`.
-    while let Some(received) = ws.recv().await {
-        match received {
-            Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
-                // Queue without waiting: the next recv() writes every queued
-                // echo in one batch before it waits for more input.
-                if let Err(TrySendError::Full(message)) = ws.try_send(message) {
-                    // Boxed: the slow path's timer need not live in every
-                    // idle connection's future.
-                    match Box::pin(timeout(send_timeout, ws.send(message))).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(error)) => {
-                            failure.get_or_insert(error);
-                        }
-                        Err(_) => {
-                            let reason = "the client stopped reading: outbound queue full";
-                            info!(%peer, %origin, %path, timeout = ?send_timeout, reason, "connection dropped");
+    ending: Option<Ending>,
+}
+
+/// How an echo connection ends, for its last log line.
+enum Ending {
+    /// The close frame received (`None` when it had no code).
+    Closed(Option<CloseFrame>),
+    /// The first error, which says more than a close frame after it.
+    Failed(Error),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Echo<S> {
+    /// Echoes on a task of its own; the connection counts against the
+    /// limits until it ends.
+    fn spawn(self: Box<Self>, permit: ConnectionPermit) {
+        tokio::spawn(async move {
+            let _permit = permit;
+            self.run().await;
+        });
+    }
+
+    /// Echoes until the connection closes, then logs how it ended.
+    async fn run(mut self: Box<Self>) {
+        // Errors do not end the loop: the stream still flushes our close
+        // frame and shuts the transport down, then ends with `None`.
+        while let Some(received) = self.ws.recv().await {
+            match received {
+                Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
+                    // Queue without waiting: the next recv() writes every
+                    // queued echo in one batch before it waits for more input.
+                    if let Err(TrySendError::Full(message)) = self.ws.try_send(message) {
+                        // Boxed: the slow path's state and timer need not
+                        // live in every idle connection's future.
+                        if !Box::pin(self.send_waiting(message)).await {
                             return;
                         }
                     }
                 }
+                Ok(Message::Close(frame)) => self.ended(Ending::Closed(frame)),
+                Ok(_) => {}
+                Err(error) => self.ended(Ending::Failed(error)),
             }
-            Ok(Message::Close(frame)) => close = frame,
-            Ok(_) => {}
-            Err(error) => {
-                failure.get_or_insert(error);
+        }
+        self.log_end();
+    }
+
+    /// Waits for room to queue `message`; `false` when the client stopped
+    /// reading.
+    async fn send_waiting(&mut self, message: Message) -> bool {
+        match timeout(self.send_timeout, self.ws.send(message)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(error)) => {
+                self.ended(Ending::Failed(error));
+                true
+            }
+            Err(_) => {
+                let (peer, origin, path) = (self.peer, &self.origin, &self.path);
+                let reason = "the client stopped reading: outbound queue full";
+                info!(%peer, %origin, %path, timeout = ?self.send_timeout, reason, "connection dropped");
+                false
             }
         }
     }
-    let by = match ws.closed_by() {
-        Some(Initiator::Local) => "server",
-        Some(Initiator::Peer) => "client",
-        None => "-",
-    };
-    match (failure, close) {
-        (Some(Error::Protocol(error)), _) => {
-            let code = error.close_code().0;
-            info!(%peer, %origin, %path, code, reason = %error, closed_by = by, "connection failed");
+
+    fn ended(&mut self, ending: Ending) {
+        if !matches!(self.ending, Some(Ending::Failed(_))) {
+            self.ending = Some(ending);
         }
-        (Some(error), _) => {
-            info!(%peer, %origin, %path, %error, closed_by = by, "connection failed")
+    }
+
+    fn log_end(&self) {
+        let (peer, origin, path) = (self.peer, &self.origin, &self.path);
+        let by = match self.ws.closed_by() {
+            Some(Initiator::Local) => "server",
+            Some(Initiator::Peer) => "client",
+            None => "-",
+        };
+        match &self.ending {
+            Some(Ending::Failed(Error::Protocol(error))) => {
+                let code = error.close_code().0;
+                info!(%peer, %origin, %path, code, reason = %error, closed_by = by, "connection failed");
+            }
+            Some(Ending::Failed(error)) => {
+                info!(%peer, %origin, %path, %error, closed_by = by, "connection failed")
+            }
+            Some(Ending::Closed(Some(frame))) => {
+                let (code, reason) = (frame.code.0, &frame.reason);
+                info!(%peer, %origin, %path, code, %reason, closed_by = by, "connection closed");
+            }
+            Some(Ending::Closed(None)) | None => {
+                info!(%peer, %origin, %path, closed_by = by, "connection closed")
+            }
         }
-        (None, Some(frame)) => {
-            let (code, reason) = (frame.code.0, frame.reason);
-            info!(%peer, %origin, %path, code, %reason, closed_by = by, "connection closed");
-        }
-        (None, None) => info!(%peer, %origin, %path, closed_by = by, "connection closed"),
     }
 }
 
