@@ -226,7 +226,14 @@ async fn read_request<S: AsyncRead + Unpin>(
         if let Some((request, consumed)) =
             tether_proto::handshake::server::parse_request(&buf, limits)?
         {
-            return Ok((request, buf.split_off(consumed).freeze()));
+            // Usually nothing follows the head: then the buffer is not split,
+            // which would allocate to share it.
+            let leftover = if consumed == buf.len() {
+                Bytes::new()
+            } else {
+                buf.split_off(consumed).freeze()
+            };
+            return Ok((request, leftover));
         }
     }
 }

@@ -22,8 +22,8 @@ use base64::engine::general_purpose::STANDARD;
 
 use super::extensions::{self, ExtensionOffer};
 use super::{
-    ClientHandshakeError, HeadFailure, HeadLimits, VERSION, accept_key, excerpt, has_token,
-    own_headers, parse_head, push_header, trim_ows, values,
+    ClientHandshakeError, HeadFailure, HeadLimits, HeaderLines, VERSION, accept_key, excerpt,
+    has_token, own_headers, parse_head, push_header, trim_ows, values,
 };
 use crate::deflate::{DeflateConfig, PerMessageDeflate};
 
@@ -200,7 +200,7 @@ impl PendingResponse {
         self.check(headers).map(|r| Some((r, consumed)))
     }
 
-    fn check(&self, headers: Vec<(String, Vec<u8>)>) -> Result<Response, ClientHandshakeError> {
+    fn check(&self, headers: HeaderLines) -> Result<Response, ClientHandshakeError> {
         if !has_token(&headers, "Upgrade", "websocket") {
             return Err(ClientHandshakeError::MissingUpgrade);
         }
@@ -268,7 +268,7 @@ pub struct Response {
     subprotocol: Option<String>,
     extensions: Vec<ExtensionOffer>,
     deflate: Option<PerMessageDeflate>,
-    headers: Vec<(String, Vec<u8>)>,
+    headers: HeaderLines,
 }
 
 impl Response {
@@ -297,7 +297,7 @@ impl Response {
 
     /// Every header line as `(name as sent, value)`, in order.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+        self.headers.iter()
     }
 }
 

@@ -22,8 +22,8 @@ use base64::engine::general_purpose::STANDARD;
 
 use super::extensions::{self, ExtensionOffer};
 use super::{
-    HandshakeError, HeadFailure, HeadLimits, VERSION, accept_key, excerpt, has_token, is_token,
-    own_headers, parse_head, push_header, trim_ows, values,
+    HandshakeError, HeadFailure, HeadLimits, HeaderLines, VERSION, accept_key, excerpt, has_token,
+    is_token, own_headers, parse_head, push_header, trim_ows, values,
 };
 use crate::deflate::{DeflateConfig, PerMessageDeflate};
 
@@ -38,7 +38,7 @@ pub struct Request {
     key: String,
     subprotocols: Vec<String>,
     extensions: Vec<ExtensionOffer>,
-    headers: Vec<(String, Vec<u8>)>,
+    headers: HeaderLines,
 }
 
 /// Parses an upgrade request head from the start of `buf`.
@@ -84,18 +84,14 @@ pub fn validate_upgrade<'h>(
     target: &str,
     headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
 ) -> Result<Request, HandshakeError> {
-    let headers = headers
-        .into_iter()
-        .map(|(n, v)| (n.to_owned(), v.to_vec()))
-        .collect();
-    validate(method, version, target, headers)
+    validate(method, version, target, headers.into_iter().collect())
 }
 
 fn validate(
     method: &str,
     version: (u8, u8),
     target: &str,
-    headers: Vec<(String, Vec<u8>)>,
+    headers: HeaderLines,
 ) -> Result<Request, HandshakeError> {
     if method != "GET" {
         return Err(HandshakeError::MethodNotGet(excerpt(method.as_bytes(), 32)));
@@ -127,13 +123,14 @@ fn validate(
     }
 
     {
-        let versions: Vec<&[u8]> = values(&headers, "Sec-WebSocket-Version").collect();
-        match versions.as_slice() {
-            [] => return Err(HandshakeError::MissingVersion),
-            [v] if trim_ows(v) == VERSION.as_bytes() => {}
-            vs => {
+        let mut versions = values(&headers, "Sec-WebSocket-Version");
+        match (versions.next(), versions.next()) {
+            (None, _) => return Err(HandshakeError::MissingVersion),
+            (Some(v), None) if trim_ows(v) == VERSION.as_bytes() => {}
+            _ => {
+                let versions: Vec<&[u8]> = values(&headers, "Sec-WebSocket-Version").collect();
                 return Err(HandshakeError::UnsupportedVersion(excerpt(
-                    &vs.join(&b", "[..]),
+                    &versions.join(&b", "[..]),
                     32,
                 )));
             }
@@ -199,8 +196,10 @@ fn parse_key(key: &[u8]) -> Result<String, HandshakeError> {
     if key.len() != 24 {
         return Err(HandshakeError::InvalidKey);
     }
-    match STANDARD.decode(key) {
-        Ok(raw) if raw.len() == 16 => {
+    // 24 base64 characters decode to at most 18 bytes: no allocation.
+    let mut raw = [0; 18];
+    match STANDARD.decode_slice(key, &mut raw) {
+        Ok(16) => {
             // base64 output is ASCII, so this never fails.
             String::from_utf8(key.to_vec()).map_err(|_| HandshakeError::InvalidKey)
         }
@@ -297,7 +296,7 @@ impl Request {
 
     /// Every header line as `(name as sent, value)`, in order.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+        self.headers.iter()
     }
 
     /// The first of `supported` (the server's preference order) that the
