@@ -258,7 +258,7 @@ pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 /// Turns Nagle's algorithm off on a connection accepted by [`listen`]: Linux
 /// copies `TCP_NODELAY` from the listener to every accepted socket, which
 /// saves a system call per connection; other systems get the call.
-fn no_delay(stream: &TcpStream) {
+pub(crate) fn no_delay(stream: &TcpStream) {
     if !cfg!(target_os = "linux") {
         let _ = stream.set_nodelay(true);
     }

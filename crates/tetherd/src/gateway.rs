@@ -21,7 +21,7 @@ use crate::{
     auth::Verifier,
     broker::{Broker, memory::MemoryBroker, redis::RedisBroker},
     config::{self, Config},
-    echo::listen,
+    echo::{listen, no_delay},
     http,
     node::Node,
     tls,
@@ -32,7 +32,10 @@ pub(crate) fn run(config: Config) -> io::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(serve(config))
+        // On a task, not as the `block_on` future: that one is polled on
+        // this thread, outside the workers, and every connection spawned
+        // from there would wake a worker (see `echo::run`).
+        .block_on(async { tokio::spawn(serve(config)).await? })
 }
 
 async fn serve(config: Config) -> io::Result<()> {
@@ -151,7 +154,7 @@ async fn connection(
     tls: Option<TlsAcceptor>,
     permit: Arc<tether::ConnectionPermit>,
 ) {
-    let _ = stream.set_nodelay(true);
+    no_delay(&stream);
     match tls {
         None => serve_http(node, stream, peer, permit).await,
         Some(tls) => {
