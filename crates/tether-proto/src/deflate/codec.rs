@@ -23,18 +23,21 @@ const POOL_MAX: usize = 8;
 
 thread_local! {
     static COMPRESSORS: RefCell<Vec<(u8, u32, Compress)>> = const { RefCell::new(Vec::new()) };
-    static DECOMPRESSORS: RefCell<Vec<Decompress>> = const { RefCell::new(Vec::new()) };
+    #[expect(clippy::vec_box, reason = "boxed as a connection holds them: moving one in or out allocates nothing")]
+    static DECOMPRESSORS: RefCell<Vec<Box<Decompress>>> = const { RefCell::new(Vec::new()) };
     static INFLATE_OUT: RefCell<Box<[u8]>> = RefCell::new(vec![0; INFLATE_CHUNK].into_boxed_slice());
 }
 
 /// A connection's permessage-deflate state.
 pub(crate) struct DeflateState {
     settings: PerMessageDeflate,
-    /// Only with context takeover on our side.
-    compressor: Option<Compress>,
+    /// Only with context takeover on our side. (The streams are boxed: a
+    /// zlib-rs stream handle is some 150 bytes, and most connections hold
+    /// none.)
+    compressor: Option<Box<Compress>>,
     /// Owned with context takeover on the peer's side; otherwise borrowed
     /// from the pool while one message is being inflated.
-    decompressor: Option<Decompress>,
+    decompressor: Option<Box<Decompress>>,
 }
 
 impl std::fmt::Debug for DeflateState {
@@ -77,9 +80,12 @@ impl DeflateState {
         if outgoing.no_context_takeover {
             return compress_fresh(outgoing.max_window_bits, self.settings.level, payload);
         }
-        let compressor = self
-            .compressor
-            .get_or_insert_with(|| new_compressor(outgoing.max_window_bits, self.settings.level));
+        let compressor = self.compressor.get_or_insert_with(|| {
+            Box::new(new_compressor(
+                outgoing.max_window_bits,
+                self.settings.level,
+            ))
+        });
         match deflate(compressor, payload) {
             Some(compressed) => Some(compressed),
             None => {
@@ -115,10 +121,10 @@ impl DeflateState {
             } else {
                 // Inflating with a larger window than the sender's is fine;
                 // zlib has no 8-bit raw window.
-                Decompress::new_with_window_bits(
+                Box::new(Decompress::new_with_window_bits(
                     false,
                     incoming.max_window_bits.max(MIN_COMPRESS_WINDOW_BITS),
-                )
+                ))
             }
         });
         let mut ended = inflate_bounded(decompressor, input, out, max);
@@ -184,10 +190,10 @@ pub(crate) fn compress_fresh(window_bits: u8, level: u32, payload: &[u8]) -> Opt
     Some(compressed)
 }
 
-fn pooled_decompressor() -> Decompress {
+fn pooled_decompressor() -> Box<Decompress> {
     DECOMPRESSORS
         .with_borrow_mut(Vec::pop)
-        .unwrap_or_else(|| Decompress::new(false))
+        .unwrap_or_else(|| Box::new(Decompress::new(false)))
 }
 
 /// Deflates `payload` with a sync flush and strips the flush's tail.
@@ -290,6 +296,18 @@ mod tests {
             threshold: 0,
             level: 6,
         }
+    }
+
+    #[test]
+    fn an_idle_connection_holds_a_small_state() {
+        // Every connection that negotiated deflate holds one; the streams
+        // are boxed so that one holding none stays this small.
+        assert!(
+            size_of::<DeflateState>() <= 32,
+            "DeflateState: {} bytes",
+            size_of::<DeflateState>()
+        );
+        assert!(!DeflateState::new(settings(true, true)).holds_streams());
     }
 
     fn round_trip(sender: &mut DeflateState, receiver: &mut DeflateState, message: &[u8]) -> usize {
