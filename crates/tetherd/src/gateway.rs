@@ -29,7 +29,11 @@ use crate::{
 
 /// Serves until SIGTERM or SIGINT, then drains.
 pub(crate) fn run(config: Config) -> io::Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.threads > 0 {
+        runtime.worker_threads(config.threads);
+    }
+    runtime
         .enable_all()
         .build()?
         // On a task, not as the `block_on` future: that one is polled on

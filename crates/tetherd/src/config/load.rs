@@ -44,6 +44,9 @@ pub(crate) struct Flags {
     /// `redis+cluster://host:port,host:port` [default: memory].
     #[arg(long, value_name = "URLS")]
     pub(crate) broker: Option<String>,
+    /// Runtime worker threads, 0 for one per CPU core [default: 0].
+    #[arg(long, value_name = "N")]
+    pub(crate) threads: Option<String>,
     /// Key for the HTTP API (auth.api_key). Command lines are visible to
     /// other local users: prefer TETHER_AUTH_API_KEY or the file.
     #[arg(long, value_name = "KEY")]
@@ -218,6 +221,7 @@ impl Layers {
         let scalars = [
             ("listen", &flags.listen, "--listen"),
             ("broker", &flags.broker, "--broker"),
+            ("threads", &flags.threads, "--threads"),
             ("auth.api_key", &flags.api_key, "--api-key"),
             (
                 "auth.token_hmac_secret",
@@ -724,10 +728,12 @@ mod tests {
             token_secret: Some("s".repeat(32)),
             allow_origins: vec!["*".into()],
             broker: Some("memory".into()),
+            threads: Some("2".into()),
             ..flags
         };
         let config = Config::load_from(&flags, vars).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:7002");
+        assert_eq!(config.threads, 2);
         assert_eq!(config.broker, Broker::Memory);
         assert_eq!(config.auth.api_key, "from-the-command-line-01");
         assert_eq!(config.auth.token_hmac_secret, "s".repeat(32));

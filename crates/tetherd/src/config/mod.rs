@@ -60,6 +60,8 @@ pub(crate) struct Config {
     pub(crate) broker: Broker,
     /// Log lines as "text" (for people) or "json" (one object per line).
     pub(crate) log_format: LogFormat,
+    /// Runtime worker threads: 0 for one per CPU core.
+    pub(crate) threads: usize,
     /// Serve wss:// and https:// with these PEM files; SIGHUP re-reads both.
     pub(crate) tls: Tls,
     /// Limits on what clients may do, and which web pages may connect.
@@ -370,6 +372,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             broker: Broker::Memory,
             log_format: LogFormat::Text,
+            threads: 0,
             tls: Tls::default(),
             security: Security::default(),
             auth: Auth::default(),

@@ -19,6 +19,9 @@ const MIN_API_KEY: usize = 16;
 const MIN_HMAC_SECRET: usize = 32;
 /// Longest namespace name.
 const MAX_NAMESPACE_NAME: usize = 64;
+/// Most runtime worker threads (tokio's own limit is higher; more than this
+/// is a typo).
+const MAX_THREADS: usize = 1024;
 
 impl Config {
     /// Checks the values together; every problem is reported, each with its
@@ -40,6 +43,13 @@ impl Config {
                 "is empty but tls.key is set: set both or neither".into(),
             ),
             _ => {}
+        }
+
+        if self.threads > MAX_THREADS {
+            refuse(
+                "threads",
+                format!("{} is more than {MAX_THREADS}", self.threads),
+            );
         }
 
         let security = &self.security;
@@ -229,6 +239,17 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         assert_eq!(errors(&Config::default()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn threads_are_bounded() {
+        let mut config = Config {
+            threads: 1024,
+            ..Config::default()
+        };
+        assert_eq!(errors(&config), Vec::<String>::new());
+        config.threads = 1025;
+        assert_eq!(errors(&config), ["threads: 1025 is more than 1024"]);
     }
 
     #[test]
