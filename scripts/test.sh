@@ -201,6 +201,13 @@ cargo build --release
 section "cargo test --release"
 cargo test --workspace --release
 
+section "benches/ (the side-by-side runner)"
+# Its own workspace (peer echo servers, not shipped): its checks and unit
+# tests, built into the main target directory as benches/run.sh does.
+cargo fmt --manifest-path benches/Cargo.toml -- --check
+CARGO_TARGET_DIR="$repo_root/target" cargo clippy --release --manifest-path benches/Cargo.toml --all-targets -- -D warnings
+CARGO_TARGET_DIR="$repo_root/target" cargo test --release --manifest-path benches/Cargo.toml
+
 if [[ $quick -eq 1 ]]; then
     echo
     echo "--quick: skipping fuzzing and the Autobahn|Testsuite"

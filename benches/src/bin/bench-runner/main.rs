@@ -7,7 +7,8 @@
 //!    ─► server, in an order that rotates each round:
 //!         taskset -c S  <server> --listen 127.0.0.1:PORT
 //!         taskset -c L  tether-load … --json --server-pid PID   (tcp-load for plain TCP)
-//!  ─► medians, min–max, tetherd ÷ peer ─► RESULTS.md
+//!         (tetherd-2t, two runtime threads: taskset -c S,L)
+//!  ─► medians, min–max, tetherd ÷ peer, 1 thread against 2 ─► RESULTS.md
 //! ```
 
 use std::{path::PathBuf, process::ExitCode};
@@ -50,7 +51,8 @@ struct Args {
     /// echo-64k, echo-1m, handshake, idle.
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
-    /// Run only these servers (comma-separated): tetherd,
+    /// Run only these servers (comma-separated): tetherd, tetherd-2t
+    /// (two runtime threads on both cores; echo-16 and echo-1k only),
     /// tokio-tungstenite, fastwebsockets, tokio-websockets, tcp.
     #[arg(long, value_delimiter = ',')]
     servers: Vec<String>,

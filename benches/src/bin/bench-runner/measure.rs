@@ -126,7 +126,15 @@ pub(crate) fn measure(
     scenario: &Scenario,
 ) -> Result<Measured, String> {
     let addr = free_address()?;
-    let mut command = pinned(settings, settings.server_core, server.program);
+    // Several runtime threads get the load generator's core too (the machine
+    // has two): the load generator then shares a core with the server, so
+    // server CPU per message, not msg/s, shows how the server scales.
+    let cores: &[usize] = if server.threads > 1 {
+        &[settings.server_core, settings.load_core]
+    } else {
+        &[settings.server_core]
+    };
+    let mut command = pinned(settings, cores, server.program);
     command
         .args(server.args)
         .args(["--listen", &addr])
@@ -156,7 +164,7 @@ fn load_command(settings: &Settings, websocket: bool, load: Load, addr: &str) ->
     let url = format!("ws://{addr}");
     let duration = settings.duration.to_string();
     let program = if websocket { "tether-load" } else { "tcp-load" };
-    let mut command = pinned(settings, settings.load_core, program);
+    let mut command = pinned(settings, &[settings.load_core], program);
     match load {
         Load::Echo {
             conns,
@@ -192,11 +200,12 @@ fn load_command(settings: &Settings, websocket: bool, load: Load, addr: &str) ->
     command
 }
 
-/// `taskset -c CORE BIN_DIR/PROGRAM`.
-fn pinned(settings: &Settings, core: usize, program: &str) -> Command {
+/// `taskset -c CORE,… BIN_DIR/PROGRAM`.
+fn pinned(settings: &Settings, cores: &[usize], program: &str) -> Command {
+    let cores: Vec<String> = cores.iter().map(usize::to_string).collect();
     let mut command = Command::new("taskset");
     command
-        .args(["-c", &core.to_string()])
+        .args(["-c", &cores.join(",")])
         .arg(settings.bin_dir.join(program));
     command
 }

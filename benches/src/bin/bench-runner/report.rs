@@ -1,16 +1,18 @@
 //! The Markdown written to `benches/RESULTS.md`: medians with min–max,
-//! tetherd's ratio to each peer, per-scenario details and machine notes.
+//! tetherd's ratio to each peer, how two runtime threads scale, per-scenario
+//! details and machine notes.
 
 use std::fmt::Write as _;
 
 use crate::{
     machine::Machine,
     measure::{Metric, Sample, Settings},
-    scenario::{Load, SERVERS, Scenario},
+    scenario::{LARGE_MESSAGE, Load, SERVERS, Scenario, TETHERD, TETHERD_TWO_THREADS},
 };
 
-/// Messages at least this large are reported by bytes per second.
-const LARGE_MESSAGE: usize = 64 * 1024;
+/// Issue #6's target: two runtime threads on two cores give at least this
+/// many times one thread's rate on one core.
+const SCALING_TARGET: f64 = 1.7;
 
 /// Everything a results page is made of.
 #[derive(Debug)]
@@ -97,6 +99,7 @@ pub(crate) fn render(inputs: &Inputs<'_>) -> String {
     let columns = columns(inputs.scenarios);
     summary(&mut out, inputs, &columns);
     ratios(&mut out, inputs, &columns);
+    scaling(&mut out, inputs);
     details(&mut out, inputs);
     warnings(&mut out, inputs);
     let _ = writeln!(out, "## Machine\n");
@@ -165,6 +168,12 @@ fn spread(inputs: &Inputs<'_>, scenario: usize, server: usize, metric: Metric) -
     Spread::of(values)
 }
 
+/// A table cell: the spread of `metric`, or a dash when nothing measured it.
+fn cell(inputs: &Inputs<'_>, scenario: usize, server: usize, metric: Metric) -> String {
+    spread(inputs, scenario, server, metric)
+        .map_or_else(|| "—".into(), |spread| spread.cell(metric))
+}
+
 fn header_row(out: &mut String, first: &str, headers: impl Iterator<Item = String>) {
     let headers: Vec<String> = headers.collect();
     let _ = writeln!(out, "| {first} | {} |", headers.join(" | "));
@@ -181,10 +190,7 @@ fn summary(out: &mut String, inputs: &Inputs<'_>, columns: &[Column]) {
     for &server in inputs.servers {
         let cells: Vec<String> = columns
             .iter()
-            .map(|column| {
-                spread(inputs, column.scenario, server, column.metric)
-                    .map_or_else(|| "—".into(), |spread| spread.cell(column.metric))
-            })
+            .map(|column| cell(inputs, column.scenario, server, column.metric))
             .collect();
         let _ = writeln!(out, "| {} | {} |", SERVERS[server].name, cells.join(" | "));
     }
@@ -192,8 +198,13 @@ fn summary(out: &mut String, inputs: &Inputs<'_>, columns: &[Column]) {
 }
 
 fn ratios(out: &mut String, inputs: &Inputs<'_>, columns: &[Column]) {
-    const TETHERD: usize = 0;
-    if !inputs.servers.contains(&TETHERD) || inputs.servers.len() < 2 {
+    let peers: Vec<usize> = inputs
+        .servers
+        .iter()
+        .copied()
+        .filter(|&server| server != TETHERD && SERVERS[server].threads == 1)
+        .collect();
+    if !inputs.servers.contains(&TETHERD) || peers.is_empty() {
         return;
     }
     let _ = writeln!(
@@ -216,7 +227,7 @@ fn ratios(out: &mut String, inputs: &Inputs<'_>, columns: &[Column]) {
             )
         }),
     );
-    for &peer in inputs.servers.iter().filter(|&&server| server != TETHERD) {
+    for peer in peers {
         let cells: Vec<String> = columns
             .iter()
             .map(|column| {
@@ -231,6 +242,82 @@ fn ratios(out: &mut String, inputs: &Inputs<'_>, columns: &[Column]) {
             })
             .collect();
         let _ = writeln!(out, "| {} | {} |", SERVERS[peer].name, cells.join(" | "));
+    }
+    out.push('\n');
+}
+
+/// One thread against two by server CPU per message: the load generator
+/// shares the second core with the two-thread server, so msg/s cannot show
+/// how it scales.
+fn scaling(out: &mut String, inputs: &Inputs<'_>) {
+    let two = &SERVERS[TETHERD_TWO_THREADS];
+    if !inputs.servers.contains(&TETHERD)
+        || !inputs.servers.contains(&TETHERD_TWO_THREADS)
+        || !inputs
+            .scenarios
+            .iter()
+            .any(|scenario| scenario.applies_to(two))
+    {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "## Two runtime threads\n\n`{}` is `tetherd {}` on cores {} and {}, the second shared with the load \
+         generator, so its msg/s does not show how it scales; its server CPU per message does. Scaling: 2 × \
+         server CPU/msg with 1 thread ÷ server CPU/msg with 2 threads, the rate two busy cores would give next \
+         to one. Target: ≥ {SCALING_TARGET}.\n",
+        two.name,
+        two.args.join(" "),
+        inputs.settings.server_core,
+        inputs.settings.load_core,
+    );
+    header_row(
+        out,
+        "scenario",
+        [
+            "1 thread: msg/s",
+            "1 thread: server CPU/msg",
+            "2 threads: msg/s",
+            "2 threads: server CPU/msg",
+            "2 threads: server CPU",
+            "scaling",
+            "target met",
+        ]
+        .into_iter()
+        .map(str::to_string),
+    );
+    for (index, scenario) in inputs.scenarios.iter().enumerate() {
+        if !scenario.applies_to(two) {
+            continue;
+        }
+        let cpu_each = |server| spread(inputs, index, server, Metric::ServerCpuEach);
+        let (scaling, met) = match (cpu_each(TETHERD), cpu_each(TETHERD_TWO_THREADS)) {
+            (Some(one_thread), Some(two_threads)) if two_threads.median > 0.0 => {
+                let scaling = two.threads as f64 * one_thread.median / two_threads.median;
+                let met = if scaling >= SCALING_TARGET {
+                    "yes"
+                } else {
+                    "no"
+                };
+                (format!("{scaling:.2}×"), met)
+            }
+            _ => ("—".into(), "—"),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {scaling} | {met} |",
+            scenario.title,
+            cell(inputs, index, TETHERD, Metric::MessagesPerSecond),
+            cell(inputs, index, TETHERD, Metric::ServerCpuEach),
+            cell(
+                inputs,
+                index,
+                TETHERD_TWO_THREADS,
+                Metric::MessagesPerSecond
+            ),
+            cell(inputs, index, TETHERD_TWO_THREADS, Metric::ServerCpuEach),
+            cell(inputs, index, TETHERD_TWO_THREADS, Metric::ServerCpu),
+        );
     }
     out.push('\n');
 }
@@ -287,10 +374,7 @@ fn details(out: &mut String, inputs: &Inputs<'_>) {
             }
             let mut cells: Vec<String> = metrics
                 .iter()
-                .map(|&(metric, _)| {
-                    spread(inputs, index, server, metric)
-                        .map_or_else(|| "—".into(), |spread| spread.cell(metric))
-                })
+                .map(|&(metric, _)| cell(inputs, index, server, metric))
                 .collect();
             let (ok, total) = inputs
                 .samples
@@ -377,5 +461,103 @@ mod tests {
         assert_eq!(format(Metric::MegabytesPerSecond, 2_950.0), "2.95 GB/s");
         assert_eq!(format(Metric::ServerCpuEach, 1.618), "1.62 µs");
         assert_eq!(format(Metric::RssPerConnection, 5_897.2), "5897 B");
+    }
+
+    /// One round of echo-16 and echo-1k against tetherd, tetherd-2t and
+    /// tokio-tungstenite (index 2), with the given server CPU per message.
+    fn page(cpu_each: [[f64; 3]; 2]) -> String {
+        let servers = [TETHERD, TETHERD_TWO_THREADS, 2];
+        let scenarios: Vec<Scenario> = crate::scenario::all(1000)
+            .into_iter()
+            .filter(|scenario| ["echo-16", "echo-1k"].contains(&scenario.name))
+            .collect();
+        let mut samples = Vec::new();
+        for (scenario, per_server) in cpu_each.iter().enumerate() {
+            for (&server, &cpu) in servers.iter().zip(per_server) {
+                let mut measured = crate::measure::Measured::default();
+                measured.values.insert(Metric::ServerCpuEach, cpu);
+                measured.values.insert(Metric::MessagesPerSecond, 1e6 / cpu);
+                measured.values.insert(Metric::ServerCpu, 1.0);
+                samples.push(Sample {
+                    round: 0,
+                    scenario,
+                    server,
+                    result: Ok(measured),
+                });
+            }
+        }
+        let machine = Machine {
+            cpu_model: "test".into(),
+            cores: 2,
+            kernel: "test".into(),
+            rustc: "test".into(),
+            date: "test".into(),
+            load_before: "0".into(),
+            crates: Vec::new(),
+        };
+        let settings = Settings {
+            bin_dir: std::path::PathBuf::new(),
+            duration: 1.0,
+            hold: 1.0,
+            server_core: 0,
+            load_core: 1,
+        };
+        render(&Inputs {
+            command: "",
+            note: None,
+            rounds: 1,
+            duration: 1.0,
+            hold: 1.0,
+            settings: &settings,
+            machine: &machine,
+            load_after: "0",
+            scenarios: &scenarios,
+            servers: &servers,
+            samples: &samples,
+        })
+    }
+
+    /// The lines of the section that `heading` opens.
+    fn section<'a>(page: &'a str, heading: &str) -> Vec<&'a str> {
+        page.split("\n## ")
+            .find(|section| section.starts_with(heading))
+            .unwrap_or_else(|| panic!("no section {heading} in:\n{page}"))
+            .lines()
+            .collect()
+    }
+
+    #[test]
+    fn two_threads_scale_by_server_cpu_per_message() {
+        let page = page([[1.0, 1.1, 2.0], [2.0, 2.5, 3.0]]);
+        let scaling = section(&page, "Two runtime threads");
+        assert!(
+            scaling.contains(
+                &"| 100×8 16 B | 1.00 M | 1.00 µs | 909 k | 1.10 µs | 100% | 1.82× | yes |"
+            ),
+            "{scaling:#?}"
+        );
+        assert!(
+            scaling.contains(
+                &"| 100×8 1 KiB | 500 k | 2.00 µs | 400 k | 2.50 µs | 100% | 1.60× | no |"
+            ),
+            "{scaling:#?}"
+        );
+    }
+
+    #[test]
+    fn two_threads_are_no_peer() {
+        let page = page([[1.0, 1.1, 2.0], [2.0, 2.5, 3.0]]);
+        let ratios = section(&page, "tetherd ÷ peer");
+        let rows: Vec<&str> = ratios
+            .iter()
+            .filter_map(|line| line.strip_prefix("| "))
+            .filter_map(|line| line.split(" |").next())
+            .collect();
+        assert_eq!(rows, ["tetherd ÷", "tokio-tungstenite"]);
+        assert!(
+            section(&page, "Summary")
+                .iter()
+                .any(|line| line.starts_with("| tetherd-2t |"))
+        );
     }
 }
