@@ -31,15 +31,6 @@ use crate::Error;
 /// partially received, so idle connections own no read buffer at all.
 const SCRATCH_LEN: usize = 64 * 1024;
 
-/// A first read at least this long marks the traffic as bulk: later reads
-/// into an empty buffer go straight into an owned one, skipping the scratch
-/// buffer and its copy.
-const BULK_READ: usize = 16 * 1024;
-
-/// What a bulk read may take at once: several large frames, so that most
-/// are decoded in place rather than copied into a grown buffer.
-const BULK_BUFFER: usize = 256 * 1024;
-
 /// Most chunks handed to one vectored write.
 const MAX_IOVECS: usize = 64;
 
@@ -89,7 +80,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 conn: Connection::new(role, config, now),
                 read_buf: BytesMut::from(&leftover[..]),
                 leftover: !leftover.is_empty(),
-                bulk: false,
                 written: 0,
                 max_buffered: DEFAULT_MAX_BUFFERED,
                 timer: None,
@@ -252,8 +242,6 @@ struct Pump {
     read_buf: BytesMut,
     /// `read_buf` holds bytes from the handshake not yet decoded.
     leftover: bool,
-    /// The last read into an empty buffer was at least [`BULK_READ`].
-    bulk: bool,
     /// Total bytes written, so a split half can tell the other it made room.
     written: u64,
     max_buffered: usize,
@@ -411,31 +399,12 @@ impl Pump {
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<usize>> {
         if self.read_buf.is_empty() {
-            if !self.bulk {
-                // Small messages: read into the thread's scratch buffer and
-                // keep only what arrived.
-                return SCRATCH.with_borrow_mut(|scratch| {
-                    let mut buf = ReadBuf::new(scratch);
-                    ready!(Pin::new(&mut *io).poll_read(cx, &mut buf))?;
-                    self.read_buf = BytesMut::from(buf.filled());
-                    self.bulk = buf.filled().len() >= BULK_READ;
-                    Poll::Ready(Ok(buf.filled().len()))
-                });
-            }
-            // Bulk: straight into an owned buffer, without the scratch copy.
-            self.read_buf.reserve(BULK_BUFFER);
-            let polled = tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut self.read_buf);
-            return match polled {
-                Poll::Ready(Ok(read)) => {
-                    self.bulk = read >= BULK_READ;
-                    Poll::Ready(Ok(read))
-                }
-                other => {
-                    // Nothing came: an idle connection holds no buffer.
-                    self.read_buf = BytesMut::new();
-                    other
-                }
-            };
+            return SCRATCH.with_borrow_mut(|scratch| {
+                let mut buf = ReadBuf::new(scratch);
+                ready!(Pin::new(&mut *io).poll_read(cx, &mut buf))?;
+                self.read_buf = BytesMut::from(buf.filled());
+                Poll::Ready(Ok(buf.filled().len()))
+            });
         }
         let missing = self
             .conn
@@ -672,48 +641,5 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WriteHalf<S> {
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         lock(&self.0).poll_half(false, cx, |pump, io, cx| pump.poll_close(io, cx))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    #[tokio::test]
-    async fn bulk_reads_skip_the_scratch_buffer_and_idle_connections_keep_none() {
-        let (server_io, client_io) = tokio::io::duplex(1 << 20);
-        let mut server =
-            WebSocket::from_raw(server_io, Role::Server, Config::default(), Bytes::new());
-        let mut client =
-            WebSocket::from_raw(client_io, Role::Client, Config::default(), Bytes::new());
-        let big = Message::Binary(Bytes::from(vec![7; 48 * 1024]));
-        for _ in 0..2 {
-            client.send(big.clone()).await.unwrap();
-            assert_eq!(server.recv().await.unwrap().unwrap(), big);
-            assert!(
-                server.pump.bulk,
-                "a large first read marks the traffic as bulk"
-            );
-        }
-        let quiet = tokio::time::timeout(Duration::from_millis(50), server.recv()).await;
-        assert!(quiet.is_err(), "nothing more was sent");
-        assert_eq!(
-            server.pump.read_buf.capacity(),
-            0,
-            "an idle connection holds no read buffer"
-        );
-        assert!(!server.pump.conn.has_queued());
-
-        client.send(Message::text("small")).await.unwrap();
-        assert_eq!(
-            server.recv().await.unwrap().unwrap(),
-            Message::text("small")
-        );
-        assert!(
-            !server.pump.bulk,
-            "small reads go through the scratch buffer again"
-        );
     }
 }
