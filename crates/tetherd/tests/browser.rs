@@ -15,7 +15,6 @@ use std::{
     fs,
     net::TcpListener,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     sync::{Mutex, MutexGuard},
     thread,
     time::{Duration, Instant},
@@ -23,7 +22,7 @@ use std::{
 
 use serde_json::Value;
 
-use common::{BROWSER_INSTALL_HINT, Tetherd, browser_dir, read_to_end};
+use common::{Tetherd, run_browser_script};
 
 /// The session cookie the page sets.
 const SESSION: &str = "tether-browser-test";
@@ -222,47 +221,12 @@ fn assert_log_shows(server: &Tetherd, allowed: &str, foreign: &str) {
 /// Runs `csws.mjs` against `ws_url` with one `--page` per origin and returns
 /// its reports, one per page, in order.
 fn run_browser(ws_url: &str, pages: &[&str], extra: &[&str]) -> Vec<Value> {
-    let dir = browser_dir();
-    let mut command = Command::new("node");
-    command
-        .current_dir(&dir)
-        .arg(dir.join("csws.mjs"))
-        .args(["--ws", ws_url, "--session", SESSION, "--timeout", "30"])
-        .args(extra);
+    let mut args = vec!["--ws", ws_url, "--session", SESSION, "--timeout", "30"];
+    args.extend(extra);
     for page in pages {
-        command.args(["--page", page]);
+        args.extend(["--page", page]);
     }
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("cannot run `node` ({error}): {}", BROWSER_INSTALL_HINT));
-    let stdout = read_to_end(child.stdout.take().expect("stdout is piped"));
-    let stderr = read_to_end(child.stderr.take().expect("stderr is piped"));
-    let deadline = Instant::now() + BROWSER_DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waits for node") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "csws.mjs ran past {BROWSER_DEADLINE:?}; stderr:\n{}",
-                stderr.join().unwrap_or_default()
-            );
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
-    let (stdout, stderr) = (
-        stdout.join().unwrap_or_default(),
-        stderr.join().unwrap_or_default(),
-    );
-    assert!(
-        status.success(),
-        "csws.mjs failed ({status}); stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    let stdout = run_browser_script("csws.mjs", &args, BROWSER_DEADLINE);
     let reports: Vec<Value> = stdout
         .lines()
         .filter(|line| line.starts_with('{'))
@@ -271,7 +235,7 @@ fn run_browser(ws_url: &str, pages: &[&str], extra: &[&str]) -> Vec<Value> {
     assert_eq!(
         reports.len(),
         pages.len(),
-        "one report per page; stdout:\n{stdout}\nstderr:\n{stderr}"
+        "one report per page; stdout:\n{stdout}"
     );
     reports
 }

@@ -8,15 +8,11 @@
 
 mod common;
 
-use std::{
-    process::{Command, Stdio},
-    thread,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use common::{BROWSER_INSTALL_HINT, Tetherd, browser_dir, read_to_end};
+use common::{Tetherd, run_browser_script};
 
 const API_KEY: &str = "pages-api-key-0123456789";
 
@@ -75,44 +71,11 @@ fn demo_page_shows_api_publications_and_dashboard_shows_the_node() {
 
 /// Runs `demo.mjs` against the gateway at `base` and returns its report.
 fn run_demo(base: &str) -> Value {
-    let dir = browser_dir();
-    let mut child = Command::new("node")
-        .current_dir(&dir)
-        .arg(dir.join("demo.mjs"))
-        .args(["--base", base, "--api-key", API_KEY, "--timeout", "30"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("cannot run `node` ({error}): {BROWSER_INSTALL_HINT}"));
-    let stdout = read_to_end(child.stdout.take().expect("stdout is piped"));
-    let stderr = read_to_end(child.stderr.take().expect("stderr is piped"));
-    let deadline = Instant::now() + BROWSER_DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waits for node") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "demo.mjs ran past {BROWSER_DEADLINE:?}; stderr:\n{}",
-                stderr.join().unwrap_or_default()
-            );
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
-    let (stdout, stderr) = (
-        stdout.join().unwrap_or_default(),
-        stderr.join().unwrap_or_default(),
-    );
-    assert!(
-        status.success(),
-        "demo.mjs failed ({status}); stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    let args = ["--base", base, "--api-key", API_KEY, "--timeout", "30"];
+    let stdout = run_browser_script("demo.mjs", &args, BROWSER_DEADLINE);
     let report = stdout
         .lines()
         .find(|line| line.starts_with('{'))
-        .unwrap_or_else(|| panic!("no report; stdout:\n{stdout}\nstderr:\n{stderr}"));
+        .unwrap_or_else(|| panic!("no report; stdout:\n{stdout}"));
     serde_json::from_str(report).expect("demo.mjs prints a JSON report")
 }
