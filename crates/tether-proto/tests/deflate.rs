@@ -414,3 +414,16 @@ fn client_told_to_use_an_eight_bit_window_sends_uncompressed() {
     let frames = decode_frames(&transmit(&mut client));
     assert_eq!((frames[0].rsv, frames[0].payload.len()), (0, 500));
 }
+
+#[test]
+fn an_encoded_frame_shows_its_payload_after_each_header_form() {
+    for len in [10, 200, 70_000] {
+        let text = "x".repeat(len);
+        let frame = FrameEncoding::Plain
+            .encode(&Message::Text(text.clone().into()))
+            .unwrap();
+        assert_eq!(frame.payload(), text.as_bytes());
+        assert!(frame.as_bytes().ends_with(text.as_bytes()));
+        assert!(frame.as_bytes().len() > len);
+    }
+}

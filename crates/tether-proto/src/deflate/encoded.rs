@@ -67,6 +67,7 @@ impl FrameEncoding {
         bytes.put_slice(payload);
         Ok(EncodedFrame {
             bytes: bytes.freeze(),
+            header_len: header.encoded_len() as u8,
             window_bits,
         })
     }
@@ -76,6 +77,8 @@ impl FrameEncoding {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedFrame {
     bytes: Bytes,
+    /// Where the payload starts in `bytes` (a server header is 2 to 10 bytes).
+    header_len: u8,
     /// The window it was compressed with, if it was.
     window_bits: Option<u8>,
 }
@@ -84,6 +87,11 @@ impl EncodedFrame {
     /// The frame as it goes on the wire.
     pub fn as_bytes(&self) -> &Bytes {
         &self.bytes
+    }
+
+    /// The payload as it goes on the wire (compressed, if it is).
+    pub fn payload(&self) -> &[u8] {
+        &self.bytes[usize::from(self.header_len)..]
     }
 
     /// Whether the payload is compressed (RSV1 set).
