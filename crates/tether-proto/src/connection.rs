@@ -561,6 +561,11 @@ impl Connection {
         self.state == State::Closed && self.buffered_amount() == 0
     }
 
+    /// When bytes last arrived (the handshake's time until then).
+    pub fn last_received(&self) -> Instant {
+        self.last_received
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) wants to run next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {

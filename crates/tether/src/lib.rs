@@ -18,10 +18,14 @@
 //!
 //! Idle connections hold no read or write buffer: reads land in a
 //! per-thread scratch buffer and only a partial frame is kept; outgoing
-//! frames are queued only until written.
+//! frames are queued only until written. A server can go further and park
+//! quiet connections without a task or timer each
+//! ([`WebSocket::recv_or_idle`], [`WebSocket::into_dormant`], [`IdlePool`]).
 
 pub mod client;
 mod error;
+#[cfg(unix)]
+mod idle;
 mod limiter;
 mod origin;
 pub mod server;
@@ -29,10 +33,14 @@ mod stream;
 
 pub use client::{ClientConfig, MaybeTls, connect, connect_with};
 pub use error::Error;
+#[cfg(unix)]
+pub use idle::{Dormant, IdlePool, Parker};
 pub use limiter::{ConnectionLimiter, ConnectionPermit};
 pub use origin::{InvalidOrigin, OriginPattern, OriginPolicy};
 pub use server::{ServerConfig, accept, accept_with, reject};
-pub use stream::{DEFAULT_MAX_BUFFERED, ReadHalf, TrySendError, WebSocket, WriteHalf};
+pub use stream::{
+    DEFAULT_MAX_BUFFERED, DormantWebSocket, ReadHalf, Received, TrySendError, WebSocket, WriteHalf,
+};
 pub use tether_proto::{
     CloseCode, CloseFrame, Config, Initiator, Keepalive, Limits, Message, ProtocolError, RateLimit,
     Role, Utf8Bytes, deflate, handshake,

@@ -11,6 +11,7 @@ use std::{
     pin::Pin,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     task::{Context, Poll, Waker, ready},
+    time::Duration,
 };
 
 use bytes::{Bytes, BytesMut};
@@ -22,6 +23,7 @@ use tether_proto::{
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
     time::{Instant, Sleep, sleep_until},
 };
 
@@ -89,6 +91,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 finish_by: None,
                 done: false,
                 write_failed: false,
+                woken: false,
             },
         }
     }
@@ -112,6 +115,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// closed and the transport shut down. Cancellation safe.
     pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
         std::future::poll_fn(|cx| self.pump.poll_next(&mut self.io, cx)).await
+    }
+
+    /// Like [`recv`](Self::recv), but returns [`Received::Idle`] once the
+    /// connection has nothing in flight either way and nothing arrived for
+    /// `quiet` (at once with `Duration::ZERO`): the moment a server may park
+    /// it with [`into_dormant`](WebSocket::into_dormant). Cancellation safe.
+    pub async fn recv_or_idle(&mut self, quiet: Duration) -> Received {
+        std::future::poll_fn(|cx| self.pump.poll_received(&mut self.io, cx, Some(quiet))).await
     }
 
     /// Queues `message` (waiting while the outbound queue is full) and
@@ -188,6 +199,75 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 }
 
+/// What [`WebSocket::recv_or_idle`] returns.
+#[derive(Debug)]
+pub enum Received {
+    /// A message, ping, pong or close.
+    Message(Message),
+    /// What [`WebSocket::recv`] reports as `Some(Err(_))`.
+    Error(Error),
+    /// Nothing in flight and nothing received for the quiet period.
+    Idle,
+    /// Closed and the transport shut down ([`WebSocket::recv`]'s `None`).
+    Ended,
+}
+
+impl WebSocket<TcpStream> {
+    /// Takes the socket out of the runtime, so that a connection with
+    /// nothing to do needs neither a task nor a timer: an
+    /// [`IdlePool`](crate::IdlePool) watches it and hands it back when
+    /// bytes arrive or its [`deadline`](DormantWebSocket::deadline) comes.
+    /// Meant for [`Received::Idle`]; anything still queued waits until then.
+    pub fn into_dormant(mut self) -> io::Result<DormantWebSocket> {
+        self.pump.timer = None;
+        Ok(DormantWebSocket {
+            io: self.io.into_std()?,
+            pump: self.pump,
+        })
+    }
+}
+
+/// A WebSocket whose socket is out of the runtime: a protocol state and a
+/// file descriptor, nothing else. [`wake`](Self::wake) turns it back into a
+/// [`WebSocket`].
+pub struct DormantWebSocket {
+    io: std::net::TcpStream,
+    pump: Pump,
+}
+
+impl DormantWebSocket {
+    /// Registers the socket with the runtime again. Call it from within one.
+    pub fn wake(self) -> io::Result<WebSocket<TcpStream>> {
+        let mut pump = self.pump;
+        pump.woken = true;
+        Ok(WebSocket {
+            io: TcpStream::from_std(self.io)?,
+            pump,
+        })
+    }
+
+    /// When the connection must run even if nothing arrives: a keepalive
+    /// ping, the pong's deadline, the idle timeout.
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        self.pump.conn.poll_timeout()
+    }
+}
+
+#[cfg(unix)]
+impl std::os::fd::AsRawFd for DormantWebSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.io.as_raw_fd()
+    }
+}
+
+impl fmt::Debug for DormantWebSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DormantWebSocket")
+            .field("peer", &self.io.peer_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<S> fmt::Debug for WebSocket<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebSocket")
@@ -258,6 +338,10 @@ struct Pump {
     done: bool,
     /// A write failed; nothing more is written.
     write_failed: bool,
+    /// Back from dormancy and nothing read yet: the runtime learns the
+    /// socket's readiness only on its next turn, so the first `Pending`
+    /// does not mean the peer is quiet.
+    woken: bool,
 }
 
 impl Pump {
@@ -266,6 +350,23 @@ impl Pump {
         io: &mut dyn Transport,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Message, Error>>> {
+        self.poll_received(io, cx, None)
+            .map(|received| match received {
+                Received::Message(message) => Some(Ok(message)),
+                Received::Error(error) => Some(Err(error)),
+                Received::Ended => None,
+                Received::Idle => unreachable!("idle is only reported with a quiet period"),
+            })
+    }
+
+    /// The next message; with `quiet`, [`Received::Idle`] once nothing is in
+    /// flight and nothing arrived for that long.
+    fn poll_received(
+        &mut self,
+        io: &mut dyn Transport,
+        cx: &mut Context<'_>,
+        quiet: Option<Duration>,
+    ) -> Poll<Received> {
         loop {
             if let Some(event) = self.conn.poll_event() {
                 let message = match event {
@@ -287,16 +388,16 @@ impl Pump {
                     // Events added to the core later are not for the application.
                     _ => continue,
                 };
-                return Poll::Ready(Some(Ok(message)));
+                return Poll::Ready(Received::Message(message));
             }
             if let Some(error) = self.pending_error.take() {
-                return Poll::Ready(Some(Err(*error)));
+                return Poll::Ready(Received::Error(*error));
             }
             if self.done {
-                return Poll::Ready(None);
+                return Poll::Ready(Received::Ended);
             }
             if self.conn.state() == State::Closed {
-                return self.poll_finish(io, cx).map(|()| None);
+                return self.poll_finish(io, cx).map(|()| Received::Ended);
             }
             // Write errors are not reported here: the peer's close frame or
             // reset may still be waiting on the read side, and it says more.
@@ -311,10 +412,16 @@ impl Pump {
                 continue;
             }
             let filled = match self.poll_fill(io, cx) {
-                Poll::Ready(filled) => filled,
+                Poll::Ready(filled) => {
+                    self.woken = false;
+                    filled
+                }
                 Poll::Pending => {
                     self.release_idle_buffers();
-                    return Poll::Pending;
+                    return match quiet {
+                        Some(quiet) if self.is_idle() => self.poll_quiet(cx, quiet),
+                        _ => Poll::Pending,
+                    };
                 }
             };
             match filled {
@@ -323,9 +430,32 @@ impl Pump {
                     self.conn.receive_eof();
                 }
                 Ok(_) => self.decode(),
-                Err(error) => return Poll::Ready(Some(Err(self.fail_io(error)))),
+                Err(error) => return Poll::Ready(Received::Error(self.fail_io(error))),
             }
         }
+    }
+
+    /// Whether the connection is open and has nothing to deliver or write.
+    fn is_idle(&self) -> bool {
+        self.conn.state() == State::Open
+            && !self.conn.has_queued()
+            && self.pending_error.is_none()
+            && !(self.leftover || self.eof || self.done || self.write_failed || self.woken)
+    }
+
+    /// Idle once `quiet` has passed since the last input; until then the
+    /// timer also wakes the task for that (it holds the earlier of this and
+    /// the core's deadline).
+    fn poll_quiet(&mut self, cx: &mut Context<'_>, quiet: Duration) -> Poll<Received> {
+        let idle_at = Instant::from_std(self.conn.last_received()) + quiet;
+        if idle_at <= Instant::now() {
+            return Poll::Ready(Received::Idle);
+        }
+        if self.poll_deadline(cx, idle_at).is_ready() {
+            // Either moment passed while polling: look again from the top.
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
     }
 
     /// About to wait for the peer: give back queue capacity left over from
