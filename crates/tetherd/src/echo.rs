@@ -3,6 +3,7 @@
 use std::{
     io,
     net::SocketAddr,
+    os::fd::{AsRawFd, RawFd},
     path::PathBuf,
     sync::{
         Arc,
@@ -12,9 +13,9 @@ use std::{
 };
 
 use tether::{
-    CloseFrame, ConnectionLimiter, ConnectionPermit, Error, Initiator, Keepalive, Limits, Message,
-    OriginPolicy, RateLimit, ServerConfig, TrySendError, WebSocket, deflate::DeflateConfig,
-    handshake::server::Request,
+    CloseFrame, ConnectionLimiter, ConnectionPermit, Dormant, DormantWebSocket, Error, IdlePool,
+    Initiator, Keepalive, Limits, Message, OriginPolicy, Parker, RateLimit, Received, ServerConfig,
+    TrySendError, WebSocket, deflate::DeflateConfig, handshake::server::Request,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -188,6 +189,26 @@ async fn serve(args: Args) -> io::Result<()> {
     let scheme = if tls.is_some() { "wss" } else { "ws" };
     info!(listen = %listener.local_addr()?, scheme = %scheme, "tetherd echo listening");
     let limiter = ConnectionLimiter::new(args.max_connections, args.max_connections_per_ip);
+    let mut idle: IdlePool<Parked> = IdlePool::new()?;
+    let parker = idle.parker();
+    let waking = async {
+        loop {
+            idle.next().await?.resume(parker.clone());
+        }
+    };
+    tokio::select! {
+        result = accept_loop(listener, tls, config, limiter, parker.clone()) => result,
+        result = waking => result,
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    config: Arc<ServerConfig>,
+    limiter: Arc<ConnectionLimiter>,
+    parker: Parker<Parked>,
+) -> io::Result<()> {
     // Refusals linger briefly to answer with a 503; cap how many at once so
     // a flood beyond the limits cannot grow without bound.
     let refusals = Arc::new(Semaphore::new(256));
@@ -195,7 +216,8 @@ async fn serve(args: Args) -> io::Result<()> {
         match listener.accept().await {
             Ok((stream, peer)) => match (limiter.try_acquire(peer.ip()), &tls) {
                 (Ok(permit), None) => {
-                    tokio::spawn(connection(stream, peer, config.clone(), permit));
+                    let parker = parker.clone();
+                    tokio::spawn(connection(stream, peer, config.clone(), permit, parker));
                 }
                 (Ok(permit), Some(tls)) => {
                     let (tls, config) = (tls.clone(), config.clone());
@@ -269,11 +291,12 @@ async fn connection(
     peer: SocketAddr,
     config: Arc<ServerConfig>,
     permit: ConnectionPermit,
+    parker: Parker<Parked>,
 ) {
     no_delay(&stream);
     let accepted = tether::accept(stream, &config).await;
-    if let Some(echo) = unpack(accepted, peer, send_timeout(&config)) {
-        echo.spawn(permit);
+    if let Some(echo) = unpack(accepted, peer, send_timeout(&config), permit) {
+        tokio::spawn(echo.run_parking(PARK_FRESH_AFTER, parker));
     }
 }
 
@@ -312,8 +335,8 @@ async fn tls_connection(
     };
     match Box::pin(timeout_at(deadline, handshakes)).await {
         Ok(Some(accepted)) => {
-            if let Some(echo) = unpack(accepted, peer, send_timeout(&config)) {
-                echo.spawn(permit);
+            if let Some(echo) = unpack(accepted, peer, send_timeout(&config), permit) {
+                tokio::spawn(echo.run());
             }
         }
         Ok(None) => {}
@@ -344,7 +367,8 @@ fn unpack<S>(
     accepted: Result<(WebSocket<S>, Request), Error>,
     peer: SocketAddr,
     send_timeout: Duration,
-) -> Option<Box<Echo<S>>> {
+    permit: ConnectionPermit,
+) -> Option<Box<Echo<WebSocket<S>>>> {
     let (ws, request) = match accepted {
         Ok(accepted) => accepted,
         Err(Error::Handshake(refusal)) => {
@@ -365,21 +389,40 @@ fn unpack<S>(
         path: request.path().into(),
         send_timeout,
         ending: None,
+        _permit: permit,
     }))
 }
 
-/// One echoing connection. It lives in a box on a task of its own, driven
-/// by a method that takes the box, so that what stays in memory for each
-/// idle connection is this and a small future: nothing of the handshake's
-/// task, and no second copy of the socket (an async fn keeps its arguments
-/// and its locals apart, so a socket passed by value is stored twice).
-struct Echo<S> {
-    ws: WebSocket<S>,
+/// How long a plain connection stays on its task after its last input
+/// before it is parked in the idle pool: long enough that a connection in
+/// steady use is not parked between bursts (parking and waking cost four
+/// system calls and a task spawn).
+const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// The same for a connection that has said nothing since its upgrade: most
+/// clients speak at once (or close at once), and those that do not are
+/// parked before thousands of them pile up as tasks.
+const PARK_FRESH_AFTER: Duration = Duration::from_millis(20);
+
+/// An echo connection with nothing to do: no task, no timer, no buffers.
+type Parked = Box<Echo<DormantWebSocket>>;
+
+/// One echoing connection, `W` its socket: a [`WebSocket`] while it runs,
+/// a [`DormantWebSocket`] while it waits in the idle pool. It lives in a
+/// box, driven by a method that takes the box, so that a running
+/// connection's task holds this and a small future: nothing of the
+/// handshake's task, and no second copy of the socket (an async fn keeps
+/// its arguments and its locals apart, so a socket passed by value is
+/// stored twice).
+struct Echo<W> {
+    ws: W,
     peer: SocketAddr,
     origin: Box<str>,
     path: Box<str>,
     send_timeout: Duration,
     ending: Option<Ending>,
+    /// The connection counts against the limits until it ends.
+    _permit: ConnectionPermit,
 }
 
 /// How an echo connection ends, for its last log line.
@@ -390,39 +433,148 @@ enum Ending {
     Failed(Error),
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Echo<S> {
-    /// Echoes on a task of its own; the connection counts against the
-    /// limits until it ends.
-    fn spawn(self: Box<Self>, permit: ConnectionPermit) {
-        tokio::spawn(async move {
-            let _permit = permit;
-            self.run().await;
-        });
+impl<W> Echo<W> {
+    /// The socket, and the rest of the connection to put another form of
+    /// it in.
+    fn take_ws(self) -> (W, Echo<()>) {
+        let Self {
+            ws,
+            peer,
+            origin,
+            path,
+            send_timeout,
+            ending,
+            _permit,
+        } = self;
+        let rest = Echo {
+            ws: (),
+            peer,
+            origin,
+            path,
+            send_timeout,
+            ending,
+            _permit,
+        };
+        (ws, rest)
     }
 
+    fn dropped(&self, error: &io::Error, reason: &str) {
+        let (peer, origin, path) = (self.peer, &self.origin, &self.path);
+        info!(%peer, %origin, %path, %error, reason, "connection dropped");
+    }
+}
+
+impl Echo<()> {
+    fn with_ws<W>(self, ws: W) -> Box<Echo<W>> {
+        let Self {
+            peer,
+            origin,
+            path,
+            send_timeout,
+            ending,
+            _permit,
+            ..
+        } = self;
+        Box::new(Echo {
+            ws,
+            peer,
+            origin,
+            path,
+            send_timeout,
+            ending,
+            _permit,
+        })
+    }
+}
+
+impl Dormant for Echo<DormantWebSocket> {
+    fn deadline(&self) -> Option<std::time::Instant> {
+        self.ws.deadline()
+    }
+}
+
+impl AsRawFd for Echo<DormantWebSocket> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.ws.as_raw_fd()
+    }
+}
+
+impl Echo<DormantWebSocket> {
+    /// Back from the idle pool: runs on a task of its own again.
+    fn resume(self: Box<Self>, parker: Parker<Parked>) {
+        let (dormant, echo) = (*self).take_ws();
+        match dormant.wake() {
+            Ok(ws) => {
+                tokio::spawn(echo.with_ws(ws).run_parking(PARK_AFTER, parker));
+            }
+            Err(error) => echo.dropped(&error, "the runtime refused the socket back"),
+        }
+    }
+}
+
+impl Echo<WebSocket<TcpStream>> {
+    /// Echoes until the connection closes, parking it in the idle pool
+    /// whenever nothing arrived for `quiet` and nothing is in flight.
+    async fn run_parking(mut self: Box<Self>, mut quiet: Duration, parker: Parker<Parked>) {
+        loop {
+            let received = match self.ws.recv_or_idle(quiet).await {
+                Received::Message(message) => Ok(message),
+                Received::Error(error) => Err(error),
+                Received::Idle => return self.park(&parker),
+                Received::Ended => break,
+            };
+            if !self.handle(received).await {
+                return;
+            }
+            quiet = PARK_AFTER;
+        }
+        self.log_end();
+    }
+
+    fn park(self: Box<Self>, parker: &Parker<Parked>) {
+        let (ws, echo) = (*self).take_ws();
+        match ws.into_dormant() {
+            Ok(dormant) => {
+                if let Err((parked, error)) = parker.park(echo.with_ws(dormant)) {
+                    parked.dropped(&error, "the idle pool refused the socket");
+                }
+            }
+            Err(error) => echo.dropped(&error, "the runtime did not let the socket go"),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Echo<WebSocket<S>> {
     /// Echoes until the connection closes, then logs how it ended.
     async fn run(mut self: Box<Self>) {
         // Errors do not end the loop: the stream still flushes our close
         // frame and shuts the transport down, then ends with `None`.
         while let Some(received) = self.ws.recv().await {
-            match received {
-                Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
-                    // Queue without waiting: the next recv() writes every
-                    // queued echo in one batch before it waits for more input.
-                    if let Err(TrySendError::Full(message)) = self.ws.try_send(message) {
-                        // Boxed: the slow path's state and timer need not
-                        // live in every idle connection's future.
-                        if !Box::pin(self.send_waiting(message)).await {
-                            return;
-                        }
-                    }
-                }
-                Ok(Message::Close(frame)) => self.ended(Ending::Closed(frame)),
-                Ok(_) => {}
-                Err(error) => self.ended(Ending::Failed(error)),
+            if !self.handle(received).await {
+                return;
             }
         }
         self.log_end();
+    }
+
+    /// Echoes a message or notes how the connection ends; `false` when the
+    /// client stopped reading and the connection is dropped.
+    async fn handle(&mut self, received: Result<Message, Error>) -> bool {
+        match received {
+            Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
+                // Queue without waiting: the next recv() writes every
+                // queued echo in one batch before it waits for more input.
+                if let Err(TrySendError::Full(message)) = self.ws.try_send(message) {
+                    // Boxed: the slow path's state and timer need not
+                    // live in every idle connection's future.
+                    return Box::pin(self.send_waiting(message)).await;
+                }
+            }
+            Ok(Message::Close(frame)) => self.ended(Ending::Closed(frame)),
+            Ok(_) => {}
+            Err(error) => self.ended(Ending::Failed(error)),
+        }
+        true
     }
 
     /// Waits for room to queue `message`; `false` when the client stopped
