@@ -177,6 +177,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.send(Message::Close(Some(frame))).await
     }
 
+    /// The connection's configuration (limits, keepalive, timeouts).
+    pub fn config(&self) -> &Config {
+        self.pump.conn.config()
+    }
+
     /// Who started the closing, once the connection is closed.
     pub fn closed_by(&self) -> Option<Initiator> {
         self.pump.closed_by
