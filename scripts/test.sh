@@ -4,7 +4,7 @@
 # Works on a fresh Debian machine (as root): it first installs whatever the tests need, each
 # install idempotent and near-instant when already done, then runs, stopping at the first failure:
 #
-#   fmt -> clippy -> release build -> tests (with the Python/Node interop peers)
+#   fmt -> clippy -> doc -> release build -> tests (with the Python/Node interop peers)
 #       -> short fuzz run per target -> Autobahn|Testsuite, server mode and client mode
 #       (1.*-11.*, then the permessage-deflate cases 12.* and 13.*)
 #
@@ -194,6 +194,9 @@ if [[ $have_fuzz -eq 1 ]]; then
     # The fuzz crate is its own workspace, so the line above does not lint it.
     (cd fuzz && cargo clippy --all-targets -- -D warnings)
 fi
+
+section "cargo doc (broken links fail)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
 section "cargo build --release"
 cargo build --release

@@ -562,7 +562,7 @@ impl Session {
     /// Subscribes to `channel` (already authorized), recovering from `since`.
     /// The hub subscription comes first so no live publication can fall
     /// between the history read and the live stream; duplicates are dropped
-    /// in [`Session::deliver`].
+    /// in [`Session::admits`].
     async fn join_channel(
         &mut self,
         channel: &str,
