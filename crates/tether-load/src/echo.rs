@@ -3,13 +3,24 @@
 //! Each connection keeps `--inflight` messages outstanding: it sends that
 //! many, then one more for every echo it gets back. Every message carries its
 //! sequence number and a pattern derived from it, and every echo is compared
-//! with what was sent. Latency is measured per message, from the moment it
-//! was queued to the moment its echo was decoded.
+//! byte for byte with what was sent. Latency is measured per message, from
+//! the moment it was queued to the moment its echo was read.
+//!
+//! The client must cost less CPU per message than the server it loads, so it
+//! drives each socket itself ([`wire`]): per wakeup it reads all the socket
+//! holds, checks every echo in place, and writes the messages owed in one
+//! write. The clock is read once per read and once per batch of sends, not
+//! per message: the echoes found by one read all reached this process at
+//! that read, and the messages of one batch all leave in the same write, so
+//! per-message clock reads would only add the nanoseconds spent decoding or
+//! encoding in between. Every message still gets its own latency sample.
+
+mod plan;
+mod wire;
 
 use std::{
     collections::VecDeque,
     io::{IsTerminal, Write as _},
-    ops::Range,
     pin::pin,
     sync::{
         Arc, Mutex, PoisonError,
@@ -18,16 +29,21 @@ use std::{
     time::Duration,
 };
 
-use bytes::{BufMut, BytesMut};
 use hdrhistogram::Histogram;
-use tether::{ClientConfig, CloseCode, Limits, Message, TrySendError, Utf8Bytes, WebSocket};
+use tether::{ClientConfig, CloseCode};
+use tether_proto::frame::{FrameHeader, OpCode};
 use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpStream,
     sync::{mpsc, watch},
     task::JoinSet,
-    time::{Instant, sleep_until, timeout},
+    time::{Instant, sleep_until},
 };
 
+use self::{
+    plan::Plan,
+    wire::{Event, Inbox, MAX_CONTROL_FRAME, Outbox, Verdict},
+};
 use crate::{
     report::{Cpu, EchoReport, ErrorCounts, latency_histogram},
     spread::{self, Dialer, Target},
@@ -37,22 +53,23 @@ use crate::{
 /// How long closing may take once the measured interval is over.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Latency samples a connection collects before adding them to the shared
-/// histogram (so the lock is taken once per this many messages).
-const SAMPLE_BATCH: usize = 1024;
+/// Distinct latencies a connection collects before adding them to the
+/// shared histogram, so the lock is taken once per this many (and
+/// messages of one batch, which share a latency, take one entry).
+const SAMPLE_BATCH: usize = 256;
 
-/// Payload bytes allocated at once; payloads are carved from it and the
-/// allocation is reused once every payload carved from it has been sent.
-const ARENA_CHUNK: usize = 64 * 1024;
+/// New messages are encoded into a connection's write buffer until it holds
+/// this many bytes (or one message, if that is larger).
+const WRITE_BATCH: usize = 64 * 1024;
 
-/// Patterns repeat after this many sequence numbers (a prime, so the pattern
-/// shifts by a different amount for each of them).
-const PATTERN_PERIOD: usize = 251;
+/// Bounds of a connection's read buffer, which is sized to hold every
+/// message in flight.
+const READ_BUFFER: std::ops::RangeInclusive<usize> = 4 * 1024..=256 * 1024;
 
 /// Options of `tether-load echo`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Echo server to load: ws://HOST[:PORT][/PATH], HOST a loopback address.
+    /// Echo server to load: `ws://HOST[:PORT][/PATH]`, HOST a loopback address.
     #[arg(long, value_parser = Target::parse)]
     url: Target,
     /// Connections to open.
@@ -99,7 +116,14 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         ));
     }
     let threads = args.threads.unwrap_or_else(sys::cores).max(1);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread needs no work-stealing scheduler, whose cross-thread
+    // bookkeeping costs CPU on every wakeup.
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = builder
         .worker_threads(threads)
         .enable_all()
         .build()
@@ -119,14 +143,9 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
 }
 
 async fn echo(args: &Args, cores: usize) -> Result<EchoReport, String> {
-    let limits = Limits::default();
-    let limits = limits
-        .max_frame_size(limits.max_frame_size.max(args.size))
-        .max_message_size(limits.max_message_size.max(args.size));
-    let config = ClientConfig::default().connection(tether::Config::default().limits(limits));
     let dialer = Dialer::new(
         args.url.clone(),
-        config,
+        ClientConfig::default(),
         0,
         args.per_source,
         args.concurrency,
@@ -304,10 +323,14 @@ impl Peer {
         opened: mpsc::UnboundedSender<Result<(), String>>,
         mut go: watch::Receiver<Option<Instant>>,
     ) -> Stats {
-        let ws = match dialer.dial(self.index).await {
-            Ok(dialed) => {
+        let target = dialer.target();
+        let dialed = dialer
+            .dial_with(self.index, |tcp| wire::handshake(tcp, target))
+            .await;
+        let (tcp, leftover) = match dialed {
+            Ok((upgraded, _latency)) => {
                 let _ = opened.send(Ok(()));
-                dialed.ws
+                upgraded
             }
             Err(error) => {
                 let _ = opened.send(Err(error.to_string()));
@@ -324,16 +347,21 @@ impl Peer {
             shared: &self.shared,
             index: self.index,
             deadline,
-            arena: BytesMut::new(),
+            inbox: Inbox::new(),
+            outbox: Outbox::new(self.plan.text),
             next_seq: 0,
-            expected_seq: 0,
             owed: self.inflight,
-            stalled: None,
-            sent_at: VecDeque::with_capacity(self.inflight),
+            closing: false,
+            close_seen: false,
+            sent_at: VecDeque::new(),
             samples: Vec::with_capacity(SAMPLE_BATCH),
+            sampled: 0,
             stats: Stats::default(),
         };
-        state.run(ws).await;
+        let in_flight =
+            (self.plan.size.saturating_add(FrameHeader::MAX_LEN)).saturating_mul(self.inflight);
+        let read_buffer = in_flight.clamp(*READ_BUFFER.start(), *READ_BUFFER.end());
+        state.run(tcp, leftover, read_buffer).await;
         state.stats
     }
 }
@@ -344,124 +372,211 @@ struct Loop<'a> {
     shared: &'a Shared,
     index: usize,
     deadline: Instant,
-    /// Where payloads are built.
-    arena: BytesMut,
-    /// Sequence number of the next message to build.
+    inbox: Inbox,
+    outbox: Outbox,
+    /// Sequence number of the next message to send.
     next_seq: u64,
-    /// Sequence number the next echo must carry.
-    expected_seq: u64,
-    /// Messages to send as soon as the outbound queue takes them.
+    /// Messages to send once the write buffer has room.
     owed: usize,
-    /// A message the outbound queue refused; it goes first.
-    stalled: Option<Message>,
-    /// When each message in flight was queued, oldest first.
-    sent_at: VecDeque<Instant>,
-    /// Latencies not yet added to the shared histogram.
-    samples: Vec<u64>,
+    /// Our close frame is queued: no more messages.
+    closing: bool,
+    /// The server's close frame arrived: nothing more is read.
+    close_seen: bool,
+    /// When the messages in flight were queued, oldest first, as runs of
+    /// messages that share a timestamp.
+    sent_at: VecDeque<(Instant, u32)>,
+    /// Latencies (nanoseconds, count) not yet added to the shared histogram.
+    samples: Vec<(u64, u64)>,
+    /// Messages behind `samples`.
+    sampled: u64,
     stats: Stats,
 }
 
+/// What woke a connection up.
+enum Wake {
+    Read(std::io::Result<usize>),
+    Wrote(std::io::Result<usize>),
+    Timer,
+}
+
 impl Loop<'_> {
-    async fn run(&mut self, mut ws: WebSocket<TcpStream>) {
-        let mut stop = pin!(sleep_until(self.deadline));
+    /// Runs the closed loop until the deadline, then the close handshake,
+    /// still checking the echoes in flight.
+    async fn run(&mut self, mut tcp: TcpStream, leftover: Vec<u8>, read_buffer: usize) {
+        let (mut reader, mut writer) = tcp.split();
+        let mut buf = vec![0; read_buffer.max(leftover.len() + MAX_CONTROL_FRAME)];
+        buf[..leftover.len()].copy_from_slice(&leftover);
+        let mut filled = leftover.len();
+        let mut now = Instant::now();
+        let mut timer = pin!(sleep_until(self.deadline));
+        let mut close_timer_set = false;
         loop {
-            if let Err(error) = self.send_owed(&mut ws) {
-                self.stats.error(error);
+            match self.receive(&buf[..filled], now) {
+                Ok(used) => {
+                    // What is left is part of a frame header or of a control
+                    // frame (data payloads are checked as they arrive), so
+                    // the buffer always has room for the next read.
+                    buf.copy_within(used..filled, 0);
+                    filled -= used;
+                }
+                Err(error) => {
+                    self.stats.error(error);
+                    break;
+                }
+            }
+            if self.close_seen && self.outbox.is_empty() {
                 break;
             }
-            // Stop first: under full load recv() is always ready.
-            let received = tokio::select! {
+            if !self.closing && now >= self.deadline {
+                self.closing = true;
+                self.outbox.push_close(CloseCode::NORMAL.0, "done");
+            }
+            // Either side may have started the close.
+            if self.closing && !close_timer_set {
+                timer.as_mut().reset(Instant::now() + CLOSE_TIMEOUT);
+                close_timer_set = true;
+            }
+            if !self.closing && self.outbox.is_empty() {
+                self.send_owed();
+            }
+            let wake = tokio::select! {
                 biased;
-                () = &mut stop => break,
-                received = ws.recv() => received,
+                read = reader.read(&mut buf[filled..]), if !self.close_seen => Wake::Read(read),
+                wrote = writer.write(self.outbox.pending()), if !self.outbox.is_empty() => {
+                    Wake::Wrote(wrote)
+                }
+                () = &mut timer => Wake::Timer,
             };
-            match received {
-                Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                    self.check(&message, true);
-                    self.owed += 1;
+            match wake {
+                Wake::Read(Ok(0)) => {
+                    self.stats.error(if self.closing {
+                        "while closing: no close frame from the server"
+                    } else {
+                        "connection ended without a close frame"
+                    });
+                    break;
                 }
-                Some(Ok(Message::Close(frame))) => {
-                    let code = frame.map_or(CloseCode(1005), |frame| frame.code);
+                Wake::Read(Ok(n)) => {
+                    filled += n;
+                    now = Instant::now();
+                }
+                Wake::Wrote(Ok(n)) if n > 0 => self.outbox.advance(n),
+                Wake::Read(Err(error)) | Wake::Wrote(Err(error)) => {
+                    if !self.close_seen {
+                        self.stats.error(self.while_closing(error.to_string()));
+                    }
+                    break;
+                }
+                Wake::Wrote(Ok(_)) => {
                     self.stats
-                        .error(format!("server closed the connection early ({})", code.0));
+                        .error(self.while_closing("the socket took no bytes".into()));
                     break;
                 }
-                // Pings (already answered) and pongs.
-                Some(Ok(_)) => {}
-                Some(Err(error)) => {
-                    self.stats.error(error.to_string());
+                Wake::Timer if self.closing => {
+                    self.stats.error("while closing: timed out");
                     break;
                 }
-                None => {
-                    self.stats.error("connection ended without a close frame");
-                    return;
-                }
+                Wake::Timer => now = Instant::now(),
             }
         }
         self.flush_samples();
-        self.close(ws).await;
     }
 
-    /// Queues owed messages until the outbound queue is full; the next
-    /// `recv()` writes them all in one batch.
-    /// Messages queued together share one timestamp: they leave together.
-    fn send_owed(&mut self, ws: &mut WebSocket<TcpStream>) -> Result<(), String> {
-        let mut now = None;
-        while self.stalled.is_some() || self.owed > 0 {
-            let message = match self.stalled.take() {
-                Some(message) => message,
-                None => {
-                    self.owed -= 1;
-                    let seq = self.next_seq;
-                    self.next_seq += 1;
-                    self.plan.message(seq, &mut self.arena)
-                }
-            };
-            match ws.try_send(message) {
-                Ok(()) => self
-                    .sent_at
-                    .push_back(*now.get_or_insert_with(Instant::now)),
-                Err(TrySendError::Full(message)) => {
-                    self.stalled = Some(message);
-                    return Ok(());
-                }
-                Err(TrySendError::Invalid(error)) => return Err(error.to_string()),
-                Err(_) => return Err("connection closed while sending".into()),
-            }
+    fn while_closing(&self, error: String) -> String {
+        if self.closing {
+            format!("while closing: {error}")
+        } else {
+            error
         }
-        Ok(())
     }
 
-    /// Verifies an echo; counts it if it arrived before the deadline.
-    fn check(&mut self, message: &Message, measured: bool) {
-        let now = Instant::now();
-        let seq = self.expected_seq;
-        self.expected_seq += 1;
-        let sent = self.sent_at.pop_front();
-        let data = message.as_bytes();
-        let right_type = matches!(message, Message::Text(_)) == self.plan.text;
-        if !right_type || !self.plan.matches(seq, data) {
-            self.stats.verify_errors += 1;
-            if self.stats.first_verify_error.is_none() {
-                let kind = if right_type {
-                    "wrong payload"
-                } else {
-                    "wrong message type"
-                };
-                self.stats.first_verify_error = Some(format!(
-                    "connection {}, message {seq}: {kind} ({} bytes, expected {})",
-                    self.index,
-                    data.len(),
-                    self.plan.size
-                ));
+    /// Decodes what `buf` holds, read at `now`; returns the bytes used.
+    fn receive(&mut self, buf: &[u8], now: Instant) -> Result<usize, String> {
+        let measured = !self.closing && now <= self.deadline;
+        let mut used = 0;
+        while !self.close_seen {
+            let (n, event) = self.inbox.decode(self.plan, &buf[used..])?;
+            used += n;
+            match event {
+                Some(Event::Echo { seq, len, verdict }) => {
+                    self.check(seq, len, verdict, now, measured)
+                }
+                Some(Event::Ping(payload)) => self.outbox.push_control(OpCode::Pong, payload),
+                Some(Event::Close(code)) => {
+                    self.close_seen = true;
+                    if !self.closing {
+                        self.closing = true;
+                        self.stats.error(format!(
+                            "server closed the connection early ({})",
+                            code.unwrap_or(1005)
+                        ));
+                        self.outbox.push_control(OpCode::Close, &[]);
+                    }
+                }
+                None if n == 0 => break,
+                None => {}
             }
-            return;
         }
-        if measured && now <= self.deadline {
-            self.stats.messages += 1;
-            self.stats.bytes += data.len() as u64;
-            if let Some(sent) = sent {
-                self.samples.push((now - sent).as_nanos() as u64);
+        Ok(used)
+    }
+
+    /// Encodes owed messages into the write buffer, which the next write
+    /// sends in one go. Messages queued together share one timestamp: they
+    /// leave together.
+    fn send_owed(&mut self) {
+        let mut queued = 0;
+        while self.owed > 0 && self.outbox.len() < WRITE_BATCH {
+            self.outbox.push_message(self.plan, self.next_seq);
+            self.next_seq += 1;
+            self.owed -= 1;
+            queued += 1;
+        }
+        if queued > 0 {
+            self.sent_at.push_back((Instant::now(), queued));
+        }
+    }
+
+    /// Counts an echo; measures it if it arrived before the deadline.
+    fn check(&mut self, seq: u64, len: u64, verdict: Verdict, now: Instant, measured: bool) {
+        let sent = self.sent_at.front_mut().map(|(sent, count)| {
+            *count -= 1;
+            *sent
+        });
+        if self.sent_at.front().is_some_and(|&(_, count)| count == 0) {
+            self.sent_at.pop_front();
+        }
+        if !self.closing {
+            self.owed += 1;
+        }
+        let kind = match verdict {
+            Verdict::Match => {
+                if measured {
+                    self.stats.messages += 1;
+                    self.stats.bytes += len;
+                    if let Some(sent) = sent {
+                        self.sample((now - sent).as_nanos() as u64);
+                    }
+                }
+                return;
+            }
+            Verdict::WrongType => "wrong message type",
+            Verdict::WrongPayload => "wrong payload",
+        };
+        self.stats.verify_errors += 1;
+        if self.stats.first_verify_error.is_none() {
+            self.stats.first_verify_error = Some(format!(
+                "connection {}, message {seq}: {kind} ({len} bytes, expected {})",
+                self.index, self.plan.size
+            ));
+        }
+    }
+
+    fn sample(&mut self, latency: u64) {
+        self.sampled += 1;
+        match self.samples.last_mut() {
+            Some((last, count)) if *last == latency => *count += 1,
+            _ => {
+                self.samples.push((latency, 1));
                 if self.samples.len() == SAMPLE_BATCH {
                     self.flush_samples();
                 }
@@ -475,187 +590,14 @@ impl Loop<'_> {
             .latency
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        for &sample in &self.samples {
-            latency.saturating_record(sample);
+        for &(sample, count) in &self.samples {
+            latency.saturating_record_n(sample, count);
         }
         drop(latency);
         self.shared
             .messages
-            .fetch_add(self.samples.len() as u64, Ordering::Relaxed);
+            .fetch_add(self.sampled, Ordering::Relaxed);
         self.samples.clear();
-    }
-
-    /// Closes cleanly, still verifying the echoes that were in flight.
-    async fn close(&mut self, mut ws: WebSocket<TcpStream>) {
-        let closing = async {
-            // An error here (the connection is already closing) shows in recv().
-            let _ = ws.close(CloseCode::NORMAL, "done").await;
-            let mut close_seen = false;
-            while let Some(received) = ws.recv().await {
-                match received {
-                    Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
-                        self.check(&message, false)
-                    }
-                    Ok(Message::Close(_)) => close_seen = true,
-                    Ok(_) => {}
-                    Err(error) => {
-                        self.stats.error(format!("while closing: {error}"));
-                        return;
-                    }
-                }
-            }
-            if !close_seen {
-                self.stats
-                    .error("while closing: no close frame from the server");
-            }
-        };
-        if timeout(CLOSE_TIMEOUT, closing).await.is_err() {
-            self.stats.error("while closing: timed out");
-        }
-    }
-}
-
-/// What each message holds: its sequence number (little-endian for binary,
-/// 16 hex digits for text, cut to the payload size), then a pattern that
-/// shifts with the sequence number. Text payloads are ASCII.
-#[derive(Debug)]
-struct Plan {
-    size: usize,
-    text: bool,
-    /// `size + PATTERN_PERIOD` bytes; message `seq` takes its body from
-    /// offset `seq % PATTERN_PERIOD`.
-    pattern: Vec<u8>,
-}
-
-impl Plan {
-    fn new(size: usize, text: bool) -> Self {
-        let pattern = (0..size + PATTERN_PERIOD)
-            .map(|i| {
-                if text {
-                    b'a' + (i % 26) as u8
-                } else {
-                    (i % 256) as u8 ^ 0x5a
-                }
-            })
-            .collect();
-        Self {
-            size,
-            text,
-            pattern,
-        }
-    }
-
-    /// The sequence number as it appears at the start of the payload: its
-    /// low-order bytes (binary) or hex digits (text) when the payload is short.
-    fn header(&self, seq: u64) -> Header {
-        let mut bytes = [0; 16];
-        let range = if self.text {
-            for (i, digit) in bytes.iter_mut().enumerate() {
-                let nibble = (seq >> (60 - 4 * i)) & 0xf;
-                *digit = b"0123456789abcdef"[nibble as usize];
-            }
-            16 - self.size.min(16)..16
-        } else {
-            bytes[..8].copy_from_slice(&seq.to_le_bytes());
-            0..self.size.min(8)
-        };
-        Header { bytes, range }
-    }
-
-    fn body(&self, seq: u64, header_len: usize) -> &[u8] {
-        let offset = (seq % PATTERN_PERIOD as u64) as usize;
-        &self.pattern[offset..offset + self.size - header_len]
-    }
-
-    /// Builds message `seq` in `arena` (no allocation while the arena's
-    /// earlier payloads have all been sent).
-    fn message(&self, seq: u64, arena: &mut BytesMut) -> Message {
-        if arena.capacity() < self.size {
-            arena.reserve(self.size.max(ARENA_CHUNK));
-        }
-        let header = self.header(seq);
-        arena.put_slice(header.as_slice());
-        arena.put_slice(self.body(seq, header.range.len()));
-        let payload = arena.split().freeze();
-        if self.text {
-            // Invariant: the header is hex digits and the pattern is a–z.
-            Message::Text(Utf8Bytes::try_from_bytes(payload).expect("text payloads are ASCII"))
-        } else {
-            Message::Binary(payload)
-        }
-    }
-
-    fn matches(&self, seq: u64, data: &[u8]) -> bool {
-        let header = self.header(seq);
-        let (head, body) = data.split_at(header.range.len().min(data.len()));
-        data.len() == self.size && head == header.as_slice() && body == self.body(seq, head.len())
-    }
-
-    /// The payload of message `seq`, for tests.
-    #[cfg(test)]
-    fn payload(&self, seq: u64) -> bytes::Bytes {
-        self.message(seq, &mut BytesMut::new()).into_bytes()
-    }
-}
-
-/// The sequence number part of a payload.
-struct Header {
-    bytes: [u8; 16],
-    range: Range<usize>,
-}
-
-impl Header {
-    fn as_slice(&self) -> &[u8] {
-        &self.bytes[self.range.clone()]
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn payloads_carry_their_sequence_number() {
-        for (size, text) in [
-            (0, false),
-            (3, false),
-            (16, false),
-            (100, false),
-            (5, true),
-            (16, true),
-            (1000, true),
-        ] {
-            let plan = Plan::new(size, text);
-            for seq in [0, 1, 250, 251, 1 << 40] {
-                let payload = plan.payload(seq);
-                assert_eq!(payload.len(), size);
-                assert!(plan.matches(seq, &payload));
-                if text {
-                    assert!(std::str::from_utf8(&payload).is_ok());
-                }
-            }
-            if size >= 2 {
-                assert!(!plan.matches(1, &plan.payload(2)), "size {size}");
-                let mut flipped = plan.payload(7).to_vec();
-                flipped[size - 1] ^= 1;
-                assert!(!plan.matches(7, &flipped));
-            }
-        }
-    }
-
-    #[test]
-    fn arena_is_reused_once_payloads_are_gone() {
-        // 64 payloads fill one arena chunk exactly.
-        let plan = Plan::new(ARENA_CHUNK / 64, false);
-        let mut arena = BytesMut::new();
-        let first = plan.message(0, &mut arena).into_bytes();
-        let address = first.as_ptr();
-        drop(first);
-        for seq in 1..640 {
-            drop(plan.message(seq, &mut arena));
-        }
-        let again = plan.message(640, &mut arena).into_bytes();
-        assert!(plan.matches(640, &again));
-        assert_eq!(again.as_ptr(), address, "the arena's allocation is reused");
+        self.sampled = 0;
     }
 }

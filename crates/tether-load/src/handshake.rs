@@ -39,7 +39,7 @@ const PROBE: &[u8] = b"tether-load handshake probe";
 /// Options of `tether-load handshake`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Server to connect to: ws://HOST[:PORT][/PATH], HOST a loopback address.
+    /// Server to connect to: `ws://HOST[:PORT][/PATH]`, HOST a loopback address.
     #[arg(long, value_parser = Target::parse)]
     url: Target,
     /// Cycles started per second; 0: as fast as --concurrency allows.

@@ -45,7 +45,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Options of `tether-load idle`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Server to connect to: ws://HOST[:PORT][/PATH], HOST a loopback address.
+    /// Server to connect to: `ws://HOST[:PORT][/PATH]`, HOST a loopback address.
     #[arg(long, value_parser = Target::parse)]
     url: Target,
     /// Connections to open.

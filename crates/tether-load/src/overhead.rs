@@ -80,7 +80,7 @@ const RESPONSE_HEADERS: &[(&str, &str)] = &[
 /// Options of `tether-load overhead`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Echo server for the WebSocket side: ws://HOST[:PORT][/PATH], HOST a
+    /// Echo server for the WebSocket side: `ws://HOST[:PORT][/PATH]`, HOST a
     /// loopback address (e.g. `tetherd echo`).
     #[arg(long, value_parser = Target::parse)]
     url: Target,

@@ -197,9 +197,29 @@ impl Dialer {
         Ok(())
     }
 
+    /// The target connections go to.
+    pub(crate) fn target(&self) -> &Target {
+        &self.target
+    }
+
     /// Opens connection number `index`, retrying refused, reset and
     /// timed-out attempts a few times.
     pub(crate) async fn dial(&self, index: usize) -> Result<Dialed, Error> {
+        let (ws, latency) = self.dial_with(index, |tcp| self.upgrade(tcp)).await?;
+        Ok(Dialed { ws, latency })
+    }
+
+    /// Like [`Dialer::dial`], with `upgrade` doing the handshake over the
+    /// connected socket; also returns how long the attempt that succeeded
+    /// took.
+    pub(crate) async fn dial_with<T, Upgrading>(
+        &self,
+        index: usize,
+        upgrade: impl Fn(TcpStream) -> Upgrading,
+    ) -> Result<(T, Duration), Error>
+    where
+        Upgrading: Future<Output = Result<T, Error>>,
+    {
         let source =
             source(&self.target, self.first_source + index / self.per_source).ok_or_else(|| {
                 Error::InvalidUrl(format!("no source address left for connection {index}"))
@@ -215,10 +235,9 @@ impl Dialer {
                     .await
                     .expect("semaphore is never closed");
                 let start = Instant::now();
-                self.attempt(source).await.map(|ws| Dialed {
-                    ws,
-                    latency: start.elapsed(),
-                })
+                self.attempt_with(source, &upgrade)
+                    .await
+                    .map(|upgraded| (upgraded, start.elapsed()))
             };
             match result {
                 Err(error) if attempt < ATTEMPTS && is_transient(&error) => {
@@ -232,6 +251,19 @@ impl Dialer {
     /// One attempt from `source`, without retries and outside the
     /// concurrency bound (for churn, where every failure counts).
     pub(crate) async fn attempt(&self, source: IpAddr) -> Result<WebSocket<TcpStream>, Error> {
+        self.attempt_with(source, |tcp| self.upgrade(tcp)).await
+    }
+
+    /// Connects from `source` and hands the socket to `upgrade`, all within
+    /// the handshake timeout.
+    async fn attempt_with<T, Upgrading>(
+        &self,
+        source: IpAddr,
+        upgrade: impl Fn(TcpStream) -> Upgrading,
+    ) -> Result<T, Error>
+    where
+        Upgrading: Future<Output = Result<T, Error>>,
+    {
         let socket = match source {
             IpAddr::V4(_) => TcpSocket::new_v4()?,
             IpAddr::V6(_) => TcpSocket::new_v6()?,
@@ -240,11 +272,18 @@ impl Dialer {
         let connecting = async {
             let tcp = socket.connect(self.target.addr).await?;
             tcp.set_nodelay(true)?;
-            tether::client::handshake(tcp, &self.target.host, &self.target.path, &self.config).await
+            upgrade(tcp).await
         };
-        let (ws, _response) = timeout(self.config.handshake_timeout, connecting)
+        timeout(self.config.handshake_timeout, connecting)
             .await
-            .map_err(|_| Error::HandshakeTimeout)??;
+            .map_err(|_| Error::HandshakeTimeout)?
+    }
+
+    /// The WebSocket handshake of `tether`'s client.
+    async fn upgrade(&self, tcp: TcpStream) -> Result<WebSocket<TcpStream>, Error> {
+        let (ws, _response) =
+            tether::client::handshake(tcp, &self.target.host, &self.target.path, &self.config)
+                .await?;
         Ok(ws)
     }
 }

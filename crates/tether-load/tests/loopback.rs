@@ -3,11 +3,26 @@
 use std::{net::SocketAddr, process::Output, sync::Arc};
 
 use serde_json::Value;
-use tether::{Message, ServerConfig, TrySendError};
+use tether::{CloseCode, Message, ServerConfig, TrySendError};
 use tokio::{net::TcpListener, process::Command};
+
+/// How the test echo server departs from a plain echo, on every connection.
+#[derive(Debug, Clone, Copy)]
+enum Quirk {
+    None,
+    /// Flips one bit of the echo of message `n` (counting from 0).
+    Corrupt(usize),
+    /// Closes (1001) after echoing `n` messages.
+    CloseAfter(usize),
+}
 
 /// Starts an echo server on a free loopback port.
 async fn echo_server() -> SocketAddr {
+    serve_echoes(Quirk::None).await
+}
+
+/// Starts an echo server with `quirk` on a free loopback port.
+async fn serve_echoes(quirk: Quirk) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = Arc::new(ServerConfig::default());
@@ -18,8 +33,22 @@ async fn echo_server() -> SocketAddr {
                 let Ok((mut ws, _)) = tether::accept(stream, &config).await else {
                     return;
                 };
+                let mut echoed = 0;
                 while let Some(received) = ws.recv().await {
-                    if let Ok(message @ (Message::Text(_) | Message::Binary(_))) = received {
+                    if let Ok(mut message @ (Message::Text(_) | Message::Binary(_))) = received {
+                        match quirk {
+                            Quirk::Corrupt(n) if n == echoed => {
+                                let mut payload = message.as_bytes().to_vec();
+                                payload[0] ^= 1;
+                                message = Message::Binary(payload.into());
+                            }
+                            Quirk::CloseAfter(n) if n == echoed => {
+                                let _ = ws.close(CloseCode::GOING_AWAY, "bye").await;
+                                continue;
+                            }
+                            _ => {}
+                        }
+                        echoed += 1;
                         if let Err(TrySendError::Full(message)) = ws.try_send(message) {
                             let _ = ws.send(message).await;
                         }
@@ -72,6 +101,60 @@ async fn echo_verifies_every_message() {
         assert_eq!(report["connection_errors"], 0, "{report}");
         assert!(report["messages"].as_u64().unwrap() > 0, "{report}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_reports_a_corrupted_echo() {
+    let url = format!("ws://{}/", serve_echoes(Quirk::Corrupt(5)).await);
+    let args = [
+        "echo",
+        "--url",
+        &url,
+        "--conns",
+        "3",
+        "--inflight",
+        "2",
+        "--size",
+        "32",
+        "--duration",
+        "0.5",
+        "--json",
+    ];
+    let report = json_report(&args).await;
+    assert_eq!(report["verify_errors"], 3, "{report}");
+    assert_eq!(report["connection_errors"], 0, "{report}");
+    let first = report["first_verify_error"].as_str().unwrap();
+    assert!(
+        first.contains("message 5: wrong payload (32 bytes"),
+        "{first}"
+    );
+    assert!(report["messages"].as_u64().unwrap() > 10, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_reports_a_server_that_closes_early() {
+    let url = format!("ws://{}/", serve_echoes(Quirk::CloseAfter(20)).await);
+    let args = [
+        "echo",
+        "--url",
+        &url,
+        "--conns",
+        "2",
+        "--inflight",
+        "4",
+        "--duration",
+        "1",
+        "--json",
+    ];
+    let report = json_report(&args).await;
+    assert_eq!(report["verify_errors"], 0, "{report}");
+    assert_eq!(
+        report["errors"]["connection"],
+        serde_json::json!({"server closed the connection early (1001)": 2}),
+        "{report}"
+    );
+    // The echoes before the close were counted (each with its latency).
+    assert!(report["messages"].as_u64().unwrap() >= 2 * 20, "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
