@@ -245,6 +245,9 @@ pub struct Connection {
     ping_sent: Option<Instant>,
     close_deadline: Option<Instant>,
     bucket: Option<Bucket>,
+    /// Header and payload bytes of the last data frame received, saturated
+    /// (a `u32` so it fits the padding after the one-byte fields).
+    last_frame_len: u32,
 }
 
 impl Connection {
@@ -269,6 +272,7 @@ impl Connection {
             ping_sent: None,
             close_deadline: None,
             bucket,
+            last_frame_len: 0,
         }
     }
 
@@ -372,6 +376,9 @@ impl Connection {
             if buf.len() - header_len < len {
                 return Ok(());
             }
+            if !header.opcode.is_control() {
+                self.last_frame_len = u32::try_from(header_len + len).unwrap_or(u32::MAX);
+            }
             buf.advance(header_len);
             let mut payload = buf.split_to(len);
             if let Some(key) = header.mask {
@@ -392,6 +399,14 @@ impl Connection {
         let (header, header_len) = FrameHeader::parse(buf).ok()??;
         self.check_header(&header).ok()?;
         Some(header_len + header.payload_len as usize)
+    }
+
+    /// Header and payload bytes of the last text, binary or continuation
+    /// frame received (0 before the first): a guess at the size of the next
+    /// one, so that a caller can read a stream of large frames straight into
+    /// buffers of that size instead of copying them out of a shared one.
+    pub fn last_frame_len(&self) -> usize {
+        self.last_frame_len as usize
     }
 
     /// The transport reached end-of-file. Unless the close handshake already

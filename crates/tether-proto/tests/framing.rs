@@ -284,3 +284,25 @@ fn frame_len_hint_refuses_bad_headers() {
         Some(2 + 2 + 4 + 300)
     );
 }
+
+#[test]
+fn last_frame_len_follows_data_frames_and_ignores_control_frames() {
+    let now = start();
+    let mut conn = Connection::new(Role::Server, quiet(), now);
+    assert_eq!(conn.last_frame_len(), 0);
+    feed(&mut conn, now, &from_client(true, BINARY, &[7; 70_000])).unwrap();
+    assert_eq!(conn.last_frame_len(), 2 + 8 + 4 + 70_000);
+    feed(&mut conn, now, &from_client(true, PING, b"ping")).unwrap();
+    assert_eq!(conn.last_frame_len(), 2 + 8 + 4 + 70_000, "a ping");
+    // Only a whole frame counts: a header alone changes nothing.
+    let next = from_client(false, TEXT, &[b'a'; 300]);
+    let mut buf = BytesMut::from(&next[..10]);
+    conn.receive(now, &mut buf).unwrap();
+    assert_eq!(conn.last_frame_len(), 2 + 8 + 4 + 70_000, "half a frame");
+    buf.extend_from_slice(&next[10..]);
+    conn.receive(now, &mut buf).unwrap();
+    assert_eq!(conn.last_frame_len(), 2 + 2 + 4 + 300);
+    feed(&mut conn, now, &from_client(true, CONTINUATION, b"z")).unwrap();
+    assert_eq!(conn.last_frame_len(), 2 + 4 + 1);
+    assert_eq!(events(&mut conn).len(), 3, "binary, ping, text");
+}

@@ -537,19 +537,48 @@ impl Pump {
         io: &mut dyn Transport,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<usize>> {
+        /// A last frame at least this large sends the next read straight
+        /// into a buffer of the connection's own.
+        const DIRECT_READ_MIN: usize = 16 * 1024;
+        /// Most bytes reserved ahead of a read, whatever a header announces.
+        const MAX_RESERVE: usize = 4 << 20;
         if self.read_buf.is_empty() {
-            return SCRATCH.with_borrow_mut(|scratch| {
-                let mut buf = ReadBuf::new(scratch);
-                ready!(Pin::new(&mut *io).poll_read(cx, &mut buf))?;
-                self.read_buf = BytesMut::from(buf.filled());
-                Poll::Ready(Ok(buf.filled().len()))
-            });
+            let expected = self.conn.last_frame_len();
+            if expected < DIRECT_READ_MIN {
+                return SCRATCH.with_borrow_mut(|scratch| {
+                    let mut buf = ReadBuf::new(scratch);
+                    ready!(Pin::new(&mut *io).poll_read(cx, &mut buf))?;
+                    let filled = buf.filled();
+                    // Room for all of a frame that did not fit, so reading
+                    // its rest does not move what is here.
+                    let frame_len = self.conn.frame_len_hint(filled).unwrap_or(0);
+                    let capacity = filled.len().max(frame_len.min(MAX_RESERVE));
+                    self.read_buf = BytesMut::with_capacity(capacity);
+                    self.read_buf.extend_from_slice(filled);
+                    Poll::Ready(Ok(filled.len()))
+                });
+            }
+            // The peer sends large frames: read the next one straight into
+            // a buffer of its likely size rather than copy it out of the
+            // scratch buffer. Nothing arrived: the buffer goes again, so an
+            // idle connection holds none.
+            self.read_buf
+                .reserve(expected.clamp(SCRATCH_LEN, MAX_RESERVE));
+            let io = Pin::new(&mut *io);
+            let polled = tokio_util::io::poll_read_buf(io, cx, &mut self.read_buf);
+            if self.read_buf.is_empty() {
+                self.read_buf = BytesMut::new();
+            }
+            return polled;
         }
         let missing = self
             .conn
             .frame_len_hint(&self.read_buf)
             .map_or(0, |len| len.saturating_sub(self.read_buf.len()));
-        self.read_buf.reserve(missing.clamp(4096, 4 << 20));
+        let spare = self.read_buf.capacity() - self.read_buf.len();
+        if missing == 0 || spare < missing {
+            self.read_buf.reserve(missing.clamp(4096, MAX_RESERVE));
+        }
         tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut self.read_buf)
     }
 
