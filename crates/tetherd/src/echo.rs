@@ -432,52 +432,31 @@ enum Ending {
 }
 
 impl<W> Echo<W> {
-    /// The socket, and the rest of the connection to put another form of
-    /// it in.
-    fn take_ws(self) -> (W, Echo<()>) {
+    /// Puts `ws` in place of the socket, which it returns: with `()` to
+    /// take the socket out, then with its other form.
+    fn swap_ws<V>(self, ws: V) -> (W, Echo<V>) {
         let Self {
-            ws,
+            ws: old,
             peer,
             origin,
             path,
             ending,
             _permit,
         } = self;
-        let rest = Echo {
-            ws: (),
+        let echo = Echo {
+            ws,
             peer,
             origin,
             path,
             ending,
             _permit,
         };
-        (ws, rest)
+        (old, echo)
     }
 
     fn dropped(&self, error: &io::Error, reason: &str) {
         let (peer, origin, path) = (self.peer, &self.origin, &self.path);
         info!(%peer, %origin, %path, %error, reason, "connection dropped");
-    }
-}
-
-impl Echo<()> {
-    fn with_ws<W>(self, ws: W) -> Box<Echo<W>> {
-        let Self {
-            peer,
-            origin,
-            path,
-            ending,
-            _permit,
-            ..
-        } = self;
-        Box::new(Echo {
-            ws,
-            peer,
-            origin,
-            path,
-            ending,
-            _permit,
-        })
     }
 }
 
@@ -496,10 +475,10 @@ impl AsRawFd for Echo<DormantWebSocket> {
 impl Echo<DormantWebSocket> {
     /// Back from the idle pool: runs on a task of its own again.
     fn resume(self: Box<Self>, parker: Parker<Parked>) {
-        let (dormant, echo) = (*self).take_ws();
+        let (dormant, echo) = (*self).swap_ws(());
         match dormant.wake() {
             Ok(ws) => {
-                tokio::spawn(echo.with_ws(ws).run_parking(PARK_AFTER, parker));
+                tokio::spawn(Box::new(echo.swap_ws(ws).1).run_parking(PARK_AFTER, parker));
             }
             Err(error) => echo.dropped(&error, "the runtime refused the socket back"),
         }
@@ -526,10 +505,10 @@ impl Echo<WebSocket<TcpStream>> {
     }
 
     fn park(self: Box<Self>, parker: &Parker<Parked>) {
-        let (ws, echo) = (*self).take_ws();
+        let (ws, echo) = (*self).swap_ws(());
         match ws.into_dormant() {
             Ok(dormant) => {
-                if let Err((parked, error)) = parker.park(echo.with_ws(dormant)) {
+                if let Err((parked, error)) = parker.park(Box::new(echo.swap_ws(dormant).1)) {
                     parked.dropped(&error, "the idle pool refused the socket");
                 }
             }
