@@ -7,6 +7,8 @@
 //! one source address would run out of ports: cycle `i` comes from source
 //! address `127.0.0.(1 + i % sources)`.
 
+mod cycle;
+
 use std::{
     fmt::Write as _,
     io::{IsTerminal, Write as _},
@@ -16,25 +18,20 @@ use std::{
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use tether::{ClientConfig, CloseCode, Keepalive, Message};
+use tether_proto::handshake::client::ClientRequest;
 use tokio::{
     sync::Semaphore,
-    time::{Instant, sleep_until, timeout},
+    time::{Instant, sleep_until},
 };
 
+use self::cycle::{Churn, CycleResult};
 use crate::{
     report::{
         Cpu, ErrorCounts, latency_histogram, percentiles_us, total, write_errors, write_latency,
     },
-    spread::{self, Dialer, Target},
+    spread::{self, Target},
     sys, workers,
 };
-
-/// How long the echo and the close may take.
-const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What the message exchanged with `--message` holds.
-const PROBE: &[u8] = b"tether-load handshake probe";
 
 /// Options of `tether-load handshake`.
 #[derive(Debug, clap::Args)]
@@ -72,7 +69,16 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         return Err("--rate must be 0 or a positive number of cycles per second".into());
     }
     let sources = args.sources.clamp(1, spread::source_count(&args.url));
-    let runtime = workers::runtime()?;
+    // On one core, a second runtime thread only adds wake-ups and context
+    // switches to every cycle.
+    let runtime = if sys::cores() == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| format!("cannot start the runtime: {error}"))?
+    } else {
+        workers::runtime()?
+    };
     let report = runtime.block_on(churn(&args, sources))?;
     if args.json {
         println!("{}", report.to_json());
@@ -83,9 +89,11 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
 }
 
 async fn churn(args: &Args, sources: usize) -> Result<HandshakeReport, String> {
-    let config =
-        ClientConfig::default().connection(tether::Config::default().keepalive(Keepalive::OFF));
-    let dialer = Arc::new(Dialer::new(args.url.clone(), config, 0, 1, 1));
+    let churn = Arc::new(Churn {
+        addr: args.url.addr,
+        request: ClientRequest::new(&args.url.host, &args.url.path),
+        message: args.message,
+    });
     let slots = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let tally = Arc::new(Mutex::new(Tally::default()));
     let server_cpu = |pid: u32| {
@@ -113,9 +121,9 @@ async fn churn(args: &Args, sources: usize) -> Result<HandshakeReport, String> {
         let slot = slots.clone().acquire_owned().await.expect("never closed");
         // Invariant: `sources` is within source_count, checked above.
         let source = spread::source(&args.url, started as usize % sources).expect("a source");
-        let (dialer, shared, message) = (dialer.clone(), tally.clone(), args.message);
+        let (churn, shared) = (churn.clone(), tally.clone());
         tokio::spawn(async move {
-            let result = cycle(&dialer, source, message).await;
+            let result = churn.cycle(source).await;
             shared
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -153,59 +161,6 @@ async fn churn(args: &Args, sources: usize) -> Result<HandshakeReport, String> {
             server,
         },
     })
-}
-
-/// One cycle's handshake and whole-cycle latency, or what failed.
-type CycleResult = Result<(Duration, Duration), String>;
-
-/// Opens, optionally exchanges a message, and closes one connection.
-async fn cycle(dialer: &Dialer, source: std::net::IpAddr, message: bool) -> CycleResult {
-    let start = std::time::Instant::now();
-    let mut ws = dialer
-        .attempt(source)
-        .await
-        .map_err(|error| format!("connect: {error}"))?;
-    let handshake = start.elapsed();
-    let exchange = async {
-        if message {
-            ws.send(Message::binary(PROBE))
-                .await
-                .map_err(|error| format!("echo: {error}"))?;
-            loop {
-                match ws.recv().await {
-                    Some(Ok(Message::Binary(data))) if data == PROBE => break,
-                    Some(Ok(Message::Binary(_) | Message::Text(_))) => {
-                        return Err("echo: the reply differs from the message".to_owned());
-                    }
-                    Some(Ok(Message::Close(_))) | None => {
-                        return Err("echo: the server closed the connection".to_owned());
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(error)) => return Err(format!("echo: {error}")),
-                }
-            }
-        }
-        ws.close(CloseCode::NORMAL, "")
-            .await
-            .map_err(|error| format!("close: {error}"))?;
-        let mut answered = false;
-        while let Some(received) = ws.recv().await {
-            match received {
-                Ok(Message::Close(_)) => answered = true,
-                Ok(_) => {}
-                Err(error) => return Err(format!("close: {error}")),
-            }
-        }
-        if answered {
-            Ok(())
-        } else {
-            Err("close: no close frame from the server".to_owned())
-        }
-    };
-    timeout(EXCHANGE_TIMEOUT, exchange)
-        .await
-        .unwrap_or_else(|_| Err("timed out after the handshake".to_owned()))?;
-    Ok((handshake, start.elapsed()))
 }
 
 /// Cycles done so far.
@@ -368,7 +323,78 @@ impl HandshakeReport {
 
 #[cfg(test)]
 mod tests {
+    use tokio::{
+        io::{AsyncReadExt as _, AsyncWriteExt as _},
+        net::TcpListener,
+    };
+
     use super::*;
+
+    fn args(url: &str, message: bool) -> Args {
+        Args {
+            url: Target::parse(url).unwrap(),
+            rate: 200.0,
+            duration: Duration::from_millis(100),
+            concurrency: 4,
+            sources: 2,
+            message,
+            server_pid: None,
+            json: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_cycle_against_an_echo_server_succeeds() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let config = tether::ServerConfig::default();
+                    let (mut ws, _) = tether::accept(tcp, &config).await.unwrap();
+                    while let Some(Ok(message)) = ws.recv().await {
+                        if matches!(message, tether::Message::Binary(_)) {
+                            ws.send(message).await.unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        let report = churn(&args(&url, true), 2).await.unwrap();
+        assert!(report.started >= 10, "{}", report.started);
+        assert_eq!(report.tally.succeeded, report.started);
+        assert_eq!(report.to_json()["failed"], 0);
+        assert_eq!(report.tally.cycle.len(), report.started);
+    }
+
+    #[tokio::test]
+    async fn a_wrong_accept_key_is_counted_as_a_failure() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    head.push(tcp.read_u8().await.unwrap());
+                }
+                // The accept key of the RFC's sample key, not of this
+                // request's.
+                let response = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                    Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+                tcp.write_all(response.as_bytes()).await.unwrap();
+            }
+        });
+        let report = churn(&args(&url, false), 2).await.unwrap();
+        assert!(report.started >= 10, "{}", report.started);
+        assert_eq!(report.tally.succeeded, 0);
+        let failures = &report.to_json()["failures"];
+        assert_eq!(
+            failures["upgrade: Sec-WebSocket-Accept is missing or does not match"], report.started,
+            "{failures}"
+        );
+    }
 
     #[test]
     fn tally_counts_failures_by_kind() {

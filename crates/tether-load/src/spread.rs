@@ -248,12 +248,6 @@ impl Dialer {
         }
     }
 
-    /// One attempt from `source`, without retries and outside the
-    /// concurrency bound (for churn, where every failure counts).
-    pub(crate) async fn attempt(&self, source: IpAddr) -> Result<WebSocket<TcpStream>, Error> {
-        self.attempt_with(source, |tcp| self.upgrade(tcp)).await
-    }
-
     /// Connects from `source` and hands the socket to `upgrade`, all within
     /// the handshake timeout.
     async fn attempt_with<T, Upgrading>(
