@@ -18,6 +18,8 @@
 mod plan;
 mod wire;
 
+pub(crate) use wire::check_server_header;
+
 use std::{
     collections::VecDeque,
     io::{IsTerminal, Write as _},

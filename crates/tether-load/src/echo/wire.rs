@@ -203,12 +203,7 @@ impl Inbox {
         let Some((header, header_len)) = FrameHeader::parse(buf).map_err(|e| e.to_string())? else {
             return Ok((0, None));
         };
-        if header.mask.is_some() {
-            return Err("the server masked a frame (RFC 6455 §5.1)".into());
-        }
-        if header.rsv != 0 {
-            return Err("the server set reserved bits with no extension (RFC 6455 §5.2)".into());
-        }
+        check_server_header(&header)?;
         if header.opcode.is_control() {
             return self.control(header, header_len, buf);
         }
@@ -283,9 +278,6 @@ impl Inbox {
         header_len: usize,
         buf: &'a [u8],
     ) -> Result<(usize, Option<Event<'a>>), String> {
-        if !header.fin || header.payload_len > MAX_CONTROL_PAYLOAD as u64 {
-            return Err("a fragmented or oversized control frame (RFC 6455 §5.5)".into());
-        }
         let end = header_len + header.payload_len as usize;
         let Some(payload) = buf.get(header_len..end) else {
             return Ok((0, None));
@@ -301,6 +293,23 @@ impl Inbox {
         };
         Ok((end, event))
     }
+}
+
+/// The rules a client without extensions checks on every server frame
+/// header (the order of fragments is the caller's to check, §5.4).
+pub(crate) fn check_server_header(header: &FrameHeader) -> Result<(), String> {
+    if header.mask.is_some() {
+        return Err("the server masked a frame (RFC 6455 §5.1)".into());
+    }
+    if header.rsv != 0 {
+        return Err("the server set reserved bits with no extension (RFC 6455 §5.2)".into());
+    }
+    if header.opcode.is_control()
+        && (!header.fin || header.payload_len > MAX_CONTROL_PAYLOAD as u64)
+    {
+        return Err("a fragmented or oversized control frame (RFC 6455 §5.5)".into());
+    }
+    Ok(())
 }
 
 /// The client handshake (RFC 6455 §4.1) with no extension and no

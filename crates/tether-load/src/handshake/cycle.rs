@@ -29,6 +29,8 @@ use tokio::{
     time::timeout,
 };
 
+use crate::echo::check_server_header;
+
 /// How long connect plus upgrade may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -260,17 +262,10 @@ impl Inbound {
     }
 }
 
-/// The rules a client checks on every server frame header.
+/// The rules a client checks on every server frame header, and a bound on
+/// what this tool reads whole.
 fn check_server_frame(header: &FrameHeader) -> Result<(), String> {
-    if header.mask.is_some() {
-        return Err("the server masked a frame (RFC 6455 §5.1)".into());
-    }
-    if header.rsv != 0 {
-        return Err("the server set reserved bits with no extension (RFC 6455 §5.2)".into());
-    }
-    if header.opcode.is_control() && (!header.fin || header.payload_len > 125) {
-        return Err("a fragmented or oversized control frame (RFC 6455 §5.5)".into());
-    }
+    check_server_header(header)?;
     if header.payload_len > MAX_FRAME as u64 {
         return Err(format!(
             "an unexpected {}-byte frame from the server",
