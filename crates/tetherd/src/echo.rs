@@ -286,6 +286,18 @@ pub(crate) fn no_delay(stream: &TcpStream) {
     }
 }
 
+/// Holds what is written next until the shutdown that ends the connection,
+/// so the close reply and the FIN leave in one segment rather than two: one
+/// packet fewer for both ends of every closed connection. The shutdown
+/// follows the close reply at once (or when the close timeout cuts it short),
+/// and Linux sends a corked segment after 200 ms regardless.
+fn cork(stream: &TcpStream) {
+    #[cfg(target_os = "linux")]
+    let _ = socket2::SockRef::from(stream).set_tcp_cork(true);
+    #[cfg(not(target_os = "linux"))]
+    let _ = stream;
+}
+
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -496,6 +508,9 @@ impl Echo<WebSocket<TcpStream>> {
                 Received::Idle => return self.park(&parker),
                 Received::Ended => break,
             };
+            if matches!(received, Ok(Message::Close(_))) {
+                cork(self.ws.get_ref());
+            }
             if !self.handle(received).await {
                 return;
             }
