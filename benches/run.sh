@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side echo benchmarks: builds tetherd, tether-load, the peer echo
-# servers and the runner in release mode, then runs them all and writes
-# benches/RESULTS.md. Arguments go to the runner (`--help` lists them), e.g.
+# servers, loopback-floor and the runner in release mode, then runs them all
+# and writes benches/RESULTS.md. Arguments go to the runner (`--help` lists
+# them), e.g.
 #   bash benches/run.sh --rounds 1 --duration 3 --note "quick look"
 # Everything is built into one target directory: $CARGO_TARGET_DIR, or the
 # main workspace's target/.
@@ -15,6 +16,7 @@ command -v taskset >/dev/null || { echo "run.sh: taskset (util-linux) is require
 cargo build --release --manifest-path "$root/Cargo.toml" -p tetherd -p tether-load
 cargo build --release --manifest-path "$benches/Cargo.toml"
 
-# The idle scenario holds 15,000 connections in one server process.
+# The idle scenario holds 15,000 connections in one server process, and
+# loopback-floor 9,000 loopback pairs (18,000 descriptors) in one.
 ulimit -n "$(ulimit -Hn)"
 exec "$CARGO_TARGET_DIR/release/bench-runner" "$@"

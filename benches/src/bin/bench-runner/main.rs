@@ -3,6 +3,7 @@
 //! `benches/run.sh` builds everything in release mode and starts it.
 //!
 //! ```text
+//!  taskset -c S  loopback-floor --json   (once: the kernel's cost of a write)
 //!  round 1..=R ─► scenario (echo 16 B, 1 KiB, 64 KiB, 1 MiB; handshake; idle)
 //!    ─► server, in an order that rotates each round:
 //!         taskset -c S  <server> --listen 127.0.0.1:PORT
@@ -15,6 +16,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::Parser;
 
+mod floor;
 mod machine;
 mod measure;
 mod report;
@@ -110,6 +112,12 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let settings = Settings::new(args.duration, args.hold, args.server_core, args.load_core)?;
     let machine_before = machine::Machine::describe();
+    eprint!("loopback TCP write floor (loopback-floor) ");
+    let floor = floor::measure(&settings);
+    match &floor {
+        Ok(floor) => eprintln!("{:.2} µs per write", floor.median_us),
+        Err(error) => eprintln!("FAILED: {error}"),
+    }
     let mut samples = Vec::new();
     for round in 0..args.rounds {
         for (scenario_index, scenario) in scenarios.iter().enumerate() {
@@ -150,6 +158,7 @@ fn run(args: &Args) -> Result<(), String> {
         hold: args.hold,
         settings: &settings,
         machine: &machine_before,
+        floor: &floor,
         load_after: &machine::load_average(),
         scenarios: &scenarios,
         servers: &servers,

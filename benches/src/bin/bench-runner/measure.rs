@@ -151,7 +151,7 @@ pub(crate) fn measure(
     let mut load = load_command(settings, server.websocket, scenario.load, &addr);
     load.args(["--server-pid", &pid]);
     let limit = Duration::from_secs_f64(settings.duration.max(settings.hold)) + LOAD_GRACE;
-    let report = run_to_json(load, limit)?;
+    let report = run_to_json(load, "the load generator", limit)?;
     match scenario.load {
         Load::Echo { .. } => echo_figures(&report),
         Load::Idle { .. } => idle_figures(&report),
@@ -201,7 +201,7 @@ fn load_command(settings: &Settings, websocket: bool, load: Load, addr: &str) ->
 }
 
 /// `taskset -c CORE,… BIN_DIR/PROGRAM`.
-fn pinned(settings: &Settings, cores: &[usize], program: &str) -> Command {
+pub(crate) fn pinned(settings: &Settings, cores: &[usize], program: &str) -> Command {
     let cores: Vec<String> = cores.iter().map(usize::to_string).collect();
     let mut command = Command::new("taskset");
     command
@@ -239,14 +239,19 @@ fn wait_until_listening(addr: &str, child: &mut Child) -> Result<(), String> {
     }
 }
 
-/// Runs the load generator and parses the JSON object it prints.
-fn run_to_json(mut command: Command, limit: Duration) -> Result<Value, String> {
+/// Runs `command` (`what` names it in errors: "the load generator") and
+/// parses the JSON object it prints.
+pub(crate) fn run_to_json(
+    mut command: Command,
+    what: &str,
+    limit: Duration,
+) -> Result<Value, String> {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|error| format!("cannot start the load generator: {error}"))?;
+        .map_err(|error| format!("cannot start {what}: {error}"))?;
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
     let deadline = Instant::now() + limit;
@@ -257,25 +262,18 @@ fn run_to_json(mut command: Command, limit: Duration) -> Result<Value, String> {
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("the load generator took longer than {limit:?}"));
+                return Err(format!("{what} took longer than {limit:?}"));
             }
-            Err(error) => return Err(format!("cannot wait for the load generator: {error}")),
+            Err(error) => return Err(format!("cannot wait for {what}: {error}")),
         }
     };
     let stdout = stdout.join().unwrap_or_default();
     let stderr = stderr.join().unwrap_or_default();
     if !status.success() {
-        return Err(format!(
-            "the load generator failed ({status}): {}",
-            stderr.trim()
-        ));
+        return Err(format!("{what} failed ({status}): {}", stderr.trim()));
     }
-    serde_json::from_str(stdout.trim()).map_err(|error| {
-        format!(
-            "unreadable load generator report ({error}): {}",
-            stdout.trim()
-        )
-    })
+    serde_json::from_str(stdout.trim())
+        .map_err(|error| format!("unreadable report from {what} ({error}): {}", stdout.trim()))
 }
 
 /// Reads a pipe to its end on a thread of its own, so that a full pipe never

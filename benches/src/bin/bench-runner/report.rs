@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::{
+    floor::Floor,
     machine::Machine,
     measure::{Metric, Sample, Settings},
     scenario::{LARGE_MESSAGE, Load, SERVERS, Scenario, TETHERD, TETHERD_TWO_THREADS},
@@ -24,6 +25,7 @@ pub(crate) struct Inputs<'a> {
     pub(crate) hold: f64,
     pub(crate) settings: &'a Settings,
     pub(crate) machine: &'a Machine,
+    pub(crate) floor: &'a Result<Floor, String>,
     pub(crate) load_after: &'a str,
     pub(crate) scenarios: &'a [Scenario],
     /// Indexes into [`SERVERS`].
@@ -120,11 +122,45 @@ pub(crate) fn render(inputs: &Inputs<'_>) -> String {
         "- server pinned to core {}, load generator to core {}; echo runs measure {} s, idle runs hold {} s",
         inputs.settings.server_core, inputs.settings.load_core, inputs.duration, inputs.hold
     );
+    let _ = writeln!(out, "{}", floor_line(inputs.floor));
     let _ = writeln!(
         out,
         "- load average (1, 5, 15 min): {} at the start, {} at the end",
         machine.load_before, inputs.load_after
     );
+    out
+}
+
+/// The kernel's cost of one broadcast delivery, for the Machine section.
+fn floor_line(floor: &Result<Floor, String>) -> String {
+    match floor {
+        Ok(floor) => format!(
+            "- loopback TCP write floor: {:.2} µs ({:.2}–{:.2}) of CPU per {}-byte write to one of {} sockets \
+             (median of {} rounds, min–max), i.e. at most {} writes/s on one core: the kernel's cost of one \
+             broadcast delivery (`loopback-floor`, on the server's core; \
+             [README](README.md#gateway-broadcast-one-publication-to-15000-subscribers))",
+            floor.median_us,
+            floor.min_us,
+            floor.max_us,
+            floor.size,
+            with_thousands(floor.conns),
+            floor.rounds,
+            format(Metric::MessagesPerSecond, 1e6 / floor.median_us),
+        ),
+        Err(error) => format!("- loopback TCP write floor: not measured ({error})"),
+    }
+}
+
+/// `9000` as `9,000`.
+fn with_thousands(count: usize) -> String {
+    let digits = count.to_string();
+    let mut out = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
     out
 }
 
@@ -510,6 +546,14 @@ mod tests {
             hold: 1.0,
             settings: &settings,
             machine: &machine,
+            floor: &Ok(Floor {
+                conns: 9000,
+                size: 30,
+                rounds: 5,
+                median_us: 6.4,
+                min_us: 6.3,
+                max_us: 6.8,
+            }),
             load_after: "0",
             scenarios: &scenarios,
             servers: &servers,
@@ -542,6 +586,23 @@ mod tests {
             ),
             "{scaling:#?}"
         );
+    }
+
+    #[test]
+    fn machine_section_states_the_write_floor() {
+        let page = page([[1.0, 1.1, 2.0], [2.0, 2.5, 3.0]]);
+        let machine = section(&page, "Machine");
+        let line = machine
+            .iter()
+            .find(|line| line.starts_with("- loopback TCP write floor:"))
+            .unwrap_or_else(|| panic!("no floor line in {machine:#?}"));
+        assert!(
+            line.contains("6.40 µs (6.30–6.80) of CPU per 30-byte write to one of 9,000 sockets"),
+            "{line}"
+        );
+        assert!(line.contains("at most 156 k writes/s"), "{line}");
+        assert_eq!(with_thousands(15_000_000), "15,000,000");
+        assert_eq!(with_thousands(999), "999");
     }
 
     #[test]
