@@ -150,26 +150,7 @@ impl Args {
 
 /// Serves until the process is killed.
 pub(crate) fn run(args: Args) -> io::Result<()> {
-    let mut runtime = match args.threads {
-        // One thread needs no work stealing: spawns and wakeups skip the
-        // shared queues and their atomics.
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        threads => {
-            let mut runtime = tokio::runtime::Builder::new_multi_thread();
-            if let Some(threads) = threads {
-                runtime.worker_threads(threads);
-            }
-            runtime
-        }
-    };
-    runtime.enable_all().build()?.block_on(async {
-        // The accept loop runs as a task: a multi-threaded runtime polls
-        // the `block_on` future on this thread, outside its workers, so each
-        // connection spawned from there woke a worker (a futex and an eventfd
-        // write, two context switches). From a worker, a new connection goes
-        // to that worker's own queue.
-        tokio::spawn(serve(args)).await?
-    })
+    crate::runtime::run(args.threads, serve(args))
 }
 
 async fn serve(args: Args) -> io::Result<()> {

@@ -29,17 +29,8 @@ use crate::{
 
 /// Serves until SIGTERM or SIGINT, then drains.
 pub(crate) fn run(config: Config) -> io::Result<()> {
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if config.threads > 0 {
-        runtime.worker_threads(config.threads);
-    }
-    runtime
-        .enable_all()
-        .build()?
-        // On a task, not as the `block_on` future: that one is polled on
-        // this thread, outside the workers, and every connection spawned
-        // from there would wake a worker (see `echo::run`).
-        .block_on(async { tokio::spawn(serve(config)).await? })
+    let threads = (config.threads > 0).then_some(config.threads);
+    crate::runtime::run(threads, serve(config))
 }
 
 async fn serve(config: Config) -> io::Result<()> {

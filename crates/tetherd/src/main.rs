@@ -31,6 +31,7 @@ mod logging;
 mod metrics;
 mod node;
 mod pages;
+mod runtime;
 mod session;
 mod tls;
 #[allow(

@@ -67,7 +67,17 @@ async fn until(ws: &mut tether::WebSocket<tether::MaybeTls>, needle: &str) -> St
 
 #[tokio::test]
 async fn channels_claim_subscribes_on_the_server_side() {
-    let server = Tetherd::gateway(CONFIG, &[]);
+    claim_subscribes_and_publications_arrive(&[]).await;
+}
+
+/// `--threads 1` runs the gateway on tokio's current-thread runtime.
+#[tokio::test]
+async fn one_runtime_thread_serves_sessions_and_the_api() {
+    claim_subscribes_and_publications_arrive(&["--threads", "1"]).await;
+}
+
+async fn claim_subscribes_and_publications_arrive(args: &[&str]) {
+    let server = Tetherd::gateway(CONFIG, args);
     let claims = json!({ "sub": "carol", "channels": ["news:alerts"] });
     let token = encode(
         &Header::default(),
