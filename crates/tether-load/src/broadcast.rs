@@ -10,7 +10,8 @@
 //! ```text
 //!  RSS before ── workers: connect + subscribe ── settle, RSS subscribed
 //!  ── publish R/s for S s (HTTP API, one keep-alive connection)
-//!  ── workers: wait for every publication (or --drain), close ── report
+//!  ── workers: wait for every publication (or --drain); CPU times read
+//!  ── workers: close ── report
 //! ```
 
 use std::{
@@ -154,18 +155,28 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
     let first_send_ns = sys::monotonic_ns();
     let publishing = runtime.block_on(publish(&args, &api, published));
     let publish_wall = publish_start.elapsed();
+    // Tell the workers how many to expect even if publishing failed, so
+    // they report what did arrive.
+    let sent = publishing.as_ref().map_or(0, |publishing| publishing.sent);
+    for worker in &mut fleet {
+        worker.tell(&sent.to_string());
+    }
+    let mut received = Received::default();
+    for (i, worker) in fleet.iter_mut().enumerate() {
+        received.merge_json(&worker.line(i)?);
+    }
+    // CPU until everything arrived (or the drain passed), not until the
+    // last API call: a publication's fan-out goes on after the API has
+    // answered. The connections close only after this reading.
+    let cpu_wall = publish_start.elapsed();
     let own = cpu_of_all(&fleet).saturating_sub(own_before);
     let server = match (args.server_pid, server_before) {
         (Some(pid), Some(before)) => Some(server_cpu(pid)?.saturating_sub(before)),
         _ => None,
     };
-    // Tell the workers how many to expect even if publishing failed, so
-    // they report what did arrive and close.
-    let sent = publishing.as_ref().map_or(0, |publishing| publishing.sent);
     for worker in &mut fleet {
-        worker.finish(&sent.to_string());
+        worker.finish("");
     }
-    let mut received = Received::default();
     for (i, worker) in fleet.iter_mut().enumerate() {
         received.merge_json(&worker.line(i)?);
     }
@@ -196,7 +207,7 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         delivery_wall_ns: received.last_delivery_ns.saturating_sub(first_send_ns),
         received,
         cpu: Cpu {
-            wall: publish_wall,
+            wall: cpu_wall,
             own,
             cores: sys::cores(),
             server,

@@ -5,9 +5,13 @@
 //! extra channels, answers pings, and checks every publication on the
 //! broadcast channel: its sequence number (lost, repeated, reordered) and
 //! its delivery latency (`CLOCK_MONOTONIC` now minus the stamp the publisher
-//! put in it). The worker's first line reports the subscriptions; its stdin
-//! then brings the number of publications sent, and each connection waits
-//! (up to `--drain`) for all of them before it closes.
+//! put in it). The worker's first line reports the subscriptions; a line on
+//! its stdin then brings the number of publications sent, and each
+//! connection waits (up to `--drain`) for all of them. The second line
+//! reports what arrived. Connections stay open until the parent closes the
+//! worker's stdin, so that no close overlaps a delivery still under way in
+//! another worker (the parent reads the server's CPU time in between); the
+//! third line reports the closes.
 
 use std::{
     sync::{Arc, Mutex, PoisonError},
@@ -88,13 +92,16 @@ pub(crate) fn worker(args: WorkerArgs) -> Result<(), String> {
     let runtime = workers::runtime()?;
     let (ready, running) = runtime.block_on(subscribe_all(&args))?;
     workers::tell_parent(&ready.to_json());
-    let input = workers::wait_for_parent();
+    let input = workers::line_from_parent().unwrap_or_default();
     let published = input
         .trim()
         .parse::<u64>()
         .map_err(|_| format!("the parent sent {input:?}, not a number of publications"))?;
-    let received = runtime.block_on(running.finish(published, args.drain));
+    let (received, open) = runtime.block_on(running.receive(published, args.drain));
     workers::tell_parent(&received.to_json(published));
+    workers::wait_for_parent();
+    let closed = runtime.block_on(open.close());
+    workers::tell_parent(&closed.to_json(published));
     Ok(())
 }
 
@@ -113,6 +120,8 @@ async fn subscribe_all(args: &WorkerArgs) -> Result<(Ready, Running), String> {
     let latency = Arc::new(Mutex::new(latency_histogram()));
     let (published_tx, published_rx) = watch::channel(None);
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+    let (receipts_tx, receipts) = mpsc::unbounded_channel();
+    let (close_tx, close_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     for index in 0..args.conns {
         let subscriber = Subscriber {
@@ -120,9 +129,15 @@ async fn subscribe_all(args: &WorkerArgs) -> Result<(Ready, Running), String> {
             channels: channels_of(&args.channel, args.channels, index),
             latency: latency.clone(),
         };
-        tasks.spawn(subscriber.run(dialer.clone(), ready_tx.clone(), published_rx.clone()));
+        let signals = Signals {
+            ready: ready_tx.clone(),
+            published: published_rx.clone(),
+            receipts: receipts_tx.clone(),
+            close: close_rx.clone(),
+        };
+        tasks.spawn(subscriber.run(dialer.clone(), signals));
     }
-    drop(ready_tx);
+    drop((ready_tx, receipts_tx));
     let mut ready = Ready::default();
     while let Some(result) = ready_rx.recv().await {
         match result {
@@ -138,8 +153,12 @@ async fn subscribe_all(args: &WorkerArgs) -> Result<(Ready, Running), String> {
         ready,
         Running {
             published: published_tx,
-            tasks,
+            receipts,
             latency,
+            open: Open {
+                close: close_tx,
+                tasks,
+            },
         },
     ))
 }
@@ -190,35 +209,60 @@ struct Running {
     /// How many publications were sent, once the publisher is done, and
     /// until when to wait for them.
     published: watch::Sender<Option<Expected>>,
-    tasks: JoinSet<Outcome>,
+    /// What each subscriber received; ends once every task has sent its
+    /// receipt or ended without one.
+    receipts: mpsc::UnboundedReceiver<Receipt>,
     latency: Arc<Mutex<Histogram<u64>>>,
+    open: Open,
 }
 
 impl Running {
-    /// Tells every subscriber how many publications to expect, waits for
-    /// them to receive those (or `drain` to pass) and close.
-    async fn finish(mut self, published: u64, drain: Duration) -> Received {
+    /// Tells every subscriber how many publications to expect and waits for
+    /// them to receive those (or `drain` to pass); their connections stay
+    /// open.
+    async fn receive(mut self, published: u64, drain: Duration) -> (Received, Open) {
         let _ = self.published.send(Some(Expected {
             published,
             until: tokio::time::Instant::now() + drain,
         }));
         let mut received = Received::default();
-        while let Some(joined) = self.tasks.join_next().await {
-            match joined {
-                Ok(outcome) => received.add(outcome, published),
-                Err(error) => {
-                    *received
-                        .dropped
-                        .entry(format!("task failed: {error}"))
-                        .or_default() += 1
-                }
-            }
+        while let Some(receipt) = self.receipts.recv().await {
+            received.add(receipt, published);
         }
         received.latency = std::mem::replace(
             &mut *self.latency.lock().unwrap_or_else(PoisonError::into_inner),
             latency_histogram(),
         );
-        received
+        (received, self.open)
+    }
+}
+
+/// Subscribers done receiving, waiting to close.
+struct Open {
+    close: watch::Sender<bool>,
+    /// Each ends with its close: `None` if the connection was already gone.
+    tasks: JoinSet<Option<Result<(), String>>>,
+}
+
+impl Open {
+    /// Closes every connection; only the close fields of the result are set.
+    async fn close(mut self) -> Received {
+        let _ = self.close.send(true);
+        let mut closed = Received::default();
+        while let Some(joined) = self.tasks.join_next().await {
+            match joined {
+                Ok(Some(Ok(()))) => closed.closed_clean += 1,
+                Ok(Some(Err(error))) => *closed.close_errors.entry(error).or_default() += 1,
+                Ok(None) => {}
+                Err(error) => {
+                    *closed
+                        .close_errors
+                        .entry(format!("task failed: {error}"))
+                        .or_default() += 1
+                }
+            }
+        }
+        closed
     }
 }
 
@@ -260,21 +304,20 @@ impl Default for Received {
 }
 
 impl Received {
-    fn add(&mut self, outcome: Outcome, published: u64) {
-        let Some(seqs) = outcome.seqs else { return };
+    fn add(&mut self, receipt: Receipt, published: u64) {
+        let Receipt {
+            seqs,
+            last_delivery_ns,
+            dropped,
+        } = receipt;
         self.deliveries += seqs.received;
         self.lost += seqs.lost(published);
         self.duplicated += seqs.duplicated;
         self.reordered += seqs.reordered;
         self.unexpected += seqs.unexpected(published);
-        self.last_delivery_ns = self.last_delivery_ns.max(outcome.last_delivery_ns);
-        if let Some(error) = outcome.dropped {
+        self.last_delivery_ns = self.last_delivery_ns.max(last_delivery_ns);
+        if let Some(error) = dropped {
             *self.dropped.entry(error).or_default() += 1;
-        }
-        match outcome.close {
-            Some(Ok(())) => self.closed_clean += 1,
-            Some(Err(error)) => *self.close_errors.entry(error).or_default() += 1,
-            None => {}
         }
     }
 
@@ -324,13 +367,21 @@ struct Subscribed {
     subscribe: u64,
 }
 
-/// How one connection went; `seqs` is `None` if it never subscribed.
-struct Outcome {
-    seqs: Option<SeqTracker>,
+/// What one subscribed connection received.
+struct Receipt {
+    seqs: SeqTracker,
     last_delivery_ns: u64,
+    /// Why the connection ended before everything arrived.
     dropped: Option<String>,
-    /// `None` if the connection was dropped before the close.
-    close: Option<Result<(), String>>,
+}
+
+/// How a subscriber task hears from its worker and answers.
+struct Signals {
+    ready: mpsc::UnboundedSender<Result<Subscribed, String>>,
+    published: watch::Receiver<Option<Expected>>,
+    receipts: mpsc::UnboundedSender<Receipt>,
+    /// Turns true when the connection may close.
+    close: watch::Receiver<bool>,
 }
 
 /// One subscriber connection.
@@ -341,18 +392,15 @@ struct Subscriber {
 }
 
 impl Subscriber {
-    async fn run(
-        self,
-        dialer: Arc<Dialer>,
-        ready: mpsc::UnboundedSender<Result<Subscribed, String>>,
-        published: watch::Receiver<Option<Expected>>,
-    ) -> Outcome {
-        let never = Outcome {
-            seqs: None,
-            last_delivery_ns: 0,
-            dropped: None,
-            close: None,
-        };
+    /// Subscribes, receives, and closes when told; returns how the close
+    /// went (`None` if the connection never subscribed or was dropped).
+    async fn run(self, dialer: Arc<Dialer>, signals: Signals) -> Option<Result<(), String>> {
+        let Signals {
+            ready,
+            published,
+            receipts,
+            mut close,
+        } = signals;
         let mut ws = match dialer.dial(self.index).await {
             Ok(mut dialed) => {
                 let start = Instant::now();
@@ -366,17 +414,17 @@ impl Subscriber {
                     }
                     Ok(Err(error)) => {
                         let _ = ready.send(Err(error));
-                        return never;
+                        return None;
                     }
                     Err(_) => {
                         let _ = ready.send(Err("subscribing timed out".into()));
-                        return never;
+                        return None;
                     }
                 }
             }
             Err(error) => {
                 let _ = ready.send(Err(error.to_string()));
-                return never;
+                return None;
             }
         };
         drop(ready);
@@ -389,20 +437,21 @@ impl Subscriber {
         };
         let dropped = receiving.until_done(&mut ws, published).await.err();
         receiving.flush_samples();
-        let close = match dropped {
-            Some(_) => {
-                // Let the stream finish the close handshake and shut down.
-                let _ = timeout(CLOSE_TIMEOUT, async { while ws.recv().await.is_some() {} }).await;
-                None
-            }
-            None => Some(close(ws).await),
-        };
-        Outcome {
-            seqs: Some(receiving.seqs),
+        let was_dropped = dropped.is_some();
+        let _ = receipts.send(Receipt {
+            seqs: receiving.seqs,
             last_delivery_ns: receiving.last_delivery_ns,
             dropped,
-            close,
+        });
+        drop(receipts);
+        if was_dropped {
+            // Let the stream finish the close handshake and shut down.
+            let _ = timeout(CLOSE_TIMEOUT, async { while ws.recv().await.is_some() {} }).await;
+            return None;
         }
+        // A closed sender (the worker is gone) closes too.
+        let _ = close.wait_for(|&close| close).await;
+        Some(close_connection(ws).await)
     }
 
     /// Sends `connect` and the `subscribe`s, and waits for every reply.
@@ -523,7 +572,7 @@ impl Receiving<'_> {
 }
 
 /// Closes cleanly: our close frame, the server's answer, the end.
-async fn close(mut ws: WebSocket<TcpStream>) -> Result<(), String> {
+async fn close_connection(mut ws: WebSocket<TcpStream>) -> Result<(), String> {
     let closing = async {
         ws.close(CloseCode::NORMAL, "done")
             .await

@@ -3,9 +3,11 @@
 //! one core) is not enough.
 //!
 //! The protocol is lines of JSON on the worker's stdout, and on its stdin
-//! whatever the parent writes before closing it. A worker prints one line
-//! once its connections are ready, waits for its stdin to close (which also
-//! happens if the parent dies), then prints one more line and exits.
+//! lines from the parent and then its end (which also comes if the parent
+//! dies). A worker prints one line once its connections are ready, waits
+//! for the parent, then prints one more line and exits; the broadcast
+//! worker takes a line, reports, and waits for the end of stdin before its
+//! last line.
 //!
 //! ```text
 //!  parent ── spawn ──► worker: open connections ── line 1 ──► parent
@@ -97,6 +99,15 @@ pub(crate) fn tell_parent(line: &Value) {
     let _ = stdout.flush();
 }
 
+/// In a worker: the parent's next line, `None` once stdin has ended.
+pub(crate) fn line_from_parent() -> Option<String> {
+    let mut line = String::new();
+    match io::stdin().lock().read_line(&mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(line),
+    }
+}
+
 /// In a worker: waits until the parent closes our stdin (or dies) and
 /// returns what it wrote first.
 pub(crate) fn wait_for_parent() -> String {
@@ -145,6 +156,14 @@ impl Worker {
     /// CPU time the worker has used so far (zero once it is gone).
     pub(crate) fn cpu_time(&self) -> Duration {
         sys::cpu_time_of(self.pid()).unwrap_or_default()
+    }
+
+    /// Writes one line to the worker's stdin, leaving it open.
+    pub(crate) fn tell(&mut self, line: &str) {
+        if let Some(stdin) = &mut self.stdin {
+            // A worker that is gone shows up when its line is read.
+            let _ = writeln!(stdin, "{line}").and_then(|()| stdin.flush());
+        }
     }
 
     /// Writes `input` to the worker's stdin and closes it: the worker
