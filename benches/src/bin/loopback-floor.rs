@@ -19,6 +19,7 @@ use std::{
 
 use clap::Parser;
 use serde_json::json;
+use tether_benches::Spread;
 
 /// File descriptors besides the pairs': stdio, the listener, and what the
 /// runtime and allocator may hold.
@@ -103,8 +104,10 @@ fn run(args: &Args) -> Result<(), String> {
         }
         rounds.push(measured);
     }
-    let cpu = Spread::of(rounds.iter().map(|round| round.cpu_us).collect());
-    let wall = Spread::of(rounds.iter().map(|round| round.wall_us).collect());
+    // `--rounds` is at least 1.
+    let spread_of = |values: Vec<f64>| Spread::of(values).expect("at least one round");
+    let cpu = spread_of(rounds.iter().map(|round| round.cpu_us).collect());
+    let wall = spread_of(rounds.iter().map(|round| round.wall_us).collect());
     if args.json {
         let spread =
             |spread: Spread| json!({"median": spread.median, "min": spread.min, "max": spread.max});
@@ -188,32 +191,6 @@ fn own_cpu_time() -> Result<Duration, String> {
     ))
 }
 
-/// Median, least and greatest of the rounds.
-#[derive(Debug, Clone, Copy)]
-struct Spread {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-impl Spread {
-    /// `values` must not be empty (`--rounds` is at least 1).
-    fn of(mut values: Vec<f64>) -> Self {
-        values.sort_by(f64::total_cmp);
-        let middle = values.len() / 2;
-        let median = if values.len() % 2 == 1 {
-            values[middle]
-        } else {
-            (values[middle - 1] + values[middle]) / 2.0
-        };
-        Self {
-            median,
-            min: values[0],
-            max: values[values.len() - 1],
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,13 +214,6 @@ mod tests {
             (&*client).read_exact(&mut received).unwrap();
             assert_eq!(received, [index as u8; 4]);
         }
-    }
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        let odd = Spread::of(vec![3.0, 1.0, 2.0]);
-        assert_eq!((odd.median, odd.min, odd.max), (2.0, 1.0, 3.0));
-        assert_eq!(Spread::of(vec![4.0, 1.0, 2.0, 3.0]).median, 2.5);
     }
 
     #[test]

@@ -4,6 +4,8 @@
 
 use std::fmt::Write as _;
 
+use tether_benches::Spread;
+
 use crate::{
     floor::Floor,
     machine::Machine,
@@ -40,46 +42,17 @@ struct Column {
     header: String,
 }
 
-/// Median, least and greatest of a set of runs.
-#[derive(Debug, Clone, Copy)]
-struct Spread {
-    median: f64,
-    min: f64,
-    max: f64,
-    runs: usize,
-}
-
-impl Spread {
-    fn of(mut values: Vec<f64>) -> Option<Self> {
-        if values.is_empty() {
-            return None;
-        }
-        values.sort_by(f64::total_cmp);
-        let middle = values.len() / 2;
-        let median = if values.len() % 2 == 1 {
-            values[middle]
-        } else {
-            (values[middle - 1] + values[middle]) / 2.0
-        };
-        Some(Self {
-            median,
-            min: values[0],
-            max: values[values.len() - 1],
-            runs: values.len(),
-        })
+/// `median (min–max)`, or the one value of a single run.
+fn spread_cell(spread: Spread, metric: Metric) -> String {
+    if spread.runs == 1 {
+        return format(metric, spread.median);
     }
-
-    fn cell(self, metric: Metric) -> String {
-        if self.runs == 1 {
-            return format(metric, self.median);
-        }
-        format!(
-            "{} ({}–{})",
-            format(metric, self.median),
-            format(metric, self.min),
-            format(metric, self.max)
-        )
-    }
+    format!(
+        "{} ({}–{})",
+        format(metric, spread.median),
+        format(metric, spread.min),
+        format(metric, spread.max)
+    )
 }
 
 pub(crate) fn render(inputs: &Inputs<'_>) -> String {
@@ -207,7 +180,7 @@ fn spread(inputs: &Inputs<'_>, scenario: usize, server: usize, metric: Metric) -
 /// A table cell: the spread of `metric`, or a dash when nothing measured it.
 fn cell(inputs: &Inputs<'_>, scenario: usize, server: usize, metric: Metric) -> String {
     spread(inputs, scenario, server, metric)
-        .map_or_else(|| "—".into(), |spread| spread.cell(metric))
+        .map_or_else(|| "—".into(), |spread| spread_cell(spread, metric))
 }
 
 fn header_row(out: &mut String, first: &str, headers: impl Iterator<Item = String>) {
@@ -480,15 +453,6 @@ fn format(metric: Metric, value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        let odd = Spread::of(vec![3.0, 1.0, 2.0]).unwrap();
-        assert_eq!((odd.median, odd.min, odd.max, odd.runs), (2.0, 1.0, 3.0, 3));
-        let even = Spread::of(vec![4.0, 1.0, 2.0, 3.0]).unwrap();
-        assert_eq!(even.median, 2.5);
-        assert!(Spread::of(Vec::new()).is_none());
-    }
 
     #[test]
     fn formats_in_fitting_units() {
