@@ -12,6 +12,9 @@
 //! ```text
 //!  parent ── spawn ──► worker: open connections ── line 1 ──► parent
 //!         ── write input, close stdin ──► worker: finish ── line 2 ──► parent
+//!
+//!  broadcast: ── "N" ──► worker: receive ── line 2 ──► parent reads CPU
+//!             ── close stdin ──► worker: close ── line 3 ──► parent
 //! ```
 
 use std::{

@@ -34,7 +34,8 @@ pub(crate) struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
-    /// Runtime worker threads (default: one per core).
+    /// Runtime worker threads (default: one per core); 1 runs everything on
+    /// one thread, without work stealing.
     #[arg(long)]
     threads: Option<usize>,
     /// Largest accepted frame payload, in bytes.

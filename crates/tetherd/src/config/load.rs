@@ -44,7 +44,8 @@ pub(crate) struct Flags {
     /// `redis+cluster://host:port,host:port` [default: memory].
     #[arg(long, value_name = "URLS")]
     pub(crate) broker: Option<String>,
-    /// Runtime worker threads, 0 for one per CPU core [default: 0].
+    /// Runtime worker threads, 0 for one per CPU core, 1 for a single
+    /// thread without work stealing [default: 0].
     #[arg(long, value_name = "N")]
     pub(crate) threads: Option<String>,
     /// Key for the HTTP API (auth.api_key). Command lines are visible to

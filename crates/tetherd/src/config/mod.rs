@@ -64,7 +64,8 @@ pub(crate) struct Config {
     pub(crate) broker: Broker,
     /// Log lines as "text" (for people) or "json" (one object per line).
     pub(crate) log_format: LogFormat,
-    /// Runtime worker threads: 0 for one per CPU core.
+    /// Runtime worker threads: 0 for one per CPU core; 1 runs everything on
+    /// one thread, without work stealing.
     pub(crate) threads: usize,
     /// Serve wss:// and https:// with these PEM files; SIGHUP re-reads both.
     pub(crate) tls: Tls,
