@@ -19,7 +19,7 @@ use std::{
 
 use clap::Parser;
 use serde_json::json;
-use tether_benches::Spread;
+use tether_benches::{Spread, own_cpu_time};
 
 /// File descriptors besides the pairs': stdio, the listener, and what the
 /// runtime and allocator may hold.
@@ -77,13 +77,13 @@ fn run(args: &Args) -> Result<(), String> {
     let mut received = vec![0; args.size];
     let mut rounds = Vec::with_capacity(args.rounds);
     for round in 1..=args.rounds {
-        let (cpu_start, wall_start) = (own_cpu_time()?, Instant::now());
+        let (cpu_start, wall_start) = (cpu_time()?, Instant::now());
         for (server, _) in &pairs {
             (&*server)
                 .write_all(&message)
                 .map_err(|error| format!("write failed: {error}"))?;
         }
-        let (cpu, wall) = (own_cpu_time()? - cpu_start, wall_start.elapsed());
+        let (cpu, wall) = (cpu_time()? - cpu_start, wall_start.elapsed());
         for (_, client) in &pairs {
             (&*client)
                 .read_exact(&mut received)
@@ -138,6 +138,10 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+fn cpu_time() -> Result<Duration, String> {
+    own_cpu_time().map_err(|error| format!("getrusage failed: {error}"))
+}
+
 /// Fails unless the open-file limit allows two descriptors per pair.
 fn check_open_files(conns: usize) -> Result<(), String> {
     // SAFETY: `rlimit` is plain old data; all-zero bytes are a valid value.
@@ -175,35 +179,9 @@ fn connect_pairs(conns: usize) -> Result<Vec<(TcpStream, TcpStream)>, String> {
     Ok(pairs)
 }
 
-/// User plus system CPU time this process has used so far. Without
-/// `CONFIG_IRQ_TIME_ACCOUNTING` this includes the softirq work (the loopback
-/// receive path) that runs on the sender's stack.
-fn own_cpu_time() -> Result<Duration, String> {
-    // SAFETY: `rusage` is plain old data; all-zero bytes are a valid value.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `usage` is a valid, writable `rusage` for the call's duration.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return Err("getrusage failed".into());
-    }
-    let micros = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64;
-    Ok(Duration::from_micros(
-        micros(usage.ru_utime) + micros(usage.ru_stime),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_time_grows_with_work() {
-        let before = own_cpu_time().unwrap();
-        let busy_until = Instant::now() + Duration::from_millis(30);
-        while Instant::now() < busy_until {
-            std::hint::spin_loop();
-        }
-        assert!(own_cpu_time().unwrap() > before);
-    }
 
     #[test]
     fn pairs_carry_a_write_to_the_client_side() {

@@ -19,6 +19,7 @@ use std::{
 
 use clap::Parser;
 use serde_json::json;
+use tether_benches::own_cpu_time;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{
@@ -126,13 +127,16 @@ async fn run(args: &Args) -> Result<serde_json::Value, String> {
         cpu_time_of(pid).map_err(|error| format!("cannot read the CPU time of {pid}: {error}"))
     };
     let server_before = args.server_pid.map(server_cpu).transpose()?;
-    let own_before = own_cpu_time();
+    let own_before = own_cpu_time().unwrap_or_default();
     let messages_before = totals.messages.load(Ordering::Relaxed);
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
     let messages = totals.messages.load(Ordering::Relaxed) - messages_before;
     let wall = start.elapsed().as_secs_f64();
-    let own = own_cpu_time().saturating_sub(own_before).as_secs_f64();
+    let own = own_cpu_time()
+        .unwrap_or_default()
+        .saturating_sub(own_before)
+        .as_secs_f64();
     let server = match (args.server_pid, server_before) {
         (Some(pid), Some(before)) => Some(server_cpu(pid)?.saturating_sub(before).as_secs_f64()),
         _ => None,
@@ -247,18 +251,6 @@ async fn receive(
         totals.messages.fetch_add(completed, Ordering::Relaxed);
         credits.add_permits(completed as usize);
     }
-}
-
-/// User plus system CPU time this process has used so far.
-fn own_cpu_time() -> Duration {
-    // SAFETY: `rusage` is plain old data; all-zero bytes are a valid value.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `usage` is a valid, writable `rusage` for the call's duration.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return Duration::ZERO;
-    }
-    let micros = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64;
-    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
 }
 
 /// User plus system CPU time process `pid` has used so far (fields 14 and 15
