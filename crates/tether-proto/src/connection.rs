@@ -1,7 +1,6 @@
 //! The connection state machine: frames in, events out.
 
 use std::{
-    collections::VecDeque,
     io::IoSlice,
     mem,
     sync::Arc,
@@ -17,16 +16,13 @@ use crate::{
     utf8::{self, Validator},
 };
 
+mod queues;
+use queues::Queues;
+
 /// Frames with payloads up to this size are copied next to their header in
 /// one buffer, so a burst of small messages leaves in a single write. Larger
 /// payloads are queued as they are (no copy) behind a separate header.
 const COALESCE_MAX_PAYLOAD: usize = 1024;
-
-/// Room the coalescing buffer makes once a second frame does not fit: a
-/// burst of small frames grows it once, where doubling from the first
-/// frame's size took a `realloc` every few frames (1–2% of a 16 B echo's
-/// CPU). A lone frame still gets a buffer of its own size.
-const COALESCE_BURST_RESERVE: usize = 4096;
 
 /// Outbound bytes beyond which received pings are no longer answered one
 /// by one but only the latest.
@@ -192,47 +188,6 @@ struct Partial {
     utf8: Option<Validator>,
     /// Sent with RSV1: `data` holds what was inflated so far.
     compressed: bool,
-}
-
-/// What is in flight: events not yet taken and bytes not yet written. Boxed
-/// and allocated only while something is, so that an idle connection (the
-/// common case on a server with many) holds one pointer instead of four
-/// empty queues.
-#[derive(Debug, Default)]
-struct Queues {
-    events: VecDeque<Event>,
-    /// The latest ping not yet answered while output is backed up.
-    pending_pong: Option<Bytes>,
-    /// Whole frames ready to write, oldest first, followed by `coalesced`.
-    outgoing: VecDeque<Bytes>,
-    coalesced: BytesMut,
-}
-
-impl Queues {
-    /// Ends the coalesced chunk, so a frame queued next goes after it.
-    fn flush_coalesced(&mut self) {
-        if !self.coalesced.is_empty() {
-            self.outgoing
-                .push_back(mem::take(&mut self.coalesced).freeze());
-        }
-    }
-
-    fn reserve_coalesced(&mut self, additional: usize) {
-        let buf = &mut self.coalesced;
-        let burst = !buf.is_empty() && buf.capacity() - buf.len() < additional;
-        buf.reserve(if burst {
-            additional.max(COALESCE_BURST_RESERVE)
-        } else {
-            additional
-        });
-    }
-
-    fn is_empty(&self) -> bool {
-        self.events.is_empty()
-            && self.pending_pong.is_none()
-            && self.outgoing.is_empty()
-            && self.coalesced.is_empty()
-    }
 }
 
 /// One WebSocket connection after the handshake.
@@ -553,12 +508,15 @@ impl Connection {
         }
     }
 
-    /// Frees the internal queues if they are empty. Call when the
-    /// connection goes idle (not after every message: the queues would be
-    /// reallocated on the next burst).
+    /// Gives the internal queues back if they are empty, so an idle
+    /// connection holds none. Call when the connection goes idle, not after
+    /// every message. A few drained sets stay with the thread for the next
+    /// connection that needs one.
     pub fn release_idle_buffers(&mut self) {
         if self.queues.as_deref().is_some_and(Queues::is_empty) {
-            self.queues = None;
+            if let Some(queues) = self.queues.take() {
+                queues.give_back();
+            }
         }
     }
 
@@ -570,7 +528,7 @@ impl Connection {
     }
 
     fn queues(&mut self) -> &mut Queues {
-        self.queues.get_or_insert_with(Box::default)
+        self.queues.get_or_insert_with(Queues::take)
     }
 
     fn take_pending_pong(&mut self) -> Option<Bytes> {
@@ -825,12 +783,15 @@ impl Connection {
         let (Some(bucket), Some(limit)) = (self.bucket.as_mut(), self.config.rate_limit) else {
             return Ok(());
         };
-        let elapsed = now
-            .saturating_duration_since(bucket.refilled_at)
-            .as_secs_f64();
-        bucket.tokens =
-            (bucket.tokens + elapsed * f64::from(limit.per_second)).min(f64::from(limit.burst));
-        bucket.refilled_at = now;
+        // Every frame of one read shares its `now`: refill once per read.
+        if now != bucket.refilled_at {
+            let elapsed = now
+                .saturating_duration_since(bucket.refilled_at)
+                .as_secs_f64();
+            bucket.tokens =
+                (bucket.tokens + elapsed * f64::from(limit.per_second)).min(f64::from(limit.burst));
+            bucket.refilled_at = now;
+        }
         if bucket.tokens < 1.0 {
             return Err(ProtocolError::RateLimited {
                 per_second: limit.per_second,

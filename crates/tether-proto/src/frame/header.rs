@@ -84,24 +84,33 @@ impl FrameHeader {
         2 + len_bytes + if self.mask.is_some() { 4 } else { 0 }
     }
 
-    /// Writes the header with the shortest length encoding (§5.2).
+    /// Writes the header with the shortest length encoding (§5.2), in one
+    /// `put_slice` rather than a capacity check per field.
     pub fn encode(&self, out: &mut impl BufMut) {
-        out.put_u8(u8::from(self.fin) << 7 | (self.rsv & 0x07) << 4 | self.opcode.bits());
+        let mut bytes = [0; Self::MAX_LEN];
+        bytes[0] = u8::from(self.fin) << 7 | (self.rsv & 0x07) << 4 | self.opcode.bits();
         let mask_bit = if self.mask.is_some() { 0x80 } else { 0 };
-        match self.payload_len {
-            len @ 0..=125 => out.put_u8(mask_bit | len as u8),
+        let mut len = match self.payload_len {
+            len @ 0..=125 => {
+                bytes[1] = mask_bit | len as u8;
+                2
+            }
             len @ 126..=0xffff => {
-                out.put_u8(mask_bit | 126);
-                out.put_u16(len as u16);
+                bytes[1] = mask_bit | 126;
+                bytes[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+                4
             }
             len => {
-                out.put_u8(mask_bit | 127);
-                out.put_u64(len);
+                bytes[1] = mask_bit | 127;
+                bytes[2..10].copy_from_slice(&len.to_be_bytes());
+                10
             }
-        }
+        };
         if let Some(key) = self.mask {
-            out.put_slice(&key);
+            bytes[len..len + 4].copy_from_slice(&key);
+            len += 4;
         }
+        out.put_slice(&bytes[..len]);
     }
 }
 

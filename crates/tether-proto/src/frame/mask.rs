@@ -19,8 +19,10 @@ const WIDE_MIN: usize = 128;
     )
 )]
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
-    let mut key = key;
-    key.rotate_left(offset % 4);
+    // The key as it lines up with `buf`: its bytes rotated left by `offset`.
+    let key = u32::from_be_bytes(key)
+        .rotate_left(8 * (offset % 4) as u32)
+        .to_be_bytes();
     #[cfg(target_arch = "x86_64")]
     if buf.len() >= WIDE_MIN && std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: `mask_avx2` only requires AVX2, which the CPU has (checked
@@ -59,7 +61,12 @@ fn mask_words(buf: &mut [u8], key: [u8; 4]) {
         let word = u64::from_ne_bytes(chunk.try_into().unwrap_or_default()) ^ wide;
         chunk.copy_from_slice(&word.to_ne_bytes());
     }
-    for (byte, k) in chunks.into_remainder().iter_mut().zip(key.iter().cycle()) {
+    let rest = chunks.into_remainder();
+    let (words, bytes) = rest.split_at_mut(rest.len() & !3);
+    if let Ok(word) = <&mut [u8; 4]>::try_from(words) {
+        *word = (u32::from_ne_bytes(*word) ^ u32::from_ne_bytes(key)).to_ne_bytes();
+    }
+    for (byte, k) in bytes.iter_mut().zip(key) {
         *byte ^= k;
     }
 }
