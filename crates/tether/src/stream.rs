@@ -407,8 +407,8 @@ impl Pump {
             // Write errors are not reported here: the peer's close frame or
             // reset may still be waiting on the read side, and it says more.
             let _ = self.poll_write_out(io, cx);
-            if self.poll_timer(cx).is_ready() {
-                self.conn.handle_timeout(Instant::now().into_std());
+            if self.timer_fired() {
+                self.on_timer();
                 continue;
             }
             if self.leftover {
@@ -423,10 +423,8 @@ impl Pump {
                 }
                 Poll::Pending => {
                     self.release_idle_buffers();
-                    return match quiet {
-                        Some(quiet) if self.is_idle() => self.poll_quiet(cx, quiet),
-                        _ => Poll::Pending,
-                    };
+                    let quiet = quiet.filter(|_| self.is_idle());
+                    return self.poll_wait(cx, quiet);
                 }
             };
             match filled {
@@ -448,23 +446,48 @@ impl Pump {
             && !(self.leftover || self.eof || self.done || self.write_failed || self.woken)
     }
 
-    /// Idle once `quiet` has passed since the last input; until then the
-    /// timer also wakes the task for that (it holds the earlier of this and
-    /// the core's deadline).
-    fn poll_quiet(&mut self, cx: &mut Context<'_>, quiet: Duration) -> Poll<Received> {
-        if quiet.is_zero() {
+    /// About to wait for input: arms the timer for the core's next deadline
+    /// or, with `quiet`, for the moment the connection counts as idle if that
+    /// comes first. The timer is polled (which registers the task's waker)
+    /// here only, once per wait, not on every pass of the loop.
+    fn poll_wait(&mut self, cx: &mut Context<'_>, quiet: Option<Duration>) -> Poll<Received> {
+        if quiet.is_some_and(|quiet| quiet.is_zero()) {
             return Poll::Ready(Received::Idle);
         }
-        // The clock is read only when the timer fires, not on every wait.
-        let idle_at = Instant::from_std(self.conn.last_received()) + quiet;
-        if self.poll_deadline(cx, idle_at).is_ready() {
-            if idle_at <= Instant::now() {
+        let idle_at = quiet.map(|quiet| Instant::from_std(self.conn.last_received()) + quiet);
+        let due = self.conn.poll_timeout().map(Instant::from_std);
+        let Some(deadline) = due.into_iter().chain(idle_at).min() else {
+            return Poll::Pending;
+        };
+        if self.poll_deadline(cx, deadline).is_ready() {
+            // The clock is read only when the timer fires, not on every wait.
+            if idle_at.is_some_and(|idle_at| idle_at <= Instant::now()) {
                 return Poll::Ready(Received::Idle);
             }
-            // The core's earlier deadline: run it from the top.
+            // The core's deadline: run it from the top.
             cx.waker().wake_by_ref();
         }
         Poll::Pending
+    }
+
+    /// Whether the timer went off since it was last armed.
+    fn timer_fired(&self) -> bool {
+        self.timer.as_ref().is_some_and(|sleep| sleep.is_elapsed())
+    }
+
+    /// Lets the core act on its deadline (it may find nothing due: the timer
+    /// is not moved later when the deadline is) and re-arms the timer for the
+    /// next one; the next wait polls it.
+    fn on_timer(&mut self) {
+        self.conn.handle_timeout(Instant::now().into_std());
+        match self.conn.poll_timeout() {
+            Some(next) => {
+                if let Some(sleep) = &mut self.timer {
+                    sleep.as_mut().reset(Instant::from_std(next));
+                }
+            }
+            None => self.timer = None,
+        }
     }
 
     /// About to wait for the peer: give back queue capacity left over from
@@ -609,11 +632,11 @@ impl Pump {
                 self.conn.discard_transmit();
                 return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
             }
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let count = self.conn.transmit_slices(&mut slices);
-            if count == 0 {
+            if self.buffered() == 0 {
                 return Pin::new(&mut *io).poll_flush(cx);
             }
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let count = self.conn.transmit_slices(&mut slices);
             let written = if io.is_write_vectored() {
                 ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?
             } else {
@@ -629,13 +652,6 @@ impl Pump {
 
     fn buffered(&self) -> usize {
         self.conn.buffered_amount()
-    }
-
-    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        match self.conn.poll_timeout() {
-            Some(deadline) => self.poll_deadline(cx, Instant::from_std(deadline)),
-            None => Poll::Pending,
-        }
     }
 
     /// Polls one lazily allocated timer. When the deadline moves later (each
