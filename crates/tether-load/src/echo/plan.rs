@@ -40,18 +40,31 @@ impl Plan {
     /// The sequence number as it appears at the start of the payload: its
     /// low-order bytes (binary) or hex digits (text) when the payload is short.
     pub(super) fn header(&self, seq: u64) -> Header {
+        if self.text {
+            return self.text_header(seq);
+        }
         let mut bytes = [0; 16];
-        let range = if self.text {
-            for (i, digit) in bytes.iter_mut().enumerate() {
-                let nibble = (seq >> (60 - 4 * i)) & 0xf;
-                *digit = b"0123456789abcdef"[nibble as usize];
-            }
-            16 - self.size.min(16)..16
-        } else {
-            bytes[..8].copy_from_slice(&seq.to_le_bytes());
-            0..self.size.min(8)
-        };
-        Header { bytes, range }
+        bytes[..8].copy_from_slice(&seq.to_le_bytes());
+        Header {
+            bytes,
+            range: 0..self.size.min(8),
+        }
+    }
+
+    /// Kept out of line: inlined, its digit loop ran for binary payloads too
+    /// (an eighth of the load generator's user-space instructions per 16 B
+    /// message).
+    #[inline(never)]
+    fn text_header(&self, seq: u64) -> Header {
+        let mut bytes = [0; 16];
+        for (i, digit) in bytes.iter_mut().enumerate() {
+            let nibble = (seq >> (60 - 4 * i)) & 0xf;
+            *digit = b"0123456789abcdef"[nibble as usize];
+        }
+        Header {
+            bytes,
+            range: 16 - self.size.min(16)..16,
+        }
     }
 
     fn body(&self, seq: u64, header_len: usize) -> &[u8] {
