@@ -18,11 +18,12 @@ const COALESCE_BURST_RESERVE: usize = 4096;
 const MAX_SPARES: usize = 8;
 
 /// Most queued events, outgoing chunks and coalescing bytes a spare set may
-/// keep room for; a set a large burst grew goes back to the allocator, so
-/// spares hold at most a few KiB each.
+/// keep room for, so that spares hold at most about 20 KiB each: a set whose
+/// queues a large burst grew goes back to the allocator, and so does a
+/// coalescing buffer grown past 16 KiB (8 echoes of 1 KiB grow it to 10 KiB).
 const SPARE_MAX_EVENTS: usize = 64;
 const SPARE_MAX_OUTGOING: usize = 64;
-const SPARE_MAX_COALESCED: usize = 2 * COALESCE_BURST_RESERVE;
+const SPARE_MAX_COALESCED: usize = 4 * COALESCE_BURST_RESERVE;
 
 thread_local! {
     /// Sets given back by connections that went idle. A closed-loop echo
@@ -67,9 +68,11 @@ impl Queues {
         // allocation, which is what a spare would hold on to.
         let whole = self.coalesced.capacity() + 1;
         let _ = self.coalesced.try_reclaim(whole);
+        if self.coalesced.capacity() > SPARE_MAX_COALESCED {
+            self.coalesced = BytesMut::new();
+        }
         if self.events.capacity() > SPARE_MAX_EVENTS
             || self.outgoing.capacity() > SPARE_MAX_OUTGOING
-            || self.coalesced.capacity() > SPARE_MAX_COALESCED
         {
             return;
         }
@@ -137,15 +140,25 @@ mod tests {
     }
 
     #[test]
-    fn large_sets_and_sets_beyond_the_limit_go_back_to_the_allocator() {
+    fn large_buffers_and_sets_beyond_the_limit_go_back_to_the_allocator() {
         SPARES.with_borrow_mut(Vec::clear);
-        let mut large = Queues::take();
-        large.coalesced.reserve(SPARE_MAX_COALESCED + 1);
-        large.give_back();
         let mut many_events = Queues::take();
         many_events.events.reserve(SPARE_MAX_EVENTS + 1);
         many_events.give_back();
+        let mut many_chunks = Queues::take();
+        many_chunks.outgoing.reserve(SPARE_MAX_OUTGOING + 1);
+        many_chunks.give_back();
         assert_eq!(spares(), 0);
+
+        let mut large = Queues::take();
+        large.coalesced.reserve(SPARE_MAX_COALESCED + 1);
+        large.give_back();
+        assert_eq!(spares(), 1, "the set is kept");
+        assert_eq!(
+            Queues::take().coalesced.capacity(),
+            0,
+            "its large buffer is not"
+        );
 
         for _ in 0..MAX_SPARES + 3 {
             Box::<Queues>::default().give_back();
