@@ -90,7 +90,7 @@ impl FrameHeader {
         let mut bytes = [0; Self::MAX_LEN];
         bytes[0] = u8::from(self.fin) << 7 | (self.rsv & 0x07) << 4 | self.opcode.bits();
         let mask_bit = if self.mask.is_some() { 0x80 } else { 0 };
-        let mut len = match self.payload_len {
+        let mut used = match self.payload_len {
             len @ 0..=125 => {
                 bytes[1] = mask_bit | len as u8;
                 2
@@ -107,10 +107,10 @@ impl FrameHeader {
             }
         };
         if let Some(key) = self.mask {
-            bytes[len..len + 4].copy_from_slice(&key);
-            len += 4;
+            bytes[used..used + 4].copy_from_slice(&key);
+            used += 4;
         }
-        out.put_slice(&bytes[..len]);
+        out.put_slice(&bytes[..used]);
     }
 }
 
