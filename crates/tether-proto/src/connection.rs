@@ -513,10 +513,8 @@ impl Connection {
     /// every message. A few drained sets stay with the thread for the next
     /// connection that needs one.
     pub fn release_idle_buffers(&mut self) {
-        if self.queues.as_deref().is_some_and(Queues::is_empty) {
-            if let Some(queues) = self.queues.take() {
-                queues.give_back();
-            }
+        if let Some(queues) = self.queues.take_if(|queues| queues.is_empty()) {
+            queues.give_back();
         }
     }
 
