@@ -127,16 +127,14 @@ async fn run(args: &Args) -> Result<serde_json::Value, String> {
         cpu_time_of(pid).map_err(|error| format!("cannot read the CPU time of {pid}: {error}"))
     };
     let server_before = args.server_pid.map(server_cpu).transpose()?;
-    let own_before = own_cpu_time().unwrap_or_default();
+    let own_cpu = || own_cpu_time().map_err(|error| format!("getrusage failed: {error}"));
+    let own_before = own_cpu()?;
     let messages_before = totals.messages.load(Ordering::Relaxed);
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
     let messages = totals.messages.load(Ordering::Relaxed) - messages_before;
     let wall = start.elapsed().as_secs_f64();
-    let own = own_cpu_time()
-        .unwrap_or_default()
-        .saturating_sub(own_before)
-        .as_secs_f64();
+    let own = own_cpu()?.saturating_sub(own_before).as_secs_f64();
     let server = match (args.server_pid, server_before) {
         (Some(pid), Some(before)) => Some(server_cpu(pid)?.saturating_sub(before).as_secs_f64()),
         _ => None,
