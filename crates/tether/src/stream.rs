@@ -139,6 +139,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.pump.try_send(message)
     }
 
+    /// Bytes queued for the peer and not yet written to the transport, as a
+    /// browser's `bufferedAmount`: what this connection holds in memory on
+    /// the peer's behalf.
+    pub fn buffered_amount(&self) -> usize {
+        self.pump.buffered()
+    }
+
     /// How this server connection frames data messages: a message for many
     /// connections is framed (and compressed) once per encoding with
     /// [`FrameEncoding::encode`]. `None` for a client.

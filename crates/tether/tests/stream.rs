@@ -351,6 +351,13 @@ async fn try_send_hands_back_the_message_and_send_waits_while_the_peer_does_not_
     assert_eq!(full, numbered(queued), "Full hands the message back");
     // The socket is full too: flushing cannot finish.
     assert!(SinkExt::flush(&mut client).now_or_never().is_none());
+    // What waits is counted, as a browser's bufferedAmount: at least the
+    // bound that refused the message, at most that plus one message.
+    let waiting = client.buffered_amount();
+    assert!(
+        (256 * 1024..256 * 1024 + 64 * 1024 + 14).contains(&waiting),
+        "{waiting} bytes queued"
+    );
 
     let mut send = std::pin::pin!(client.send(full));
     // It cannot complete while the peer reads nothing; polling it for a
