@@ -30,7 +30,7 @@ const SHARDS: usize = 64;
 /// What the node asks of a session besides delivering frames (HTTP API
 /// server-side subscriptions).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Command {
+pub(crate) enum ServerCommand {
     /// Subscribe the session to this channel.
     Subscribe(String),
     /// Unsubscribe the session from this channel.
@@ -155,7 +155,7 @@ impl std::fmt::Display for ClientId {
 struct OutboxState {
     frames: VecDeque<Frame>,
     bytes: usize,
-    commands: Vec<Command>,
+    commands: Vec<ServerCommand>,
     /// The deadline passed; the session has not looked yet.
     due: bool,
     /// Set once: the connection must end with this disconnect (boxed: it
@@ -169,7 +169,7 @@ struct OutboxState {
 #[derive(Debug)]
 pub(crate) enum Item {
     Frame(Frame),
-    Command(Command),
+    Command(ServerCommand),
     /// The deadline the session set has passed.
     Due,
     /// The connection must end: queued frames went first.
@@ -216,7 +216,7 @@ impl Outbox {
     }
 
     /// Queues a command for the session.
-    pub(crate) fn command(&self, command: Command) {
+    pub(crate) fn command(&self, command: ServerCommand) {
         let mut state = self.lock();
         state.commands.push(command);
         Self::wake(state);
@@ -277,6 +277,11 @@ impl Outbox {
             return Some(Item::Due);
         }
         state.closed.as_deref().cloned().map(Item::Closed)
+    }
+
+    /// Bytes of pushes waiting for the session to take them.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.lock().bytes
     }
 
     /// Records who the session is, once it connected.
@@ -460,7 +465,7 @@ mod tests {
         let outbox = Outbox::new(100);
         outbox.set_deadline(Some(5));
         outbox.tick(4);
-        outbox.command(Command::Subscribe("c".into()));
+        outbox.command(ServerCommand::Subscribe("c".into()));
         assert!(outbox.push(Frame::plain(Bytes::from_static(b"x")).unwrap()));
         outbox.close(Disconnect::SHUTDOWN);
         assert!(
@@ -469,7 +474,9 @@ mod tests {
         );
         outbox.tick(5);
         assert!(matches!(outbox.take(), Some(Item::Frame(_))));
-        assert!(matches!(outbox.take(), Some(Item::Command(Command::Subscribe(c))) if c == "c"));
+        assert!(
+            matches!(outbox.take(), Some(Item::Command(ServerCommand::Subscribe(c))) if c == "c")
+        );
         assert!(matches!(outbox.take(), Some(Item::Due)));
         assert!(matches!(outbox.take(), Some(Item::Closed(d)) if d == Disconnect::SHUTDOWN));
         assert!(

@@ -8,7 +8,7 @@ use std::{
         Arc, Mutex, OnceLock, PoisonError, Weak,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use bytes::Bytes;
@@ -82,6 +82,14 @@ impl Node {
     /// Milliseconds since the node started: the clock of session deadlines.
     pub(crate) fn clock_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    /// The node clock's reading ([`Node::clock_ms`]) once `grace` has
+    /// passed after the Unix time `unix_secs` (a token's expiry). Computed
+    /// once and kept, so the deadline stays put however the clocks move.
+    pub(crate) fn clock_ms_at(&self, unix_secs: u64, grace: Duration) -> u64 {
+        let left = Duration::from_secs(unix_secs).saturating_sub(since_unix_epoch());
+        self.clock_ms() + (left + grace).as_millis() as u64
     }
 
     /// Records the address the listener is bound to, for the registry.
@@ -169,6 +177,18 @@ impl Node {
             .bytes_out
             .fetch_add((delivered * frame.text.len()) as u64, Ordering::Relaxed);
     }
+}
+
+/// The wall clock, as tokens count time: since the Unix epoch.
+pub(crate) fn since_unix_epoch() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Whole seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    since_unix_epoch().as_secs()
 }
 
 /// Announces the node every [`Node::ANNOUNCE_INTERVAL`] until it drains

@@ -8,15 +8,28 @@
 //! node's ticker wakes sessions whose deadline passed) and no buffers, and
 //! everything rarely needed (command handling, waiting on a full socket,
 //! the close) is boxed only while it runs.
+//!
+//! ```text
+//!  socket ──text frame──▶ commands.rs: one command at a time, rate-limited,
+//!                         replies charged to the client's outbound budget
+//!                            ├─▶ subscriptions.rs: subscribe / recover / expire
+//!                            └─▶ node: publish, presence, history
+//!  outbox (pushes, API commands, ticks) ──▶ take_outbox ──▶ socket
+//!  ticker ──▶ deadlines.rs: connect and pong deadlines, pings, token expiry
+//! ```
+
+mod commands;
+mod deadlines;
+mod subscriptions;
 
 use std::{
     future::poll_fn,
     net::SocketAddr,
-    num::NonZeroU64,
+    num::NonZeroU32,
     pin::Pin,
     sync::{Arc, atomic::Ordering},
     task::{Context, Poll},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -28,27 +41,13 @@ use tether::{
 };
 use tracing::{debug, info};
 
+use self::deadlines::Timers;
 use crate::{
-    api::{self, history_options},
-    auth::TokenError,
-    broker::{BrokerError, ClientInfo, HistoryQuery, StreamPosition},
-    hub::{ClientId, Command as HubCommand, ConnId, Frame, Identity, Item, Outbox, epoch_tag},
+    broker::ClientInfo,
+    hub::{Frame, Item, Outbox, ServerCommand},
     node::{Node, encode_push},
-    wire::{
-        self, Command, ConnectRequest, ConnectResult, Disconnect, FrameBuilder, PushBody,
-        RefreshResult, Reply, ReplyError, ReplyResult, Request, SubscribeRequest, SubscribeResult,
-        Unsubscribe,
-    },
+    wire::{Disconnect, PushBody},
 };
-
-/// A client must send `connect` this soon after the upgrade.
-const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
-
-/// Presence entries live this long unless refreshed (refreshed every ping).
-const PRESENCE_TTL: Duration = Duration::from_secs(60);
-
-/// Most channels one connection may subscribe to.
-const MAX_CHANNELS: usize = 128;
 
 /// Starts the session of an upgraded connection in a task of its own.
 pub(crate) fn spawn(
@@ -63,8 +62,8 @@ pub(crate) fn spawn(
     let conn = node.next_conn_id();
     let outbox = Arc::new(Outbox::new(node.config.client.outbound_queue_bytes));
     node.register(conn, outbox.clone());
-    let connect_by = node.clock_ms() + CONNECT_DEADLINE.as_millis() as u64;
-    outbox.set_deadline(Some(connect_by));
+    let timers = Timers::new(&node);
+    outbox.set_deadline(timers.answer_by());
     let session = Box::new(Session {
         ws,
         node,
@@ -72,12 +71,8 @@ pub(crate) fn spawn(
         conn,
         peer,
         conn_info: None,
-        expires_at: None,
         subs: Vec::new(),
-        timers: Timers {
-            answer_by: Some(connect_by),
-            next_ping: 0,
-        },
+        timers,
         _permit: permit,
     });
     tokio::spawn(run(session));
@@ -127,7 +122,7 @@ enum Work {
     /// A frame of commands from the client.
     Commands(Utf8Bytes),
     /// A command from the HTTP API.
-    Server(HubCommand),
+    Server(ServerCommand),
     /// A deadline passed.
     Due,
 }
@@ -139,23 +134,18 @@ struct Sub {
     /// Publications up to this offset were delivered (in the subscribe
     /// reply or live); copies of them still in the outbox are dropped.
     offset: u64,
-    /// [`epoch_tag`] of the stream's epoch, on channels with recovery: the
-    /// stream is checked for continuity.
+    /// [`crate::hub::epoch_tag`] of the stream's epoch, on channels with
+    /// recovery: the stream is checked for continuity.
     epoch: Option<u64>,
+    /// When the subscription token's grace ends, in whole node clock
+    /// seconds (rounded up): unless refreshed by then, the subscription
+    /// ends with unsubscribe code 2501. Four bytes keep `Sub` in its size
+    /// class.
+    expire_by: Option<NonZeroU32>,
     presence: bool,
     join_leave: bool,
     /// The subscription token's `info` (boxed: rare).
     chan_info: Option<Box<Bytes>>,
-}
-
-/// The session's deadlines, in node clock milliseconds
-/// ([`Node::clock_ms`]).
-#[derive(Debug)]
-struct Timers {
-    /// The client must answer by then: with `connect` until it connected,
-    /// then with the pong to our ping.
-    answer_by: Option<u64>,
-    next_ping: u64,
 }
 
 pub(crate) struct Session {
@@ -163,12 +153,10 @@ pub(crate) struct Session {
     node: Arc<Node>,
     /// Also holds the client's identity once connected.
     outbox: Arc<Outbox>,
-    conn: ConnId,
+    conn: crate::hub::ConnId,
     peer: SocketAddr,
     /// The connection token's `info`.
     conn_info: Option<Box<Bytes>>,
-    /// When the connection token expires (Unix seconds).
-    expires_at: Option<NonZeroU64>,
     subs: Vec<Sub>,
     timers: Timers,
     _permit: Arc<ConnectionPermit>,
@@ -261,76 +249,13 @@ impl Session {
                 let limit = self.send_timeout();
                 sent(tokio::time::timeout(limit, self.ws.send_encoded(&frame)).await)
             }
-            Work::Commands(text) => {
-                if let Some(reply) = self.frame(text.as_bytes()).await? {
-                    let reply =
-                        Utf8Bytes::try_from_bytes(reply).map_err(|_| Disconnect::SERVER_ERROR)?;
-                    self.send(reply).await?;
-                }
-                Ok(())
-            }
+            Work::Commands(text) => self.commands(text.as_bytes()).await,
             Work::Server(command) => {
                 self.server_command(command).await;
                 Ok(())
             }
             Work::Due => self.deadline_passed().await,
         }
-    }
-
-    /// The ticker woke us: end the connection on a missed deadline, or
-    /// send the protocol ping that is due.
-    async fn deadline_passed(&mut self) -> Result<(), Disconnect> {
-        let now = self.node.clock_ms();
-        let passed = |deadline: Option<u64>| deadline.is_some_and(|at| now >= at);
-        if passed(self.timers.answer_by) {
-            return Err(if self.connected() {
-                Disconnect::NO_PONG
-            } else {
-                Disconnect::STALE
-            });
-        }
-        if passed(self.expiry()) {
-            return Err(Disconnect::EXPIRED);
-        }
-        if passed(self.ping_at()) {
-            let client = &self.node.config.client;
-            self.timers.next_ping = now + client.ping_interval.as_millis() as u64;
-            self.timers
-                .answer_by
-                .get_or_insert(now + client.pong_timeout.as_millis() as u64);
-            self.send(Utf8Bytes::from(wire::SERVER_PING)).await?;
-            self.refresh_presence().await;
-        }
-        Ok(())
-    }
-
-    /// Tells the ticker the next deadline.
-    fn schedule(&self) {
-        let next = [self.timers.answer_by, self.expiry(), self.ping_at()]
-            .into_iter()
-            .flatten()
-            .min();
-        self.outbox.set_deadline(next);
-    }
-
-    /// When the next protocol ping is due, if pings are on.
-    fn ping_at(&self) -> Option<u64> {
-        let enabled = !self.node.config.client.ping_interval.is_zero();
-        (enabled && self.connected()).then_some(self.timers.next_ping)
-    }
-
-    /// Seconds until the connection token expires, if it does.
-    fn expires_in(&self) -> Option<u32> {
-        self.expires_at
-            .map(|at| at.get().saturating_sub(unix_now()) as u32)
-    }
-
-    /// When an expired connection token's grace ends.
-    fn expiry(&self) -> Option<u64> {
-        let expires_at = self.expires_at?.get();
-        let left = Duration::from_secs(expires_at.saturating_sub(unix_now()));
-        let grace = self.node.config.auth.token_refresh_grace;
-        Some(self.node.clock_ms() + (left + grace).as_millis() as u64)
     }
 
     fn connected(&self) -> bool {
@@ -364,6 +289,13 @@ impl Session {
             conn_info: self.conn_info.as_deref().cloned(),
             chan_info,
         }
+    }
+
+    /// Bytes this client makes the server hold right now: pushes waiting
+    /// in its outbox and whatever its socket has not written yet. Replies
+    /// count against the same budget (`client.outbound_queue_bytes`).
+    fn held_bytes(&self) -> usize {
+        self.outbox.queued_bytes() + self.ws.buffered_amount()
     }
 
     /// Queues one text frame, or hands it back while the socket's queue
@@ -401,392 +333,17 @@ impl Session {
         }
     }
 
+    /// Sends a push made here (not shared with other subscribers).
+    async fn send_push(&mut self, channel: &str, body: PushBody<'_>) -> Result<(), Disconnect> {
+        let push = Utf8Bytes::try_from_bytes(encode_push(channel, body))
+            .map_err(|_| Disconnect::SERVER_ERROR)?;
+        self.send(push).await
+    }
+
     /// Waits (a bounded time) for room in the socket's queue: a client that
     /// stopped reading is cut off, not waited for.
     async fn send_waiting(&mut self, message: Message) -> Result<(), Disconnect> {
         sent(tokio::time::timeout(self.send_timeout(), self.ws.send(message)).await)
-    }
-
-    /// Handles one text frame of commands; returns the frame of replies.
-    async fn frame(&mut self, text: &[u8]) -> Result<Option<Bytes>, Disconnect> {
-        let commands = wire::decode_commands(text).map_err(|error| {
-            info!(peer = %self.peer, client = %self.client(), %error, "bad command");
-            error.disconnect()
-        })?;
-        let mut replies = FrameBuilder::new();
-        for Command { id, request } in commands {
-            if !self.connected() && !matches!(request, Request::Connect(_)) {
-                return Err(Disconnect::BAD_REQUEST);
-            }
-            let result = match request {
-                Request::Connect(connect) => self.connect(connect).await?,
-                Request::Subscribe(subscribe) => self.subscribe(subscribe).await?,
-                Request::Unsubscribe(request) => {
-                    self.unsubscribe(&request.channel).await;
-                    ReplyResult::Unsubscribe
-                }
-                Request::Publish(publish) => self.publish(publish.channel, publish.data).await,
-                Request::Presence(request) => self.presence(&request.channel, false).await,
-                Request::PresenceStats(request) => self.presence(&request.channel, true).await,
-                Request::History(request) => self.history(&request.channel, request.query()).await,
-                Request::Ping => ReplyResult::Ping,
-                Request::Pong => {
-                    self.timers.answer_by = None;
-                    continue;
-                }
-                Request::Send(_) => continue,
-                Request::Rpc(_) => ReplyResult::Error(ReplyError::NOT_AVAILABLE),
-                Request::Refresh(refresh) => self.refresh(&refresh.token)?,
-                Request::SubRefresh(refresh) => self.sub_refresh(&refresh.channel, &refresh.token),
-                Request::Unknown => ReplyResult::Error(ReplyError::METHOD_NOT_FOUND),
-            };
-            replies.reply(&Reply { id, result });
-        }
-        Ok((!replies.is_empty()).then(|| replies.finish()))
-    }
-
-    async fn connect(&mut self, request: ConnectRequest) -> Result<ReplyResult, Disconnect> {
-        if self.connected() {
-            return Err(Disconnect::BAD_REQUEST);
-        }
-        let node = self.node.clone();
-        let mut user = String::new();
-        let mut server_channels = Vec::new();
-        if request.token.is_empty() {
-            if !node.config.auth.allow_anonymous {
-                return Ok(ReplyResult::Error(ReplyError::UNAUTHORIZED));
-            }
-        } else {
-            match node.verifier.verify_connection(&request.token, unix_now()) {
-                Ok(claims) => {
-                    user = claims.user;
-                    self.conn_info = claims.info.map(Box::new);
-                    self.expires_at = claims.expires_at.and_then(NonZeroU64::new);
-                    server_channels = claims.channels;
-                }
-                Err(TokenError::Expired) => {
-                    return Ok(ReplyResult::Error(ReplyError::TOKEN_EXPIRED));
-                }
-                Err(error) => {
-                    info!(peer = %self.peer, %error, "invalid connection token");
-                    return Err(Disconnect::INVALID_TOKEN);
-                }
-            }
-        }
-        self.outbox.set_identity(Identity {
-            client: ClientId::random(),
-            user,
-        });
-        // Connected: the connect deadline is met.
-        self.timers.answer_by = None;
-        self.timers.next_ping =
-            node.clock_ms() + node.config.client.ping_interval.as_millis() as u64;
-        let mut subs = Vec::new();
-        for channel in server_channels {
-            let since = request
-                .subs
-                .iter()
-                .find(|s| s.channel == channel)
-                .and_then(|s| s.since.clone());
-            if let Ok(result) = self.join_channel(&channel, since, None).await {
-                subs.push((channel, result));
-            }
-        }
-        let ping = node.config.client.ping_interval.as_secs() as u32;
-        Ok(ReplyResult::Connect(ConnectResult {
-            client: self.client(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            expires_in: self.expires_in(),
-            subs,
-            ping,
-            pong: ping > 0,
-            node: node.name.clone(),
-            ..ConnectResult::default()
-        }))
-    }
-
-    /// Answers a subscribe, or ends the connection when the subscription
-    /// token belongs to another channel, user or client (3500, as
-    /// Centrifugo does: the client holds a token it must not use).
-    async fn subscribe(&mut self, request: SubscribeRequest) -> Result<ReplyResult, Disconnect> {
-        let refuse = |error| Ok(ReplyResult::Error(error));
-        if request.unsupported_feature().is_some() {
-            return refuse(ReplyError::NOT_AVAILABLE);
-        }
-        let Ok(namespace) = api::namespace(&self.node, &request.channel) else {
-            return refuse(ReplyError::UNKNOWN_CHANNEL);
-        };
-        if self.sub(&request.channel).is_some() {
-            return refuse(ReplyError::ALREADY_SUBSCRIBED);
-        }
-        if self.subs.len() >= MAX_CHANNELS {
-            return refuse(ReplyError::LIMIT_EXCEEDED);
-        }
-        let mut chan_info = None;
-        if namespace.subscription_token_required || !request.token.is_empty() {
-            match self.node.verifier.verify_subscription(
-                &request.token,
-                &request.channel,
-                unix_now(),
-            ) {
-                Ok(claims)
-                    if claims.user != self.user()
-                        || claims.client.as_ref().is_some_and(|c| *c != self.client()) =>
-                {
-                    return Err(Disconnect::INVALID_TOKEN);
-                }
-                Ok(claims) => chan_info = claims.info,
-                Err(TokenError::Expired) => return refuse(ReplyError::TOKEN_EXPIRED),
-                Err(TokenError::WrongChannel) => return Err(Disconnect::INVALID_TOKEN),
-                Err(_) => return refuse(ReplyError::PERMISSION_DENIED),
-            }
-        } else if self.user().is_empty() && !namespace.allow_anonymous {
-            return refuse(ReplyError::PERMISSION_DENIED);
-        }
-        let reject_unrecovered = request.reject_unrecovered;
-        Ok(
-            match self
-                .join_channel(&request.channel, request.since, chan_info)
-                .await
-            {
-                Ok(result) if reject_unrecovered && result.was_recovering && !result.recovered => {
-                    self.unsubscribe(&request.channel).await;
-                    ReplyResult::Error(ReplyError::UNRECOVERABLE_POSITION)
-                }
-                Ok(result) => ReplyResult::Subscribe(result),
-                Err(error) => ReplyResult::Error(error),
-            },
-        )
-    }
-
-    /// Subscribes to `channel` (already authorized), recovering from `since`.
-    /// The hub subscription comes first so no live publication can fall
-    /// between the history read and the live stream; duplicates are dropped
-    /// in [`Session::admits`].
-    async fn join_channel(
-        &mut self,
-        channel: &str,
-        since: Option<StreamPosition>,
-        chan_info: Option<Bytes>,
-    ) -> Result<SubscribeResult, ReplyError> {
-        let node = self.node.clone();
-        let namespace = api::namespace(&node, channel).map_err(|_| ReplyError::UNKNOWN_CHANNEL)?;
-        let info = self.client_info(chan_info.clone());
-        // Most connections hold a channel or two: no spare capacity.
-        self.subs.reserve_exact(1);
-        self.subs.push(Sub {
-            channel: channel.into(),
-            offset: u64::MAX,
-            epoch: None,
-            presence: namespace.presence,
-            join_leave: namespace.join_leave,
-            chan_info: chan_info.map(Box::new),
-        });
-        if node.hub.subscribe(channel, self.conn, self.outbox.clone()) {
-            if let Err(error) = node.broker.subscribe(channel).await {
-                info!(%channel, %error, "broker subscribe failed");
-                self.unsubscribe(channel).await;
-                return Err(ReplyError::INTERNAL);
-            }
-        }
-        let mut result = SubscribeResult::default();
-        if history_options(namespace).is_some() {
-            let was_recovering = since.is_some() && namespace.recovery;
-            let query = HistoryQuery {
-                since: since.filter(|_| namespace.recovery),
-                limit: if was_recovering { None } else { Some(0) },
-                reverse: false,
-            };
-            let history = match node.broker.history(channel, query).await {
-                Ok(history) => {
-                    result.recovered = was_recovering;
-                    history
-                }
-                Err(BrokerError::UnrecoverablePosition) => {
-                    let position_only = HistoryQuery {
-                        limit: Some(0),
-                        ..HistoryQuery::default()
-                    };
-                    node.broker
-                        .history(channel, position_only)
-                        .await
-                        .map_err(|_| ReplyError::INTERNAL)?
-                }
-                Err(error) => {
-                    info!(%channel, %error, "history read failed");
-                    self.unsubscribe(channel).await;
-                    return Err(ReplyError::INTERNAL);
-                }
-            };
-            result.was_recovering = was_recovering;
-            result.recoverable = namespace.recovery;
-            result.positioned = namespace.recovery;
-            result.publications = history.publications;
-            result.position = Some(history.position.clone());
-            if let Some(sub) = self.sub_mut(channel) {
-                sub.offset = history.position.offset;
-                sub.epoch = namespace
-                    .recovery
-                    .then(|| epoch_tag(&history.position.epoch));
-            }
-        } else if let Some(sub) = self.sub_mut(channel) {
-            sub.offset = 0;
-        }
-        if namespace.presence {
-            let _ = node
-                .broker
-                .add_presence(channel, info.clone(), PRESENCE_TTL)
-                .await;
-        }
-        if namespace.join_leave {
-            let _ = node.broker.publish_join(channel, info).await;
-        }
-        Ok(result)
-    }
-
-    async fn unsubscribe(&mut self, channel: &str) {
-        let Some(index) = self.subs.iter().position(|sub| &*sub.channel == channel) else {
-            return;
-        };
-        let sub = self.subs.swap_remove(index);
-        let node = self.node.clone();
-        if node.hub.unsubscribe(channel, self.conn) {
-            let _ = node.broker.unsubscribe(channel).await;
-        }
-        if sub.presence {
-            let _ = node.broker.remove_presence(channel, &self.client()).await;
-        }
-        if sub.join_leave {
-            let info = self.client_info(sub.chan_info.map(|info| *info));
-            let _ = node.broker.publish_leave(channel, info).await;
-        }
-    }
-
-    async fn publish(&mut self, channel: String, data: Bytes) -> ReplyResult {
-        let Ok(namespace) = api::namespace(&self.node, &channel) else {
-            return ReplyResult::Error(ReplyError::UNKNOWN_CHANNEL);
-        };
-        if !namespace.allow_publish || (self.user().is_empty() && !namespace.allow_anonymous) {
-            return ReplyResult::Error(ReplyError::PERMISSION_DENIED);
-        }
-        let chan_info = self
-            .sub(&channel)
-            .and_then(|sub| sub.chan_info.as_deref().cloned());
-        let info = self.client_info(chan_info);
-        match api::publish(&self.node, &channel, data, Some(info), Vec::new(), false).await {
-            Ok(_) => ReplyResult::Publish,
-            Err(_) => ReplyResult::Error(ReplyError::INTERNAL),
-        }
-    }
-
-    async fn presence(&mut self, channel: &str, stats: bool) -> ReplyResult {
-        match api::namespace(&self.node, channel) {
-            Err(_) => return ReplyResult::Error(ReplyError::UNKNOWN_CHANNEL),
-            Ok(namespace) if !namespace.presence => {
-                return ReplyResult::Error(ReplyError::NOT_AVAILABLE);
-            }
-            Ok(_) if self.sub(channel).is_none() => {
-                return ReplyResult::Error(ReplyError::PERMISSION_DENIED);
-            }
-            Ok(_) => {}
-        }
-        let broker = &self.node.broker;
-        let result = if stats {
-            broker
-                .presence_stats(channel)
-                .await
-                .map(ReplyResult::PresenceStats)
-        } else {
-            broker.presence(channel).await.map(ReplyResult::Presence)
-        };
-        result.unwrap_or(ReplyResult::Error(ReplyError::INTERNAL))
-    }
-
-    async fn history(&mut self, channel: &str, query: HistoryQuery) -> ReplyResult {
-        match api::namespace(&self.node, channel) {
-            Err(_) => return ReplyResult::Error(ReplyError::UNKNOWN_CHANNEL),
-            Ok(namespace) if history_options(namespace).is_none() => {
-                return ReplyResult::Error(ReplyError::NOT_AVAILABLE);
-            }
-            Ok(_) if self.sub(channel).is_none() => {
-                return ReplyResult::Error(ReplyError::PERMISSION_DENIED);
-            }
-            Ok(_) if query.pages_back_from_zero() => {
-                return ReplyResult::Error(ReplyError::BAD_REQUEST);
-            }
-            Ok(_) => {}
-        }
-        match self.node.broker.history(channel, query).await {
-            Ok(history) => ReplyResult::History(history),
-            Err(BrokerError::UnrecoverablePosition) => {
-                ReplyResult::Error(ReplyError::UNRECOVERABLE_POSITION)
-            }
-            Err(_) => ReplyResult::Error(ReplyError::INTERNAL),
-        }
-    }
-
-    fn refresh(&mut self, token: &str) -> Result<ReplyResult, Disconnect> {
-        match self.node.verifier.verify_connection(token, unix_now()) {
-            Ok(claims) if claims.user == self.user() => {
-                self.expires_at = claims.expires_at.and_then(NonZeroU64::new);
-                Ok(ReplyResult::Refresh(RefreshResult {
-                    expires_in: self.expires_in(),
-                }))
-            }
-            Ok(_) => Err(Disconnect::INVALID_TOKEN),
-            Err(TokenError::Expired) => Ok(ReplyResult::Error(ReplyError::TOKEN_EXPIRED)),
-            Err(_) => Err(Disconnect::INVALID_TOKEN),
-        }
-    }
-
-    fn sub_refresh(&mut self, channel: &str, token: &str) -> ReplyResult {
-        if self.sub(channel).is_none() {
-            return ReplyResult::Error(ReplyError::PERMISSION_DENIED);
-        }
-        match self
-            .node
-            .verifier
-            .verify_subscription(token, channel, unix_now())
-        {
-            Ok(claims) if claims.user == self.user() => ReplyResult::SubRefresh(RefreshResult {
-                expires_in: claims
-                    .expires_at
-                    .map(|at| at.saturating_sub(unix_now()) as u32),
-            }),
-            Err(TokenError::Expired) => ReplyResult::Error(ReplyError::TOKEN_EXPIRED),
-            _ => ReplyResult::Error(ReplyError::PERMISSION_DENIED),
-        }
-    }
-
-    /// A command from the HTTP API (server-side subscribe/unsubscribe).
-    async fn server_command(&mut self, command: HubCommand) {
-        let push = match command {
-            HubCommand::Subscribe(channel) if self.sub(&channel).is_none() => {
-                match self.join_channel(&channel, None, None).await {
-                    Ok(result) => encode_push(&channel, PushBody::Subscribe(&result)),
-                    Err(_) => return,
-                }
-            }
-            HubCommand::Unsubscribe(channel) if self.sub(&channel).is_some() => {
-                self.unsubscribe(&channel).await;
-                encode_push(&channel, PushBody::Unsubscribe(&Unsubscribe::SERVER))
-            }
-            _ => return,
-        };
-        if let Some(frame) = Frame::plain(push) {
-            self.outbox.push(frame);
-        }
-    }
-
-    async fn refresh_presence(&mut self) {
-        for sub in self.subs.iter().filter(|sub| sub.presence) {
-            let info = self.client_info(sub.chan_info.as_deref().cloned());
-            let _ = self
-                .node
-                .broker
-                .add_presence(&sub.channel, info, PRESENCE_TTL)
-                .await;
-        }
     }
 
     /// How long a send may wait for room in the socket's queue: a client
@@ -816,10 +373,7 @@ impl Session {
             return;
         }
         let frame = if *ending == Disconnect::SHUTDOWN {
-            let push = encode_push("", PushBody::Disconnect(ending));
-            if let Ok(push) = Utf8Bytes::try_from_bytes(push) {
-                let _ = self.send(push).await;
-            }
+            let _ = self.send_push("", PushBody::Disconnect(ending)).await;
             CloseFrame {
                 code: CloseCode::GOING_AWAY,
                 reason: ending.reason.clone().into_owned(),
@@ -864,12 +418,6 @@ fn sent(
         Ok(Err(_)) => Err(Disconnect::WRITE_ERROR),
         Err(_) => Err(Disconnect::SLOW),
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

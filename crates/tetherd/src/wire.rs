@@ -10,7 +10,7 @@
 //! refuses (see [`SubscribeRequest::unsupported_feature`]).
 //!
 //! ```text
-//!  text frame ──decode_commands──▶ Vec<Command> ──▶ session / hub
+//!  text frame ──decode_commands──▶ Command, one at a time ──▶ session / hub
 //!                                                        │
 //!  WebSocket ◀── FrameBuilder ◀── Reply, Push ◀──────────┘
 //!      ▲
@@ -50,7 +50,8 @@ pub(crate) use command::{
 )]
 pub(crate) use reply::{
     ConnectResult, FrameBuilder, Push, PushBody, RefreshResult, Reply, ReplyResult, SERVER_PING,
-    SubscribeResult, encode_client_info, encode_publication, encode_publication_push, encode_reply,
+    SubscribeResult, compact_json, encode_client_info, encode_publication, encode_publication_push,
+    encode_reply,
 };
 
 #[cfg(test)]

@@ -188,6 +188,12 @@ pub(crate) struct Client {
     /// long.
     #[serde(with = "duration")]
     pub(crate) pong_timeout: Duration,
+    /// Most publications one history call from a client returns; a larger
+    /// or negative limit is lowered to this. (The HTTP API is not capped.)
+    pub(crate) history_max_publication_limit: usize,
+    /// Most publications a resubscribing client recovers; when it missed
+    /// more, it is told recovered: false and gets none of them.
+    pub(crate) recovery_max_publication_limit: usize,
 }
 
 /// `[compression]`: permessage-deflate, off unless enabled.
@@ -464,6 +470,8 @@ impl Default for Client {
             outbound_queue_bytes: 1 << 20,
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(10),
+            history_max_publication_limit: 300,
+            recovery_max_publication_limit: 300,
         }
     }
 }

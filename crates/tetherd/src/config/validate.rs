@@ -144,6 +144,20 @@ impl Config {
                 "must be longer than 0s while client.ping_interval is on".into(),
             );
         }
+        for (key, limit) in [
+            (
+                "client.history_max_publication_limit",
+                client.history_max_publication_limit,
+            ),
+            (
+                "client.recovery_max_publication_limit",
+                client.recovery_max_publication_limit,
+            ),
+        ] {
+            if limit == 0 {
+                refuse(key, "must be at least 1".into());
+            }
+        }
 
         let compression = &self.compression;
         if !(1..=9).contains(&compression.level) {

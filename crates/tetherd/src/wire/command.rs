@@ -206,21 +206,26 @@ impl fmt::Display for WireError {
 
 impl std::error::Error for WireError {}
 
-/// Decodes every command in one frame. Blank lines are skipped; an empty
-/// frame holds no commands. The first bad line fails the whole frame.
-pub(crate) fn decode_commands(frame: &[u8]) -> Result<Vec<Command>, WireError> {
-    let mut commands = Vec::new();
-    for (line, text) in frame.split(|&b| b == b'\n').enumerate() {
-        if text.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let raw: RawCommand = serde_json::from_slice(text).map_err(|e| WireError::Malformed {
-            line,
-            detail: e.to_string(),
-        })?;
-        commands.push(raw.into_command(line)?);
-    }
-    Ok(commands)
+/// Decodes the commands of one frame, one at a time: blank lines are
+/// skipped and an empty frame holds none. Lazily, so a frame of many
+/// commands is never held decoded all at once, and the commands before a
+/// bad line can run and be answered before the connection ends (the caller
+/// stops at the first error).
+pub(crate) fn decode_commands(
+    frame: &[u8],
+) -> impl Iterator<Item = Result<Command, WireError>> + '_ {
+    frame
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .filter(|(_, text)| !text.iter().all(u8::is_ascii_whitespace))
+        .map(|(line, text)| {
+            let raw: RawCommand =
+                serde_json::from_slice(text).map_err(|e| WireError::Malformed {
+                    line,
+                    detail: e.to_string(),
+                })?;
+            raw.into_command(line)
+        })
 }
 
 impl SubscribeRequest {

@@ -206,6 +206,11 @@ impl FrameBuilder {
         self.buf.is_empty()
     }
 
+    /// Bytes so far.
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len()
+    }
+
     /// The frame's text (valid UTF-8: JSON with UTF-8 payloads).
     pub(crate) fn finish(self) -> Bytes {
         Bytes::from(self.buf)
@@ -256,6 +261,82 @@ impl Reply {
         }
         o.close();
     }
+}
+
+impl ReplyResult {
+    /// About how many bytes the reply's JSON takes, counted before encoding
+    /// it, so a reply too large for the client's outbound budget is refused
+    /// without being built. Exact for the payloads (raw JSON goes out as
+    /// is); strings that need escaping can take more, so callers check the
+    /// encoded size too.
+    pub(crate) fn size_hint(&self) -> usize {
+        const OVERHEAD: usize = 64;
+        OVERHEAD
+            + match self {
+                Self::Connect(c) => c
+                    .subs
+                    .iter()
+                    .map(|(channel, sub)| channel.len() + sub.size_hint())
+                    .sum(),
+                Self::Subscribe(s) => s.size_hint(),
+                Self::Presence(clients) => clients.iter().map(client_info_hint).sum(),
+                Self::History(h) => publications_hint(&h.publications),
+                Self::Rpc(data) => data.as_ref().map_or(0, Bytes::len),
+                _ => 0,
+            }
+    }
+}
+
+impl SubscribeResult {
+    /// About how many bytes the result's publications take in a reply.
+    pub(crate) fn size_hint(&self) -> usize {
+        publications_hint(&self.publications)
+    }
+}
+
+fn publications_hint(publications: &[Publication]) -> usize {
+    publications
+        .iter()
+        .map(|p| {
+            let tags: usize = p.tags.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
+            40 + p.data.len() + p.info.as_ref().map_or(0, client_info_hint) + tags
+        })
+        .sum()
+}
+
+fn client_info_hint(info: &ClientInfo) -> usize {
+    let raw = |json: &Option<Bytes>| json.as_ref().map_or(0, Bytes::len);
+    64 + info.client.len() + info.user.len() + raw(&info.conn_info) + raw(&info.chan_info)
+}
+
+/// `json` (valid JSON) without the whitespace between its tokens, on one
+/// line: the client protocol puts one JSON object per line, so a
+/// pretty-printed payload from the HTTP API or a token claim must not carry
+/// its newlines into pushes. Whitespace inside strings stays (a raw newline
+/// cannot occur there in valid JSON).
+pub(crate) fn compact_json(json: &[u8]) -> Bytes {
+    let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    if !json.iter().any(is_space) {
+        return Bytes::copy_from_slice(json);
+    }
+    let mut out = Vec::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if !is_space(&b) {
+            in_string = b == b'"';
+            out.push(b);
+        }
+    }
+    Bytes::from(out)
 }
 
 impl Push<'_> {

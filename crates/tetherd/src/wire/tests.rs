@@ -8,6 +8,11 @@ use bytes::Bytes;
 use super::*;
 use crate::broker::{ClientInfo, History, PresenceStats, Publication, StreamPosition};
 
+/// Every command of a frame, or the first error.
+fn decode_commands(frame: &[u8]) -> Result<Vec<Command>, WireError> {
+    super::decode_commands(frame).collect()
+}
+
 /// centrifuge-js: the first frame, a connect batched with two subscribes
 /// (`token`, `data`, `name`, `version`; `positioned`, `recoverable`,
 /// `joinLeave` set on the first subscription).
@@ -776,4 +781,59 @@ fn numbers_cover_the_u64_range() {
         encoded(reply),
         r#"{"id":4294967295,"history":{"epoch":"e","offset":18446744073709551615}}"#
     );
+}
+
+#[test]
+fn compact_json_keeps_one_line_and_the_strings_as_they_are() {
+    let pretty = "{\n  \"text\": \"a b\\n\\\"c\\\\\",\r\n\t\"list\": [ 1, 2 ]\n}";
+    let compact = compact_json(pretty.as_bytes());
+    assert_eq!(&compact[..], br#"{"text":"a b\n\"c\\","list":[1,2]}"#);
+    let before: serde_json::Value = serde_json::from_str(pretty).unwrap();
+    let after: serde_json::Value = serde_json::from_slice(&compact).unwrap();
+    assert_eq!(before, after);
+    assert_eq!(&compact_json(b"\"x\"")[..], b"\"x\"");
+}
+
+#[test]
+fn size_hints_cover_what_is_encoded() {
+    let publication = |data: &str| Publication {
+        offset: 7,
+        data: Bytes::from(data.to_owned()),
+        info: Some(ClientInfo {
+            client: "c".repeat(32),
+            user: "someone".into(),
+            conn_info: Some(Bytes::from_static(b"{\"name\":\"x\"}")),
+            chan_info: None,
+        }),
+        tags: vec![("k".into(), "v".into())],
+    };
+    let results = [
+        ReplyResult::History(History {
+            publications: (0..50)
+                .map(|i| publication(&format!("{{\"n\":{i}}}")))
+                .collect(),
+            position: pos(50, "epoch"),
+        }),
+        ReplyResult::Presence(
+            (0..20)
+                .map(|i| ClientInfo {
+                    client: format!("{i:032x}"),
+                    user: format!("user{i}"),
+                    conn_info: None,
+                    chan_info: None,
+                })
+                .collect(),
+        ),
+        ReplyResult::Publish,
+    ];
+    for result in results {
+        let hint = result.size_hint();
+        let text = encoded(Reply { id: 1, result });
+        assert!(hint >= text.len(), "hint {hint} < {} bytes", text.len());
+        assert!(
+            hint < text.len() * 2 + 64,
+            "hint {hint} far above {} bytes",
+            text.len()
+        );
+    }
 }
