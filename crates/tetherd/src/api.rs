@@ -17,17 +17,30 @@ use crate::{
     wire::{self, ReplyError},
 };
 
-/// API errors are the client protocol's reply errors (same codes).
-pub(crate) type ApiError = ReplyError;
+/// Why an API call failed.
+#[derive(Debug)]
+pub(crate) enum ApiError {
+    /// The request was understood and refused: HTTP 200 with the client
+    /// protocol's error (same codes), as Centrifugo answers.
+    Reply(ReplyError),
+    /// The body is not the method's JSON request: HTTP 400.
+    Malformed(String),
+}
 
-fn bad_request(why: impl Into<String>) -> ApiError {
+impl From<ReplyError> for ApiError {
+    fn from(error: ReplyError) -> Self {
+        Self::Reply(error)
+    }
+}
+
+fn bad_request(why: impl Into<String>) -> ReplyError {
     ReplyError {
         message: why.into().into(),
         ..ReplyError::BAD_REQUEST
     }
 }
 
-fn from_broker(error: BrokerError) -> ApiError {
+fn from_broker(error: BrokerError) -> ReplyError {
     match error {
         BrokerError::UnrecoverablePosition => ReplyError::UNRECOVERABLE_POSITION,
         BrokerError::Unavailable(why) => ReplyError {
@@ -37,8 +50,9 @@ fn from_broker(error: BrokerError) -> ApiError {
     }
 }
 
-/// Runs `method` with the JSON `body`; returns the response body.
-pub(crate) async fn call(node: &Node, method: &str, body: &[u8]) -> Value {
+/// Runs `method` with the JSON `body`; returns the HTTP status and the
+/// response body.
+pub(crate) async fn call(node: &Node, method: &str, body: &[u8]) -> (u16, Value) {
     let result = match method {
         "publish" => publish_api(node, body).await,
         "broadcast" => broadcast(node, body).await,
@@ -51,20 +65,26 @@ pub(crate) async fn call(node: &Node, method: &str, body: &[u8]) -> Value {
         "history_remove" => history_remove(node, body).await,
         "channels" => channels(node, body).await,
         "info" => Ok(info(node).await),
-        _ => Err(ReplyError::METHOD_NOT_FOUND),
+        _ => return (404, error_json(&ReplyError::METHOD_NOT_FOUND)),
     };
     match result {
-        Ok(result) => json!({ "result": result }),
-        Err(error) => json!({ "error": { "code": error.code, "message": error.message } }),
+        Ok(result) => (200, json!({ "result": result })),
+        Err(ApiError::Reply(error)) => (200, error_json(&error)),
+        Err(ApiError::Malformed(why)) => (400, error_json(&bad_request(why))),
     }
 }
 
+fn error_json(error: &ReplyError) -> Value {
+    json!({ "error": { "code": error.code, "message": error.message } })
+}
+
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|error| bad_request(format!("bad request body: {error}")))
+    serde_json::from_slice(body)
+        .map_err(|error| ApiError::Malformed(format!("bad request body: {error}")))
 }
 
 /// The namespace of a valid channel name.
-pub(crate) fn namespace<'a>(node: &'a Node, channel: &str) -> Result<&'a Namespace, ApiError> {
+pub(crate) fn namespace<'a>(node: &'a Node, channel: &str) -> Result<&'a Namespace, ReplyError> {
     if channel.is_empty() || channel.len() > 255 {
         return Err(bad_request("channel name must be 1 to 255 bytes"));
     }
@@ -101,7 +121,7 @@ pub(crate) async fn publish(
     info: Option<ClientInfo>,
     tags: Vec<(String, String)>,
     skip_history: bool,
-) -> Result<StreamPosition, ApiError> {
+) -> Result<StreamPosition, ReplyError> {
     let namespace = namespace(node, channel)?;
     let history = if skip_history {
         None
@@ -138,7 +158,7 @@ fn position_json(position: &StreamPosition) -> Value {
 
 async fn publish_api(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
     let request: PublishRequest<'_> = parse(body)?;
-    let data = Bytes::copy_from_slice(request.data.get().as_bytes());
+    let data = wire::compact_json(request.data.get().as_bytes());
     let tags = request.tags.into_iter().collect();
     let position = publish(
         node,
@@ -165,7 +185,7 @@ struct BroadcastRequest<'a> {
 
 async fn broadcast(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
     let request: BroadcastRequest<'_> = parse(body)?;
-    let data = Bytes::copy_from_slice(request.data.get().as_bytes());
+    let data = wire::compact_json(request.data.get().as_bytes());
     let tags: Vec<_> = request.tags.into_iter().collect();
     let mut responses = Vec::with_capacity(request.channels.len());
     for channel in &request.channels {
@@ -180,7 +200,7 @@ async fn broadcast(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
         .await;
         responses.push(match published {
             Ok(position) => json!({ "result": position_json(&position) }),
-            Err(error) => json!({ "error": { "code": error.code, "message": error.message } }),
+            Err(error) => error_json(&error),
         });
     }
     Ok(json!({ "responses": responses }))
@@ -199,7 +219,9 @@ async fn subscribe(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
     namespace(node, &request.channel)?;
     for outbox in node.sessions() {
         if outbox.belongs_to(&request.user, request.client.as_deref()) {
-            outbox.command(crate::hub::Command::Subscribe(request.channel.clone()));
+            outbox.command(crate::hub::ServerCommand::Subscribe(
+                request.channel.clone(),
+            ));
         }
     }
     Ok(json!({}))
@@ -209,7 +231,9 @@ async fn unsubscribe(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
     let request: UserChannel = parse(body)?;
     for outbox in node.sessions() {
         if outbox.belongs_to(&request.user, request.client.as_deref()) {
-            outbox.command(crate::hub::Command::Unsubscribe(request.channel.clone()));
+            outbox.command(crate::hub::ServerCommand::Unsubscribe(
+                request.channel.clone(),
+            ));
         }
     }
     Ok(json!({}))
@@ -253,7 +277,7 @@ struct ChannelRequest {
     channel: String,
 }
 
-fn presence_enabled(node: &Node, channel: &str) -> Result<(), ApiError> {
+fn presence_enabled(node: &Node, channel: &str) -> Result<(), ReplyError> {
     if namespace(node, channel)?.presence {
         Ok(())
     } else {
@@ -319,7 +343,7 @@ fn publication_json(publication: &Publication) -> Value {
 async fn history(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
     let request: HistoryRequest = parse(body)?;
     if history_options(namespace(node, &request.channel)?).is_none() {
-        return Err(ReplyError::NOT_AVAILABLE);
+        return Err(ReplyError::NOT_AVAILABLE.into());
     }
     let query = HistoryQuery {
         since: request.since.map(|since| StreamPosition {
@@ -336,7 +360,7 @@ async fn history(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
         reverse: request.reverse,
     };
     if query.pages_back_from_zero() {
-        return Err(bad_request("reverse from since offset 0: nothing is older"));
+        return Err(bad_request("reverse from since offset 0: nothing is older").into());
     }
     let history = node
         .broker

@@ -372,9 +372,10 @@ fn json_or_base64(
             .map_err(|e| invalid(format!("{claim} is not base64: {e}")))?;
         serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
             .map_err(|_| invalid(format!("{claim} is not JSON")))?;
-        return Ok(Some(Bytes::from(bytes)));
+        return Ok(Some(crate::wire::compact_json(&bytes)));
     }
-    Ok(json.map(|raw| Bytes::from(String::from(Box::<str>::from(raw)))))
+    // Compact: the claim's JSON goes into pushes, one object per line.
+    Ok(json.map(|raw| crate::wire::compact_json(raw.get().as_bytes())))
 }
 
 #[cfg(test)]

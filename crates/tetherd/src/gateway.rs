@@ -173,11 +173,21 @@ async fn serve_http<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // The WebSocket upgrade's limits, on every route: head size and header
+    // count (431 beyond them), and the head must arrive within the
+    // handshake timeout (also while a kept-alive connection waits for its
+    // next request).
+    let limits = node.server_config.head_limits;
+    let head_timeout = node.server_config.handshake_timeout;
     let service =
         service_fn(move |request| http::handle(node.clone(), peer, permit.clone(), request));
     let connection = http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(head_timeout)
+        .max_headers(limits.max_headers)
+        .max_header_size(limits.max_head_bytes)
+        // hyper's floor for its read buffer is 8 KiB.
+        .max_buf_size(limits.max_head_bytes.max(8192))
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     if let Err(error) = connection.await {

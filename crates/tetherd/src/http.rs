@@ -97,16 +97,25 @@ async fn api(node: Arc<Node>, request: Request<Incoming>) -> Response<Body> {
         .trim_start_matches("/api")
         .trim_start_matches('/')
         .to_owned();
-    let body = match Limited::new(request.into_body(), MAX_API_BODY)
-        .collect()
-        .await
-    {
-        Ok(body) => body.to_bytes(),
-        Err(_) => {
+    // The body has as long as the request head had: a client that stops
+    // sending mid-body does not hold the connection.
+    let reading = Limited::new(request.into_body(), MAX_API_BODY).collect();
+    let body = match tokio::time::timeout(node.server_config.handshake_timeout, reading).await {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(_)) => {
             return text(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request body too large or unreadable\n",
             );
+        }
+        Err(_) => {
+            info!("API request body not received within security.handshake_timeout");
+            let mut response = text(StatusCode::REQUEST_TIMEOUT, "request body timed out\n");
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            return response;
         }
     };
     // Centrifugo also accepts `{"method": …, "params": …}` at `/api`.
@@ -116,13 +125,19 @@ async fn api(node: Arc<Node>, request: Request<Incoming>) -> Response<Body> {
                 let method = command["method"].as_str().unwrap_or_default().to_owned();
                 (method, Bytes::from(command["params"].to_string()))
             }
-            Err(_) => (String::new(), body),
+            Err(error) => {
+                let reply = json!({ "error": { "code": 107, "message": format!("bad request body: {error}") } });
+                return json_response(StatusCode::BAD_REQUEST, reply.to_string());
+            }
         }
     } else {
         (method, body)
     };
-    let reply = api::call(&node, &method, &body).await;
-    json_response(StatusCode::OK, reply.to_string())
+    let (status, reply) = api::call(&node, &method, &body).await;
+    json_response(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        reply.to_string(),
+    )
 }
 
 /// `X-API-Key: KEY` or `Authorization: apikey KEY`, compared in constant
