@@ -431,14 +431,15 @@ const scenarios = {
     },
 
     async 'token-refresh'() {
+        // Tokens that live about 2 s: the connection outlives three of them.
         const calls = [];
         let connecting = 0;
         let disconnects = 0;
         const alice = client({
-            token: userToken('alice', { exp: now() + 3 }),
+            token: userToken('alice', { exp: now() + 2 }),
             getToken: () => {
                 calls.push(Date.now());
-                return Promise.resolve(userToken('alice', { exp: now() + 3 }));
+                return Promise.resolve(userToken('alice', { exp: now() + 2 }));
             },
         });
         alice.on('disconnected', () => {
@@ -449,15 +450,90 @@ const scenarios = {
             connecting += 1;
         });
         const started = Date.now();
-        // Past the first token's expiry plus the gateway's 1 s grace, and past a second expiry.
-        await sleep(7000);
-        check(calls.length >= 1, 'getToken was never called');
+        // Past three expiries, each plus the gateway's 1 s grace.
+        await sleep(8000);
+        check(calls.length >= 3, `getToken was called ${calls.length} time(s), expected 3 or more`);
         check(alice.state === 'connected', `state ${alice.state} after ${Date.now() - started} ms`);
         check(connecting === 0 && disconnects === 0, `reconnected ${connecting} time(s), disconnected ${disconnects}`);
         // The same connection, still usable.
         const [sub] = await subscribe(alice, channel('chat', 'refresh'));
         const presence = await sub.presence();
         check(presence.clients[ctx.client]?.user === 'alice', `same client: ${JSON.stringify(presence)}`);
+    },
+
+    async 'token-expiry-without-refresh'() {
+        // getToken never answers: the gateway, not the SDK, must end the
+        // connection once the token and the grace are over, with 3005.
+        let asked = 0;
+        const alice = client({
+            token: userToken('alice', { exp: now() + 2 }),
+            getToken: () => {
+                asked += 1;
+                return new Promise(() => {});
+            },
+        });
+        await connect(alice);
+        const started = Date.now();
+        const ended = await next(alice, 'connecting', 10000);
+        check(ended.code === 3005, `connection ended with ${ended.code} ${ended.reason}, expected 3005`);
+        check(asked >= 1, 'the SDK was never asked to refresh');
+        check(Date.now() - started < 6000, `ended only after ${Date.now() - started} ms`);
+    },
+
+    async 'token-expiry-without-get-token'() {
+        // Without getToken there is nothing to refresh with: the connection ends.
+        const alice = client({ token: userToken('alice', { exp: now() + 2 }) });
+        await connect(alice);
+        const ended = await next(alice, 'disconnected', 10000);
+        check(alice.state === 'disconnected', `state ${alice.state} after ${ended.code} ${ended.reason}`);
+    },
+
+    async 'sub-token-refresh'() {
+        const alice = client({ token: userToken('alice') });
+        await connect(alice);
+        const room = channel('secret', 'refresh');
+        const calls = [];
+        const getToken = (ctx) => {
+            calls.push(ctx.channel);
+            return Promise.resolve(hs256({ sub: 'alice', channel: ctx.channel, exp: now() + 2 }));
+        };
+        const [sub] = await subscribe(alice, room, { getToken });
+        let resubscribes = 0;
+        sub.on('subscribing', () => {
+            resubscribes += 1;
+        });
+        const received = collect(sub);
+        // Past three expiries, each plus the 1 s grace.
+        await sleep(8000);
+        check(calls.length >= 4, `getToken was called ${calls.length} time(s), expected 4 or more`);
+        check(sub.state === 'subscribed' && resubscribes === 0, `state ${sub.state}, ${resubscribes} resubscribe(s)`);
+        await api('publish', { channel: room, data: { n: 1 } });
+        await until(() => received.length === 1, 'a publication after three refreshes');
+    },
+
+    async 'sub-token-expiry'() {
+        // The subscription token is not refreshed (getToken answers only the
+        // first time): the gateway ends the subscription with 2501 and stops
+        // delivering; the SDK tries to subscribe again.
+        const alice = client({ token: userToken('alice') });
+        await connect(alice);
+        const room = channel('secret', 'expiry');
+        let calls = 0;
+        const getToken = (ctx) => {
+            calls += 1;
+            if (calls > 1) {
+                return new Promise(() => {});
+            }
+            return Promise.resolve(hs256({ sub: 'alice', channel: ctx.channel, exp: now() + 2 }));
+        };
+        const [sub] = await subscribe(alice, room, { getToken });
+        const received = collect(sub);
+        const ended = await next(sub, 'subscribing', 10000);
+        check(ended.code === 2501, `subscription ended with ${ended.code} ${ended.reason}, expected 2501`);
+        await api('publish', { channel: room, data: { n: 1 } });
+        await sleep(500);
+        check(received.length === 0, `${received.length} publication(s) after the subscription expired`);
+        check(alice.state === 'connected', `the connection is ${alice.state}`);
     },
 
     async recovery() {

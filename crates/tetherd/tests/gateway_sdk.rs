@@ -1,7 +1,8 @@
 //! The real `centrifuge` npm SDK (5.x, in Node with `ws` as its WebSocket)
 //! against the gateway: JWT connect (HS256 and RS256), refusals, subscription
 //! tokens, publications through the HTTP API, presence, history, join/leave,
-//! client publish, token refresh, and recovery after a cut connection.
+//! client publish, token refresh and expiry (connection and subscription
+//! tokens), and recovery after a cut connection.
 //!
 //! Each test starts its own gateway and runs one scenario of
 //! `clients/sdk-tests/scenarios.mjs`, which prints `ok NAME` or
@@ -222,6 +223,26 @@ fn client_publish() {
 #[test]
 fn token_refresh_keeps_the_connection() {
     scenario("token-refresh");
+}
+
+#[test]
+fn an_unrefreshed_token_ends_the_connection_with_3005() {
+    scenario("token-expiry-without-refresh");
+}
+
+#[test]
+fn without_get_token_an_expired_connection_ends() {
+    scenario("token-expiry-without-get-token");
+}
+
+#[test]
+fn subscription_token_refresh_keeps_the_subscription() {
+    scenario("sub-token-refresh");
+}
+
+#[test]
+fn an_unrefreshed_subscription_token_ends_the_subscription_with_2501() {
+    scenario("sub-token-expiry");
 }
 
 #[test]

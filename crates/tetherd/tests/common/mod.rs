@@ -7,7 +7,7 @@ use std::{
     net::SocketAddr,
     path::PathBuf,
     process::{Child, ChildStderr, Command, Stdio},
-    sync::mpsc,
+    sync::{Arc, Mutex, mpsc},
     thread,
     time::Duration,
 };
@@ -18,6 +18,8 @@ pub struct Tetherd {
     pub addr: SocketAddr,
     /// Log lines the server wrote after start-up.
     pub log: mpsc::Receiver<String>,
+    /// The same lines, all kept.
+    lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Tetherd {
@@ -32,8 +34,13 @@ impl Tetherd {
             .spawn()
             .expect("tetherd starts");
         let stderr = child.stderr.take().expect("stderr is piped");
-        let (addr, log) = follow_log(stderr);
-        Self { child, addr, log }
+        let (addr, log, lines) = follow_log(stderr);
+        Self {
+            child,
+            addr,
+            log,
+            lines,
+        }
     }
 
     /// Starts the gateway (`tetherd serve`) on a free loopback port with
@@ -62,8 +69,13 @@ impl Tetherd {
             .spawn()
             .expect("tetherd starts");
         let stderr = child.stderr.take().expect("stderr is piped");
-        let (addr, log) = follow_log(stderr);
-        Self { child, addr, log }
+        let (addr, log, lines) = follow_log(stderr);
+        Self {
+            child,
+            addr,
+            log,
+            lines,
+        }
     }
 
     /// `http://ADDR`
@@ -152,6 +164,27 @@ impl Tetherd {
     }
 }
 
+impl Tetherd {
+    /// Like [`Tetherd::wait_for_log`], without blocking the runtime.
+    pub async fn wait_for_log_async(&self, needle: &str) -> Option<String> {
+        loop {
+            match self.log.try_recv() {
+                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(_) => {}
+                Err(mpsc::TryRecvError::Empty) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(mpsc::TryRecvError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Every log line after the listening line, so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
 impl Drop for Tetherd {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -166,30 +199,47 @@ fn unique() -> u64 {
 }
 
 /// Reads the server's stderr on a thread: returns the address from the
-/// "listening" line and a channel of the lines after it.
-fn follow_log(stderr: ChildStderr) -> (SocketAddr, mpsc::Receiver<String>) {
+/// "listening" line (text or JSON), a channel of the lines after it, and a
+/// list that keeps them all.
+fn follow_log(
+    stderr: ChildStderr,
+) -> (SocketAddr, mpsc::Receiver<String>, Arc<Mutex<Vec<String>>>) {
     let (addr_tx, addr_rx) = mpsc::channel();
     let (log_tx, log_rx) = mpsc::channel();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let kept = lines.clone();
     thread::spawn(move || {
         let mut addr_tx = Some(addr_tx);
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(tx) = addr_tx.as_ref() {
-                if let Some(addr) = line.split("listen=").nth(1) {
-                    let addr = addr.split_whitespace().next().unwrap_or_default();
-                    if let Ok(addr) = addr.parse::<SocketAddr>() {
-                        let _ = tx.send(addr);
-                        addr_tx = None;
-                        continue;
-                    }
+                if let Some(addr) = listening_address(&line) {
+                    let _ = tx.send(addr);
+                    addr_tx = None;
+                    continue;
                 }
             }
+            kept.lock().unwrap().push(line.clone());
             let _ = log_tx.send(line);
         }
     });
     let addr = addr_rx
         .recv_timeout(Duration::from_secs(30))
         .expect("tetherd printed its listening address");
-    (addr, log_rx)
+    (addr, log_rx, lines)
+}
+
+/// The address in a "listening" log line: `listen=ADDR` as text,
+/// `"listen":"ADDR"` as JSON.
+fn listening_address(line: &str) -> Option<SocketAddr> {
+    let text = line
+        .split("listen=")
+        .nth(1)
+        .map(|rest| rest.split_whitespace().next().unwrap_or_default());
+    let json = line
+        .split("\"listen\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next());
+    text.or(json)?.parse().ok()
 }
 
 /// The repository root.
