@@ -621,3 +621,27 @@ fn request_heads_and_bodies_are_bounded_on_every_route() {
         "400 unfinished heads grew RSS by {grown} bytes"
     );
 }
+
+/// A disconnect through the API becomes the client's close frame: its code
+/// and reason must fit one (3000–4999, at most 123 bytes), or the call is
+/// refused with 107 instead of leaving the client without a close.
+#[tokio::test]
+async fn api_disconnect_codes_and_reasons_must_fit_a_close_frame() {
+    let server = Tetherd::gateway(CONFIG, &[]);
+    let mut ws = connected(&server, &token(&json!({ "sub": "eve" }))).await;
+    let call = |code: u16, reason: &str| {
+        let body = json!({ "user": "eve", "disconnect": { "code": code, "reason": reason } });
+        api(&server, "disconnect", &body.to_string())
+    };
+    for refused in [
+        call(1000, "normal"),
+        call(5000, "too high"),
+        call(4000, &"r".repeat(124)),
+    ] {
+        assert!(refused.contains("\"code\":107"), "{refused}");
+    }
+    let done = call(4001, "banned");
+    assert!(done.contains("\"result\""), "{done}");
+    let (_, code) = until_closed(&mut ws).await;
+    assert_eq!(code, 4001);
+}

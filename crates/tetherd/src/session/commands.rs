@@ -22,7 +22,7 @@ use bytes::Bytes;
 use tether::Utf8Bytes;
 use tracing::info;
 
-use super::{Session, deadlines::ttl};
+use super::{Session, deadlines::ttl, subscriptions::MAX_CHANNELS};
 use crate::{
     api::{self, history_options},
     auth::TokenError,
@@ -179,7 +179,10 @@ impl Session {
         self.timers.connected(&node);
         let expires_in = self.timers.token_expires(&node, expires_at);
         let mut subs = Vec::new();
-        for channel in server_channels {
+        if server_channels.len() > MAX_CHANNELS {
+            info!(peer = %self.peer, client = %self.client(), channels = server_channels.len(), "the token lists more server-side channels than a connection may hold; the rest are ignored");
+        }
+        for channel in server_channels.into_iter().take(MAX_CHANNELS) {
             let since = request
                 .subs
                 .iter()

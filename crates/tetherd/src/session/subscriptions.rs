@@ -25,7 +25,7 @@ use crate::{
 pub(super) const PRESENCE_TTL: Duration = Duration::from_secs(60);
 
 /// Most channels one connection may subscribe to.
-const MAX_CHANNELS: usize = 128;
+pub(super) const MAX_CHANNELS: usize = 128;
 
 impl Session {
     /// Answers a subscribe, or ends the connection when the subscription
