@@ -165,7 +165,7 @@ async fn connection(
 
 /// HTTP/1.1 on one connection, with WebSocket upgrades. The request head
 /// must arrive within the handshake timeout.
-async fn serve_http<S>(
+pub(crate) async fn serve_http<S>(
     node: Arc<Node>,
     stream: S,
     peer: SocketAddr,

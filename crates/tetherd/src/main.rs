@@ -1,144 +1,16 @@
-//! `tetherd`: the Tether WebSocket gateway.
-//!
-//! `tetherd` (or `tetherd serve`) runs the gateway: channels with history
-//! and recovery over the Centrifugo v2 JSON client protocol, the HTTP API,
-//! health, metrics and the demo pages, on one port. `tetherd echo` is a
-//! plain echo endpoint (Autobahn, interop and load tests); `tetherd config`
-//! checks or prints the configuration.
+//! The `tetherd` binary: the command line of the [`tetherd`] library.
 
 use std::process::ExitCode;
-
-use clap::{Parser, Subcommand};
 
 /// jemalloc keeps each size of allocation in its own runs, so the buffers
 /// a handshake frees do not leave holes between long-lived connection
 /// state, and its background thread returns freed pages to the system.
 /// Measured with 15,000 gateway connections × 2 channels: about 2.0 KB of
 /// RSS per connection once settled, against 2.5 KB with glibc's malloc.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-mod api;
-mod auth;
-mod broker;
-mod compression;
-mod config;
-mod echo;
-mod gateway;
-mod http;
-mod hub;
-mod logging;
-mod metrics;
-mod node;
-mod pages;
-mod runtime;
-mod session;
-mod tls;
-#[allow(
-    dead_code,
-    reason = "the protocol's whole vocabulary: not every code and push is sent yet"
-)]
-mod wire;
-
-/// Every connection is a file descriptor: lift the soft limit to the hard
-/// one, so a default soft limit of 1,024 does not cap the server.
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read or write the struct we pass;
-    // exercised by every test that starts tetherd.
-    #[expect(unsafe_code, reason = "libc has no safe wrapper for rlimits")]
-    let raised = unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
-            let wanted = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0
-        }
-    };
-    if raised {
-        tracing::debug!(open_files = limit.rlim_max, "open-file limit raised");
-    } else {
-        tracing::warn!(
-            "could not raise the open-file limit: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
-/// The Tether WebSocket gateway.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    /// `tetherd [FLAGS]` is `tetherd serve [FLAGS]`.
-    #[command(flatten)]
-    serve: config::Flags,
-    /// Log format (default: the config's `log_format`, else text).
-    #[arg(long, global = true, value_enum)]
-    log_format: Option<logging::Format>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the gateway (the default).
-    Serve(config::Flags),
-    /// Echo every text and binary message back, on every path.
-    Echo(echo::Args),
-    /// Check a config file, or print a commented example.
-    #[command(subcommand)]
-    Config(config::Command),
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Some(Command::Echo(args)) => {
-            logging::init(cli.log_format.unwrap_or(logging::Format::Text));
-            raise_open_file_limit();
-            echo::run(args)
-        }
-        Some(Command::Config(command)) => return config::run(command),
-        Some(Command::Serve(flags)) => return serve(&flags, cli.log_format),
-        None => return serve(&cli.serve, cli.log_format),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!("{error}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Loads the configuration (refusing it with every problem named), fills
-/// development secrets, and runs the gateway.
-fn serve(flags: &config::Flags, log_format: Option<logging::Format>) -> ExitCode {
-    let mut config = match config::Config::load(flags) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("tetherd: invalid configuration:\n{errors}");
-            return ExitCode::FAILURE;
-        }
-    };
-    logging::init(log_format.unwrap_or(config.log_format.into()));
-    raise_open_file_limit();
-    for (key, value) in config.generate_missing_secrets() {
-        tracing::warn!("{key} was not set; generated for this run (development only): {value}");
-        if key == "auth.token_hmac_secret" {
-            let token = auth::TokenBuilder::connection("demo").sign_hs256(&value);
-            tracing::info!("a connection token for user \"demo\": {token}");
-        }
-    }
-    match gateway::run(config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!("{error}");
-            ExitCode::FAILURE
-        }
-    }
+    tetherd::main()
 }
