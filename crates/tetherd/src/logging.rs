@@ -7,7 +7,10 @@
 //! through [`EscapedFields`], which quotes and escapes any value that is
 //! not a plain word, and escapes control characters in the message.
 
-use std::{fmt, io::IsTerminal};
+use std::{
+    fmt::{self, Write as _},
+    io::IsTerminal,
+};
 
 use tracing::field::{Field, Visit};
 use tracing_subscriber::{
@@ -98,7 +101,23 @@ impl Visit for FieldWriter<'_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.write(field, &format!("{value:?}"));
+        // Formatted into a buffer kept per thread, to be checked before it
+        // is written: a log line costs no allocation once warm.
+        thread_local! {
+            static TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        TEXT.with(|text| match text.try_borrow_mut() {
+            Ok(mut text) => {
+                text.clear();
+                if write!(text, "{value:?}").is_err() {
+                    self.result = Err(fmt::Error);
+                    return;
+                }
+                self.write(field, &text);
+            }
+            // A value whose Debug logs (re-entered): no shared buffer.
+            Err(_) => self.write(field, &format!("{value:?}")),
+        });
     }
 }
 
