@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     connection::{CALL_TIMEOUT, bounded, timed_out},
     keys::{ChannelKeys, channel_of_pubsub},
-    wire::{Decoded, decode},
+    codec::{Decoded, decode},
 };
 use crate::broker::{BrokerError, BrokerEvents, BrokerFuture};
 

@@ -41,7 +41,7 @@ mod scripts;
 mod subscriber;
 #[cfg(test)]
 mod tests;
-mod wire;
+mod codec;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
@@ -53,7 +53,7 @@ use self::{
     keys::{ChannelKeys, channel_hash, jump_bucket},
     scripts::Scripts,
     subscriber::Subscriptions,
-    wire::{
+    codec::{
         Decoded, Kind, decode, decode_client_info, encode_client_info, encode_presence_event,
         encode_publication,
     },
