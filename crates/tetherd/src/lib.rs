@@ -90,7 +90,7 @@ fn raise_open_file_limit() {
 #[command(version, about)]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Option<CliCommand>,
     /// `tetherd [FLAGS]` is `tetherd serve [FLAGS]`.
     #[command(flatten)]
     serve: config::Flags,
@@ -100,27 +100,27 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+enum CliCommand {
     /// Run the gateway (the default).
     Serve(config::Flags),
     /// Echo every text and binary message back, on every path.
     Echo(echo::Args),
     /// Check a config file, or print a commented example.
     #[command(subcommand)]
-    Config(config::Command),
+    Config(config::ConfigCommand),
 }
 
 /// Runs the `tetherd` command line.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Echo(args)) => {
+        Some(CliCommand::Echo(args)) => {
             logging::init(cli.log_format.unwrap_or(logging::Format::Text));
             raise_open_file_limit();
             echo::run(args)
         }
-        Some(Command::Config(command)) => return config::run(command),
-        Some(Command::Serve(flags)) => return serve(&flags, cli.log_format),
+        Some(CliCommand::Config(command)) => return config::run(command),
+        Some(CliCommand::Serve(flags)) => return serve(&flags, cli.log_format),
         None => return serve(&cli.serve, cli.log_format),
     };
     match result {

@@ -3,14 +3,14 @@
 //! `tetherd` unchanged.
 //!
 //! It does not touch sockets, clocks, tokens or channels: it turns a text
-//! frame into [`Command`]s and [`Reply`]s / [`Push`]es into bytes. The
+//! frame into [`ClientCommand`]s and [`Reply`]s / [`Push`]es into bytes. The
 //! protobuf flavour of the protocol (`centrifuge-protobuf` subprotocol),
 //! channel compaction (numeric push ids), deltas, map subscriptions and
 //! tags filters are not implemented; the SDKs fall back or the caller
 //! refuses (see [`SubscribeRequest::unsupported_feature`]).
 //!
 //! ```text
-//!  text frame ──decode_commands──▶ Command, one at a time ──▶ session / hub
+//!  text frame ──decode_commands──▶ ClientCommand, one at a time ──▶ session / hub
 //!                                                        │
 //!  WebSocket ◀── FrameBuilder ◀── Reply, Push ◀──────────┘
 //!      ▲
@@ -40,7 +40,7 @@ pub(crate) use codes::{Disconnect, ReplyError, Unsubscribe};
     reason = "the session that uses the codec lands separately"
 )]
 pub(crate) use command::{
-    ChannelRequest, Command, ConnectRequest, ConnectSub, HistoryRequest, PublishRequest,
+    ChannelRequest, ClientCommand, ConnectRequest, ConnectSub, HistoryRequest, PublishRequest,
     RefreshRequest, Request, RpcRequest, SendRequest, SubRefreshRequest, SubscribeRequest,
     WireError, decode_commands,
 };

@@ -30,8 +30,8 @@ use crate::{
     hub::{ClientId, Identity},
     node::unix_now,
     wire::{
-        self, Command, ConnectRequest, ConnectResult, Disconnect, FrameBuilder, RefreshResult,
-        Reply, ReplyError, ReplyResult, Request, SubscribeResult,
+        self, ClientCommand, ConnectRequest, ConnectResult, Disconnect, FrameBuilder,
+        RefreshResult, Reply, ReplyError, ReplyResult, Request, SubscribeResult,
     },
 };
 
@@ -56,7 +56,7 @@ impl Session {
     ) -> Result<(), Disconnect> {
         let budget = self.node.config.client.outbound_queue_bytes;
         for command in wire::decode_commands(text) {
-            let Command { id, request } = command.map_err(|error| {
+            let ClientCommand { id, request } = command.map_err(|error| {
                 info!(peer = %self.peer, client = %self.client(), %error, "bad command");
                 error.disconnect()
             })?;
