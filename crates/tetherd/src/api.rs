@@ -13,8 +13,8 @@ use tether::CloseFrame;
 use crate::{
     broker::{BrokerError, ClientInfo, HistoryOptions, HistoryQuery, Publication, StreamPosition},
     config::Namespace,
-    hub::Disconnect,
     node::Node,
+    wire::Disconnect,
     wire::{self, ReplyError},
 };
 
@@ -218,9 +218,9 @@ struct UserChannel {
 async fn subscribe(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
     let request: UserChannel = parse(body)?;
     namespace(node, &request.channel)?;
-    for outbox in node.sessions() {
-        if outbox.belongs_to(&request.user, request.client.as_deref()) {
-            outbox.command(crate::hub::ServerCommand::Subscribe(
+    for handle in node.sessions() {
+        if handle.belongs_to(&request.user, request.client.as_deref()) {
+            handle.command(crate::handle::ServerCommand::Subscribe(
                 request.channel.clone(),
             ));
         }
@@ -230,9 +230,9 @@ async fn subscribe(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
 
 async fn unsubscribe(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
     let request: UserChannel = parse(body)?;
-    for outbox in node.sessions() {
-        if outbox.belongs_to(&request.user, request.client.as_deref()) {
-            outbox.command(crate::hub::ServerCommand::Unsubscribe(
+    for handle in node.sessions() {
+        if handle.belongs_to(&request.user, request.client.as_deref()) {
+            handle.command(crate::handle::ServerCommand::Unsubscribe(
                 request.channel.clone(),
             ));
         }
@@ -277,9 +277,9 @@ async fn disconnect(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
         },
         None => Disconnect::FORCE_NO_RECONNECT,
     };
-    for outbox in node.sessions() {
-        if outbox.belongs_to(&request.user, request.client.as_deref()) {
-            outbox.close(disconnect.clone());
+    for handle in node.sessions() {
+        if handle.belongs_to(&request.user, request.client.as_deref()) {
+            handle.close(disconnect.clone());
         }
     }
     Ok(json!({}))

@@ -4,7 +4,7 @@
 //! encoding queues the same bytes.
 //!
 //! ```text
-//!  hub::Frame ─┬─ subscriber A (deflate, 15 bits) ─► Encodings::frame ─► compress, keep
+//!  handle::Frame ─┬─ subscriber A (deflate, 15 bits) ─► Encodings::frame ─► compress, keep
 //!   (shared    ├─ subscriber B (deflate, 15 bits) ─► Encodings::frame ─► the same bytes
 //!   Encodings) └─ subscriber C (no deflate) ───────► plain text frame, as without compression
 //! ```

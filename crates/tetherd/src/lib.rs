@@ -41,6 +41,7 @@ mod echo;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod gateway;
+mod handle;
 mod http;
 mod hub;
 mod logging;

@@ -18,9 +18,10 @@ use crate::{
     auth::Verifier,
     broker::{Broker, BrokerEvents, ClientInfo, NodeInfo, Publication},
     config::Config,
-    hub::{ConnId, Disconnect, Frame, Hub, Outbox, Position, epoch_tag},
+    handle::{ConnId, Frame, Position, SessionHandle, epoch_tag},
+    hub::Hub,
     metrics::Metrics,
-    wire::{self, Push, PushBody},
+    wire::{self, Disconnect, Push, PushBody},
 };
 
 /// Shared state of the node; one per process.
@@ -34,7 +35,7 @@ pub(crate) struct Node {
     pub(crate) name: String,
     pub(crate) started: Instant,
     /// Every session from its upgrade on, connected or not yet.
-    sessions: Mutex<HashMap<ConnId, Arc<Outbox>>>,
+    sessions: Mutex<HashMap<ConnId, Arc<SessionHandle>>>,
     draining: AtomicBool,
     /// Wakes the announcer when draining starts, to withdraw at once.
     drain_started: Notify,
@@ -134,13 +135,13 @@ impl Node {
     pub(crate) fn start_drain(&self) {
         self.draining.store(true, Ordering::Relaxed);
         self.drain_started.notify_one();
-        for outbox in self.sessions() {
-            outbox.close(Disconnect::SHUTDOWN);
+        for handle in self.sessions() {
+            handle.close(Disconnect::SHUTDOWN);
         }
     }
 
-    pub(crate) fn register(&self, conn: ConnId, outbox: Arc<Outbox>) {
-        self.lock_sessions().insert(conn, outbox);
+    pub(crate) fn register(&self, conn: ConnId, handle: Arc<SessionHandle>) {
+        self.lock_sessions().insert(conn, handle);
     }
 
     pub(crate) fn unregister(&self, conn: ConnId) {
@@ -148,7 +149,7 @@ impl Node {
     }
 
     /// A snapshot of the sessions, connected or not yet.
-    pub(crate) fn sessions(&self) -> Vec<Arc<Outbox>> {
+    pub(crate) fn sessions(&self) -> Vec<Arc<SessionHandle>> {
         self.lock_sessions().values().cloned().collect()
     }
 
@@ -157,7 +158,7 @@ impl Node {
         self.lock_sessions().len()
     }
 
-    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, Arc<Outbox>>> {
+    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, Arc<SessionHandle>>> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -237,8 +238,8 @@ async fn tick(node: Weak<Node>) {
             return;
         };
         let now = node.clock_ms();
-        for outbox in node.lock_sessions().values() {
-            outbox.tick(now);
+        for handle in node.lock_sessions().values() {
+            handle.tick(now);
         }
     }
 }

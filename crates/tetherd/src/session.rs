@@ -44,7 +44,7 @@ use tracing::{debug, info};
 use self::deadlines::Timers;
 use crate::{
     broker::ClientInfo,
-    hub::{Frame, Item, Outbox, ServerCommand},
+    handle::{ConnId, Frame, Item, ServerCommand, SessionHandle},
     node::{Node, encode_push},
     wire::{Disconnect, PushBody},
 };
@@ -60,14 +60,14 @@ pub(crate) fn spawn(
         .connections_total
         .fetch_add(1, Ordering::Relaxed);
     let conn = node.next_conn_id();
-    let outbox = Arc::new(Outbox::new(node.config.client.outbound_queue_bytes));
-    node.register(conn, outbox.clone());
+    let handle = Arc::new(SessionHandle::new(node.config.client.outbound_queue_bytes));
+    node.register(conn, handle.clone());
     let timers = Timers::new(&node);
-    outbox.set_deadline(timers.answer_by());
+    handle.set_deadline(timers.answer_by());
     let session = Box::new(Session {
         ws,
         node,
-        outbox,
+        handle,
         conn,
         peer,
         conn_info: None,
@@ -82,7 +82,7 @@ pub(crate) fn spawn(
 async fn run(mut session: Box<Session>) {
     let ending = loop {
         let work = match poll_fn(|cx| session.poll_wake(cx)).await {
-            Wake::Outbox => session.take_outbox(),
+            Wake::SessionHandle => session.take_outbox(),
             Wake::Received(received) => session.received(received),
         };
         let done = match work {
@@ -105,7 +105,7 @@ async fn run(mut session: Box<Session>) {
 /// Why the session's task woke up.
 enum Wake {
     /// The outbox has something to take.
-    Outbox,
+    SessionHandle,
     /// The socket delivered a message, an error or its end.
     Received(Option<Result<Message, tether::Error>>),
 }
@@ -134,7 +134,7 @@ struct Sub {
     /// Publications up to this offset were delivered (in the subscribe
     /// reply or live); copies of them still in the outbox are dropped.
     offset: u64,
-    /// [`crate::hub::epoch_tag`] of the stream's epoch, on channels with
+    /// [`crate::handle::epoch_tag`] of the stream's epoch, on channels with
     /// recovery: the stream is checked for continuity.
     epoch: Option<u64>,
     /// When the subscription token's grace ends, in whole node clock
@@ -152,8 +152,8 @@ pub(crate) struct Session {
     ws: WebSocket<Upgraded>,
     node: Arc<Node>,
     /// Also holds the client's identity once connected.
-    outbox: Arc<Outbox>,
-    conn: crate::hub::ConnId,
+    handle: Arc<SessionHandle>,
+    conn: ConnId,
     peer: SocketAddr,
     /// The connection token's `info`.
     conn_info: Option<Box<Bytes>>,
@@ -164,8 +164,8 @@ pub(crate) struct Session {
 
 impl Session {
     fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
-        if self.outbox.poll_ready(cx).is_ready() {
-            return Poll::Ready(Wake::Outbox);
+        if self.handle.poll_ready(cx).is_ready() {
+            return Poll::Ready(Wake::SessionHandle);
         }
         // Also writes out what was queued, all in one go.
         Pin::new(&mut self.ws).poll_next(cx).map(Wake::Received)
@@ -175,7 +175,7 @@ impl Session {
     /// in place; returns the first thing that needs waiting for. `Err`
     /// ends the connection.
     fn take_outbox(&mut self) -> Result<Option<Work>, Disconnect> {
-        while let Some(item) = self.outbox.take() {
+        while let Some(item) = self.handle.take() {
             match item {
                 Item::Frame(frame) => {
                     if self.admits(&frame)? {
@@ -259,18 +259,18 @@ impl Session {
     }
 
     fn connected(&self) -> bool {
-        self.outbox.identity().is_some()
+        self.handle.identity().is_some()
     }
 
     /// The client id as shown, or `-` before `connect`.
     fn client(&self) -> String {
-        self.outbox
+        self.handle
             .identity()
             .map_or_else(|| "-".to_owned(), |id| id.client.to_string())
     }
 
     fn user(&self) -> &str {
-        self.outbox.identity().map_or("", |id| &id.user)
+        self.handle.identity().map_or("", |id| &id.user)
     }
 
     fn sub(&self, channel: &str) -> Option<&Sub> {
@@ -295,7 +295,7 @@ impl Session {
     /// in its outbox and whatever its socket has not written yet. Replies
     /// count against the same budget (`client.outbound_queue_bytes`).
     fn held_bytes(&self) -> usize {
-        self.outbox.queued_bytes() + self.ws.buffered_amount()
+        self.handle.queued_bytes() + self.ws.buffered_amount()
     }
 
     /// Queues one text frame, or hands it back while the socket's queue
@@ -436,9 +436,9 @@ mod tests {
         );
         assert!(size_of::<Sub>() <= 56, "Sub: {}", size_of::<Sub>());
         assert!(
-            size_of::<Outbox>() <= 176,
-            "Outbox: {}",
-            size_of::<Outbox>()
+            size_of::<SessionHandle>() <= 176,
+            "SessionHandle: {}",
+            size_of::<SessionHandle>()
         );
     }
 }

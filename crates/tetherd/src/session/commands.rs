@@ -27,7 +27,7 @@ use crate::{
     api::{self, history_options},
     auth::TokenError,
     broker::{BrokerError, HistoryQuery},
-    hub::{ClientId, Identity},
+    handle::{ClientId, Identity},
     node::unix_now,
     wire::{
         self, ClientCommand, ConnectRequest, ConnectResult, Disconnect, FrameBuilder,
@@ -70,7 +70,7 @@ impl Session {
             }
             // What one reply may take: the budget less the pushes waiting
             // in the outbox (everything else can be written out first).
-            let room = budget.saturating_sub(self.outbox.queued_bytes());
+            let room = budget.saturating_sub(self.handle.queued_bytes());
             let Some(result) = self.command(request, room).await? else {
                 continue;
             };
@@ -172,7 +172,7 @@ impl Session {
                 }
             }
         }
-        self.outbox.set_identity(Identity {
+        self.handle.set_identity(Identity {
             client: ClientId::random(),
             user,
         });

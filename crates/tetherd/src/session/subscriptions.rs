@@ -12,7 +12,7 @@ use crate::{
     api::{self, history_options},
     auth::{SubscriptionClaims, TokenError},
     broker::{BrokerError, HistoryQuery, StreamPosition},
-    hub::{ServerCommand, epoch_tag},
+    handle::{Frame, ServerCommand, epoch_tag},
     node::unix_now,
     session::commands::expires_in,
     wire::{
@@ -168,7 +168,7 @@ impl Session {
             join_leave: namespace.join_leave,
             chan_info: chan_info.map(Box::new),
         });
-        if node.hub.subscribe(channel, self.conn, self.outbox.clone()) {
+        if node.hub.subscribe(channel, self.conn, self.handle.clone()) {
             if let Err(error) = node.broker.subscribe(channel).await {
                 info!(%channel, %error, "broker subscribe failed");
                 self.unsubscribe(channel).await;
@@ -275,8 +275,8 @@ impl Session {
             }
             _ => return,
         };
-        if let Some(frame) = crate::hub::Frame::plain(push) {
-            self.outbox.push(frame);
+        if let Some(frame) = Frame::plain(push) {
+            self.handle.push(frame);
         }
     }
 
