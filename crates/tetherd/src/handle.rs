@@ -102,8 +102,8 @@ impl Frame {
 pub(crate) struct SessionHandle {
     state: Mutex<HandleState>,
     limit: usize,
-    /// Node clock milliseconds ([`crate::node::Node::clock_ms`]) after which the ticker wakes the session;
-    /// `u64::MAX` for never.
+    /// Node clock milliseconds (since the node started) after which the
+    /// ticker wakes the session; `u64::MAX` for never.
     deadline: AtomicU64,
     identity: OnceLock<Identity>,
 }

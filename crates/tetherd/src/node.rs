@@ -1,5 +1,10 @@
 //! One gateway node: its configuration, hub, broker, sessions and counters,
-//! and its lifecycle (ready → draining → stopped).
+//! and its lifecycle (ready → draining → stopped). Its channels (namespaces,
+//! history, publishing) are in [`channels`].
+
+mod channels;
+
+pub(crate) use self::channels::{PublishOptions, broker_error, history_options};
 
 use std::{
     collections::{HashMap, HashSet},
@@ -11,7 +16,6 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::{
@@ -21,7 +25,7 @@ use crate::{
     handle::{ConnId, Frame, Position, SessionHandle, epoch_tag},
     hub::Hub,
     metrics::Metrics,
-    wire::{self, Disconnect, Push, PushBody},
+    wire::{self, Disconnect, PushBody},
 };
 
 /// Shared state of the node; one per process.
@@ -268,9 +272,9 @@ impl BrokerEvents for Events {
         let Some(node) = self.0.upgrade() else {
             return;
         };
-        let recoverable = crate::api::namespace(&node, channel).is_ok_and(|namespace| {
-            namespace.recovery && crate::api::history_options(namespace).is_some()
-        });
+        let recoverable = node
+            .namespace(channel)
+            .is_ok_and(|namespace| namespace.recovery && history_options(namespace).is_some());
         if recoverable {
             let closed = node
                 .hub
@@ -285,7 +289,7 @@ impl BrokerEvents for Events {
         if let Some(node) = self.0.upgrade() {
             node.fan_out(
                 channel,
-                Frame::plain(encode_push(channel, PushBody::Join(&info))),
+                Frame::plain(wire::encode_push(channel, PushBody::Join(&info))),
             );
         }
     }
@@ -294,15 +298,8 @@ impl BrokerEvents for Events {
         if let Some(node) = self.0.upgrade() {
             node.fan_out(
                 channel,
-                Frame::plain(encode_push(channel, PushBody::Leave(&info))),
+                Frame::plain(wire::encode_push(channel, PushBody::Leave(&info))),
             );
         }
     }
-}
-
-/// A push as its own JSON object.
-pub(crate) fn encode_push(channel: &str, body: PushBody<'_>) -> Bytes {
-    let mut out = Vec::with_capacity(64);
-    Push { channel, body }.encode_into(&mut out);
-    Bytes::from(out)
 }

@@ -45,8 +45,8 @@ use self::deadlines::Timers;
 use crate::{
     broker::ClientInfo,
     handle::{ConnId, Frame, Item, ServerCommand, SessionHandle},
-    node::{Node, encode_push},
-    wire::{Disconnect, PushBody},
+    node::Node,
+    wire::{Disconnect, PushBody, encode_push},
 };
 
 /// Starts the session of an upgraded connection in a task of its own.

@@ -51,7 +51,7 @@ pub(crate) use command::{
 pub(crate) use reply::{
     ConnectResult, FrameBuilder, Push, PushBody, RefreshResult, Reply, ReplyResult, SERVER_PING,
     SubscribeResult, compact_json, encode_client_info, encode_publication, encode_publication_push,
-    encode_reply,
+    encode_push, encode_reply,
 };
 
 #[cfg(test)]

@@ -24,11 +24,10 @@ use tracing::info;
 
 use super::{Session, deadlines::ttl, subscriptions::MAX_CHANNELS};
 use crate::{
-    api::{self, history_options},
     auth::TokenError,
     broker::{BrokerError, HistoryQuery},
     handle::{ClientId, Identity},
-    node::unix_now,
+    node::{PublishOptions, history_options, unix_now},
     wire::{
         self, ClientCommand, ConnectRequest, ConnectResult, Disconnect, FrameBuilder,
         RefreshResult, Reply, ReplyError, ReplyResult, Request, SubscribeResult,
@@ -211,7 +210,7 @@ impl Session {
     }
 
     async fn publish(&mut self, channel: String, data: Bytes) -> ReplyResult {
-        let namespace = match api::namespace(&self.node, &channel) {
+        let namespace = match self.node.namespace(&channel) {
             Ok(namespace) => namespace,
             Err(error) => return ReplyResult::Error(error),
         };
@@ -222,14 +221,18 @@ impl Session {
             .sub(&channel)
             .and_then(|sub| sub.chan_info.as_deref().cloned());
         let info = self.client_info(chan_info);
-        match api::publish(&self.node, &channel, data, Some(info), Vec::new(), false).await {
+        let options = PublishOptions {
+            info: Some(info),
+            ..PublishOptions::default()
+        };
+        match self.node.publish(&channel, data, options).await {
             Ok(_) => ReplyResult::Publish,
             Err(_) => ReplyResult::Error(ReplyError::INTERNAL),
         }
     }
 
     async fn presence(&mut self, channel: &str, stats: bool) -> ReplyResult {
-        match api::namespace(&self.node, channel) {
+        match self.node.namespace(channel) {
             Err(error) => return ReplyResult::Error(error),
             Ok(namespace) if !namespace.presence => {
                 return ReplyResult::Error(ReplyError::NOT_AVAILABLE);
@@ -252,7 +255,7 @@ impl Session {
     }
 
     async fn history(&mut self, channel: &str, mut query: HistoryQuery) -> ReplyResult {
-        match api::namespace(&self.node, channel) {
+        match self.node.namespace(channel) {
             Err(error) => return ReplyResult::Error(error),
             Ok(namespace) if history_options(namespace).is_none() => {
                 return ReplyResult::Error(ReplyError::NOT_AVAILABLE);

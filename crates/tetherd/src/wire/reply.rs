@@ -141,6 +141,13 @@ pub(crate) fn encode_reply(reply: &Reply) -> Vec<u8> {
     out
 }
 
+/// A push as its own JSON object.
+pub(crate) fn encode_push(channel: &str, body: PushBody<'_>) -> Bytes {
+    let mut out = Vec::with_capacity(64);
+    Push { channel, body }.encode_into(&mut out);
+    Bytes::from(out)
+}
+
 /// Encodes a publication push once, for every subscriber of `channel`.
 pub(crate) fn encode_publication_push(channel: &str, publication: &Publication) -> Bytes {
     let push = Push {
