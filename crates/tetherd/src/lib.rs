@@ -51,10 +51,6 @@ mod pages;
 mod runtime;
 mod session;
 mod tls;
-#[allow(
-    dead_code,
-    reason = "the protocol's whole vocabulary: not every code and push is sent yet"
-)]
 mod wire;
 
 /// Every connection is a file descriptor: lift the soft limit to the hard

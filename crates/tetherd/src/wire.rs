@@ -29,29 +29,14 @@ mod codes;
 mod command;
 mod reply;
 
-// Until the session uses it, the codec's API is only used by its tests.
-#[allow(
-    unused_imports,
-    reason = "the session that uses the codec lands separately"
-)]
 pub(crate) use codes::{Disconnect, ReplyError, Unsubscribe};
-#[allow(
-    unused_imports,
-    reason = "the session that uses the codec lands separately"
-)]
 pub(crate) use command::{
-    ChannelRequest, ClientCommand, ConnectRequest, ConnectSub, HistoryRequest, PublishRequest,
-    RefreshRequest, Request, RpcRequest, SendRequest, SubRefreshRequest, SubscribeRequest,
-    WireError, decode_commands,
+    ClientCommand, ConnectRequest, Request, SubscribeRequest, decode_commands,
 };
-#[allow(
-    unused_imports,
-    reason = "the session that uses the codec lands separately"
-)]
 pub(crate) use reply::{
-    ConnectResult, FrameBuilder, Push, PushBody, RefreshResult, Reply, ReplyResult, SERVER_PING,
+    ConnectResult, FrameBuilder, PushBody, RefreshResult, Reply, ReplyResult, SERVER_PING,
     SubscribeResult, compact_json, encode_client_info, encode_publication, encode_publication_push,
-    encode_push, encode_reply,
+    encode_push,
 };
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 
-use super::*;
+use super::{codes::*, command::*, reply::*};
 use crate::broker::{ClientInfo, History, PresenceStats, Publication, StreamPosition};
 
 /// Every command of a frame, or the first error.
