@@ -175,12 +175,10 @@ impl Node {
             frame = frame.shared_encodings();
         }
         let delivered = self.hub.broadcast(channel, &frame);
-        self.metrics
-            .messages_out
-            .fetch_add(delivered as u64, Ordering::Relaxed);
+        self.metrics.messages_out.inc_by(delivered as u64);
         self.metrics
             .bytes_out
-            .fetch_add((delivered * frame.text.len()) as u64, Ordering::Relaxed);
+            .inc_by((delivered * frame.text.len()) as u64);
     }
 }
 

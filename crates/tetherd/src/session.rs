@@ -27,7 +27,7 @@ use std::{
     net::SocketAddr,
     num::NonZeroU32,
     pin::Pin,
-    sync::{Arc, atomic::Ordering},
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -56,9 +56,7 @@ pub(crate) fn spawn(
     peer: SocketAddr,
     permit: Arc<ConnectionPermit>,
 ) {
-    node.metrics
-        .connections_total
-        .fetch_add(1, Ordering::Relaxed);
+    node.metrics.connections_total.inc();
     let conn = node.next_conn_id();
     let handle = Arc::new(SessionHandle::new(node.config.client.outbound_queue_bytes));
     node.register(conn, handle.clone());
@@ -226,10 +224,8 @@ impl Session {
         match received {
             Some(Ok(Message::Text(text))) => {
                 let metrics = &self.node.metrics;
-                metrics.messages_in.fetch_add(1, Ordering::Relaxed);
-                metrics
-                    .bytes_in
-                    .fetch_add(text.len() as u64, Ordering::Relaxed);
+                metrics.messages_in.inc();
+                metrics.bytes_in.inc_by(text.len() as u64);
                 Ok(Some(Work::Commands(text)))
             }
             Some(Ok(Message::Binary(_))) => Err(Disconnect::BAD_REQUEST),
@@ -382,10 +378,7 @@ impl Session {
             ending.close_frame()
         };
         if *ending == Disconnect::SLOW {
-            self.node
-                .metrics
-                .slow_disconnects
-                .fetch_add(1, Ordering::Relaxed);
+            self.node.metrics.slow_disconnects.inc();
         }
         // Bounded: a client that stopped reading has no room for our close
         // frame either; then the socket is simply dropped.

@@ -2,7 +2,7 @@
 //! has, what history it keeps, and publishing into it. The HTTP API and
 //! client sessions both publish here, with [`PublishOptions`].
 
-use std::{sync::atomic::Ordering, time::Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -70,8 +70,10 @@ impl Node {
             .publish(channel, publication, history)
             .await
             .map_err(broker_error)?;
-        self.metrics.publish_latency.observe(started.elapsed());
-        self.metrics.publications.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .publish_latency
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.publications.inc();
         Ok(position)
     }
 }
