@@ -15,18 +15,22 @@
 //!  gateway   accept, connection limits, TLS, HTTP/1.1 with the head limits
 //!    │
 //!  http      routes: /connection/websocket, /api/*, /health, /metrics, pages
-//!    │  └──▶ api      server API: publish, subscribe, disconnect, history, …
+//!    │  └──▶ api      the server API (publish, subscribe, disconnect, …)
 //!  session   one client: commands (wire), subscriptions, deadlines
 //!    │
-//!  node      the process: config, hub, broker, sessions, metrics, lifecycle
-//!    │  hub       local channel → subscribers, each with a bounded outbox
-//!    │  broker    memory or Redis: fan-out between nodes, history, presence
+//!  node      the process: config, sessions, metrics, lifecycle; channels:
+//!    │       namespaces and Node::publish, for the API and sessions alike
+//!  broker    memory or Redis: fan-out between nodes, history, presence
+//!    │
+//!  hub       channel → local subscribers ──▶ each one's handle (outbox)
 //!    ▼
-//!  hub::broadcast ──▶ each subscriber's outbox ──▶ session ──▶ socket
+//!  session ──▶ socket
 //! ```
 //!
-//! Beside them: `auth` (tokens), `config`, `wire` (the client protocol's
-//! codec), `compression`, `metrics`, `logging`, `tls`, `echo`, `runtime`.
+//! Beside them: `handle` (what the node holds of a session), `auth`
+//! (tokens), `config`, `wire` (the client protocol's codec),
+//! `compression`, `metrics`, `logging`, `tls`, `echo`, `runtime`.
+//! `docs/architecture.md` follows one publication through the functions.
 
 use std::process::ExitCode;
 
