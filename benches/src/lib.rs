@@ -1,7 +1,7 @@
 //! What the peer echo servers share: the `--listen ADDR` flag, one
 //! single-threaded runtime (so that `taskset` can pin the whole server to one
 //! core) and an accept loop that outlives transient accept errors; and what
-//! the measuring programs share: [`Spread`] and [`own_cpu_time`].
+//! the measuring programs share: the statistic [`Spread`] and [`own_cpu_time`].
 //!
 //! The servers are built only to be measured next to `tetherd echo`; they are
 //! not part of Tether and are never shipped.
@@ -12,10 +12,10 @@ use clap::Parser;
 use tokio::net::{TcpListener, TcpStream};
 
 mod cpu_time;
-mod spread;
+mod stats;
 
 pub use cpu_time::own_cpu_time;
-pub use spread::Spread;
+pub use stats::Spread;
 
 /// Pause after a failed `accept` (such as running out of file descriptors),
 /// so that the loop does not spin while the condition lasts.

@@ -29,9 +29,10 @@ use tokio::{io::AsyncWriteExt, net::TcpStream};
 use crate::{
     gateway, http1,
     report::{Cpu, latency_histogram, mib, percentiles_us, total, write_errors, write_latency},
-    spread::{self, Target},
+    sources,
     subscriber::{Ready, Received},
     sys,
+    target::Target,
     workers::{self, Worker},
 };
 
@@ -80,13 +81,13 @@ pub(crate) struct Args {
     #[arg(long, default_value = "5", value_parser = crate::parse_seconds)]
     drain: Duration,
     /// Connections per source address (127.0.0.1, 127.0.0.2, …).
-    #[arg(long, default_value_t = spread::DEFAULT_PER_SOURCE)]
+    #[arg(long, default_value_t = sources::DEFAULT_PER_SOURCE)]
     per_source: usize,
     /// Subscribers per worker process.
-    #[arg(long, default_value_t = spread::DEFAULT_PER_PROCESS)]
+    #[arg(long, default_value_t = workers::DEFAULT_PER_PROCESS)]
     per_process: usize,
     /// Connection attempts in flight at once, over all processes.
-    #[arg(long, default_value_t = spread::DEFAULT_CONCURRENCY)]
+    #[arg(long, default_value_t = sources::DEFAULT_CONCURRENCY)]
     concurrency: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]
@@ -109,13 +110,13 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         args.concurrency,
     );
     let sources = workers::sources_used(&shards);
-    if sources > spread::source_count(&args.url) {
+    if sources > sources::source_count(&args.url) {
         return Err(format!(
             "{} subscribers at {} per source address need {sources} source addresses; {} has {}",
             args.subscribers,
             args.per_source,
             args.url.addr.ip(),
-            spread::source_count(&args.url)
+            sources::source_count(&args.url)
         ));
     }
     let api = args.api.clone().unwrap_or_else(|| Target {

@@ -48,8 +48,10 @@ use self::{
 };
 use crate::{
     report::{Cpu, EchoReport, ErrorCounts, latency_histogram},
-    spread::{self, Dialer, Target},
+    sources::{self, Dialer},
     sys,
+    target::Target,
+    workers,
 };
 
 /// How long closing may take once the measured interval is over.
@@ -96,10 +98,10 @@ pub(crate) struct Args {
     #[arg(long)]
     server_pid: Option<u32>,
     /// Connections per source address (127.0.0.1, 127.0.0.2, …).
-    #[arg(long, default_value_t = spread::DEFAULT_PER_SOURCE, hide = true)]
+    #[arg(long, default_value_t = sources::DEFAULT_PER_SOURCE, hide = true)]
     per_source: usize,
     /// Connection attempts in flight at once.
-    #[arg(long, default_value_t = spread::DEFAULT_CONCURRENCY)]
+    #[arg(long, default_value_t = sources::DEFAULT_CONCURRENCY)]
     concurrency: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]
@@ -111,10 +113,10 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
     if args.conns == 0 {
         return Err("--conns must be at least 1".into());
     }
-    if args.conns > spread::DEFAULT_PER_PROCESS {
+    if args.conns > workers::DEFAULT_PER_PROCESS {
         return Err(format!(
             "echo opens at most {} connections (one process); use `idle` for more",
-            spread::DEFAULT_PER_PROCESS
+            workers::DEFAULT_PER_PROCESS
         ));
     }
     let threads = args.threads.unwrap_or_else(sys::cores).max(1);

@@ -29,8 +29,9 @@ use crate::{
     report::{
         Cpu, ErrorCounts, latency_histogram, percentiles_us, total, write_errors, write_latency,
     },
-    spread::{self, Target},
-    sys, workers,
+    sources, sys,
+    target::Target,
+    workers,
 };
 
 /// Options of `tether-load handshake`.
@@ -46,7 +47,7 @@ pub(crate) struct Args {
     #[arg(long, default_value = "10", value_parser = crate::parse_seconds)]
     duration: Duration,
     /// Cycles in flight at once, at most.
-    #[arg(long, default_value_t = spread::DEFAULT_CONCURRENCY)]
+    #[arg(long, default_value_t = sources::DEFAULT_CONCURRENCY)]
     concurrency: usize,
     /// Source addresses to rotate over (127.0.0.1, 127.0.0.2, …).
     #[arg(long, default_value_t = 64)]
@@ -68,7 +69,7 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
     if !(args.rate.is_finite() && args.rate >= 0.0) {
         return Err("--rate must be 0 or a positive number of cycles per second".into());
     }
-    let sources = args.sources.clamp(1, spread::source_count(&args.url));
+    let sources = args.sources.clamp(1, sources::source_count(&args.url));
     // On one core, a second runtime thread only adds wake-ups and context
     // switches to every cycle.
     let runtime = if sys::cores() == 1 {
@@ -120,7 +121,7 @@ async fn churn(args: &Args, sources: usize) -> Result<HandshakeReport, String> {
         // Invariant: the semaphore is never closed.
         let slot = slots.clone().acquire_owned().await.expect("never closed");
         // Invariant: `sources` is within source_count, checked above.
-        let source = spread::source(&args.url, started as usize % sources).expect("a source");
+        let source = sources::source(&args.url, started as usize % sources).expect("a source");
         let (churn, shared) = (churn.clone(), tally.clone());
         tokio::spawn(async move {
             let result = churn.cycle(source).await;

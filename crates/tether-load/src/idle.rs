@@ -34,8 +34,9 @@ use crate::{
         ErrorCounts, IdleReport, ServerMemory, histogram_to_json, latency_histogram,
         merge_histogram_json,
     },
-    spread::{self, Dialer, Target},
+    sources::{self, Dialer},
     sys,
+    target::Target,
     workers::{self, Worker, merge_counts, runtime},
 };
 
@@ -66,13 +67,13 @@ pub(crate) struct Args {
     #[arg(long, default_value = "1", value_parser = crate::parse_seconds)]
     settle: Duration,
     /// Connections per source address (127.0.0.1, 127.0.0.2, …).
-    #[arg(long, default_value_t = spread::DEFAULT_PER_SOURCE)]
+    #[arg(long, default_value_t = sources::DEFAULT_PER_SOURCE)]
     per_source: usize,
     /// Connections per process; more are opened by worker processes.
-    #[arg(long, default_value_t = spread::DEFAULT_PER_PROCESS)]
+    #[arg(long, default_value_t = workers::DEFAULT_PER_PROCESS)]
     per_process: usize,
     /// Connection attempts in flight at once, over all processes.
-    #[arg(long, default_value_t = spread::DEFAULT_CONCURRENCY)]
+    #[arg(long, default_value_t = sources::DEFAULT_CONCURRENCY)]
     concurrency: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]
@@ -109,14 +110,14 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
     }
     let shards = plan_shards(&args);
     let sources =
-        workers::sources_used(&shards.iter().map(|shard| shard.spread).collect::<Vec<_>>());
-    if sources > spread::source_count(&args.url) {
+        workers::sources_used(&shards.iter().map(|shard| shard.shard).collect::<Vec<_>>());
+    if sources > sources::source_count(&args.url) {
         return Err(format!(
             "{} connections at {} per source address need {sources} source addresses; {} has {}",
             args.conns,
             args.per_source,
             args.url.addr.ip(),
-            spread::source_count(&args.url)
+            sources::source_count(&args.url)
         ));
     }
     let rss = |pid: u32| {
@@ -179,7 +180,7 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
 pub(crate) fn worker(args: WorkerArgs) -> Result<(), String> {
     let shard = Shard {
         target: args.url,
-        spread: workers::Shard {
+        shard: workers::Shard {
             conns: args.conns,
             first_source: args.first_source,
             per_source: args.per_source,
@@ -202,18 +203,18 @@ pub(crate) fn worker(args: WorkerArgs) -> Result<(), String> {
 /// Splits the connections over processes, each with its own source
 /// addresses.
 fn plan_shards(args: &Args) -> Vec<Shard> {
-    let spreads = workers::plan_shards(
+    let placed = workers::plan_shards(
         args.conns,
         args.per_process,
         args.per_source,
         args.concurrency,
     );
-    let progress = spreads.len() == 1;
-    spreads
+    let progress = placed.len() == 1;
+    placed
         .into_iter()
-        .map(|spread| Shard {
+        .map(|shard| Shard {
             target: args.url.clone(),
-            spread,
+            shard,
             ping_interval: args.ping_interval,
             deflate: args.deflate,
             progress,
@@ -225,7 +226,7 @@ fn plan_shards(args: &Args) -> Vec<Shard> {
 #[derive(Debug, Clone)]
 struct Shard {
     target: Target,
-    spread: workers::Shard,
+    shard: workers::Shard,
     ping_interval: Option<Duration>,
     /// Offer permessage-deflate.
     deflate: bool,
@@ -257,17 +258,17 @@ impl Shard {
         let dialer = Dialer::new(
             self.target.clone(),
             self.client_config(),
-            self.spread.first_source,
-            self.spread.per_source,
-            self.spread.concurrency,
+            self.shard.first_source,
+            self.shard.per_source,
+            self.shard.concurrency,
         );
-        dialer.check_capacity(self.spread.conns)?;
+        dialer.check_capacity(self.shard.conns)?;
         let dialer = Arc::new(dialer);
         let (closing_tx, closing_rx) = watch::channel(false);
         let (opened_tx, mut opened_rx) = mpsc::unbounded_channel();
         let start = Instant::now();
         let mut tasks = JoinSet::new();
-        for index in 0..self.spread.conns {
+        for index in 0..self.shard.conns {
             tasks.spawn(hold(
                 index,
                 dialer.clone(),
@@ -296,11 +297,11 @@ impl Shard {
             }
             if progress && shown.elapsed() >= Duration::from_millis(250) {
                 shown = Instant::now();
-                eprint!("\r  opened {} of {} ", opened.opened, self.spread.conns);
+                eprint!("\r  opened {} of {} ", opened.opened, self.shard.conns);
             }
         }
         if progress {
-            eprintln!("\r  opened {} of {} ", opened.opened, self.spread.conns);
+            eprintln!("\r  opened {} of {} ", opened.opened, self.shard.conns);
         }
         opened.wall = start.elapsed();
         Ok((
@@ -506,10 +507,10 @@ impl Fleet {
             let mut args = vec![
                 "worker".to_owned(),
                 format!("--url={}", shard.target),
-                format!("--conns={}", shard.spread.conns),
-                format!("--first-source={}", shard.spread.first_source),
-                format!("--per-source={}", shard.spread.per_source),
-                format!("--concurrency={}", shard.spread.concurrency),
+                format!("--conns={}", shard.shard.conns),
+                format!("--first-source={}", shard.shard.first_source),
+                format!("--per-source={}", shard.shard.per_source),
+                format!("--concurrency={}", shard.shard.concurrency),
             ];
             if let Some(interval) = shard.ping_interval {
                 args.push(format!("--ping-interval={}", interval.as_secs_f64()));
@@ -583,9 +584,9 @@ mod tests {
         let shards = plan_shards(&args(&["--conns", "40001", "--per-source", "5000"]));
         assert_eq!(shards.len(), 3);
         assert!(shards.iter().all(|shard| !shard.progress));
-        assert_eq!(shards[2].spread.first_source, 6);
+        assert_eq!(shards[2].shard.first_source, 6);
         let shards = plan_shards(&args(&["--conns", "15000"]));
         assert!(shards[0].progress);
-        assert_eq!(shards[0].spread.sources(), 2);
+        assert_eq!(shards[0].shard.sources(), 2);
     }
 }

@@ -27,9 +27,10 @@ mod http1;
 mod idle;
 mod overhead;
 mod report;
-mod spread;
+mod sources;
 mod subscriber;
 mod sys;
+mod target;
 mod workers;
 
 /// Load generator for WebSocket servers on loopback addresses.

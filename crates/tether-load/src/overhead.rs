@@ -41,7 +41,7 @@ use tokio::{
     time::{Instant, sleep_until, timeout},
 };
 
-use crate::{http1, spread::Target};
+use crate::{http1, target::Target};
 
 /// How long the last echoes and the close may take.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(10);

@@ -31,8 +31,9 @@ use tokio::{
 use crate::{
     gateway::{self, Event, SeqTracker},
     report::{ErrorCounts, histogram_to_json, latency_histogram, merge_histogram_json},
-    spread::{Dialer, Target},
+    sources::Dialer,
     sys,
+    target::Target,
     workers::{self, merge_counts},
 };
 

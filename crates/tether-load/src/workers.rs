@@ -29,6 +29,10 @@ use tokio::runtime::Runtime;
 
 use crate::{report::ErrorCounts, sys};
 
+/// Connections per process by default, leaving room under a 20,000
+/// open-file limit.
+pub(crate) const DEFAULT_PER_PROCESS: usize = 15_000;
+
 /// The connections one process opens: `conns` of them from source addresses
 /// `first_source`, `first_source + 1`, …, `per_source` per address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,7 +29,7 @@ use tokio::{
 };
 
 use super::plan::{Header, Plan};
-use crate::spread::Target;
+use crate::target::Target;
 
 /// Longest payload of a control frame (§5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
