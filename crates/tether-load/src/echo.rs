@@ -7,7 +7,8 @@
 //! the moment it was queued to the moment its echo was read.
 //!
 //! The client must cost less CPU per message than the server it loads, so it
-//! drives each socket itself ([`wire`]): per wakeup it reads all the socket
+//! drives each socket itself ([`crate::framing`], with [`inbox`] checking
+//! the echoes): per wakeup it reads all the socket
 //! holds, checks every echo in place, and writes the messages owed in one
 //! write. The clock is read once per read and once per batch of sends, not
 //! per message: the echoes found by one read all reached this process at
@@ -15,10 +16,8 @@
 //! per-message clock reads would only add the nanoseconds spent decoding or
 //! encoding in between. Every message still gets its own latency sample.
 
+mod inbox;
 mod plan;
-mod wire;
-
-pub(crate) use wire::check_server_header;
 
 use std::{
     collections::VecDeque,
@@ -32,8 +31,11 @@ use std::{
 };
 
 use hdrhistogram::Histogram;
-use tether::{ClientConfig, CloseCode};
-use tether_proto::frame::{FrameHeader, OpCode};
+use tether::{ClientConfig, CloseCode, Error};
+use tether_proto::{
+    frame::{FrameHeader, OpCode},
+    handshake::client::ClientRequest,
+};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpStream,
@@ -43,10 +45,11 @@ use tokio::{
 };
 
 use self::{
+    inbox::{Event, Inbox, Verdict},
     plan::Plan,
-    wire::{Event, Inbox, MAX_CONTROL_FRAME, Outbox, Verdict},
 };
 use crate::{
+    framing::{self, MAX_CONTROL_FRAME, Outbox, UpgradeError},
     report::{Cpu, EchoReport, ErrorCounts, latency_histogram},
     sources::{self, Dialer},
     sys,
@@ -312,6 +315,26 @@ impl Stats {
     }
 }
 
+/// The upgrade; returns the socket and the bytes the server sent after its
+/// response.
+async fn handshake(mut tcp: TcpStream, target: &Target) -> Result<(TcpStream, Vec<u8>), Error> {
+    let request = ClientRequest::new(&target.host, &target.path);
+    let mut buf = Vec::with_capacity(1024);
+    match framing::upgrade(&mut tcp, &request, &mut buf).await {
+        Ok(consumed) => {
+            buf.drain(..consumed);
+            Ok((tcp, buf))
+        }
+        Err(UpgradeError::Io(error)) => Err(error.into()),
+        Err(UpgradeError::Closed) => Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "server closed during the handshake",
+        )
+        .into()),
+        Err(UpgradeError::Refused(error)) => Err(error.into()),
+    }
+}
+
 /// One connection of the closed loop.
 struct Peer {
     index: usize,
@@ -329,7 +352,7 @@ impl Peer {
     ) -> Stats {
         let target = dialer.target();
         let dialed = dialer
-            .dial_with(self.index, |tcp| wire::handshake(tcp, target))
+            .dial_with(self.index, |tcp| handshake(tcp, target))
             .await;
         let (tcp, leftover) = match dialed {
             Ok((upgraded, _latency)) => {
@@ -352,7 +375,7 @@ impl Peer {
             index: self.index,
             deadline,
             inbox: Inbox::new(),
-            outbox: Outbox::new(self.plan.text),
+            outbox: Outbox::new(),
             next_seq: 0,
             owed: self.inflight,
             closing: false,
@@ -530,7 +553,7 @@ impl Loop<'_> {
     fn send_owed(&mut self) {
         let mut queued = 0;
         while self.owed > 0 && self.outbox.len() < WRITE_BATCH {
-            self.outbox.push_message(self.plan, self.next_seq);
+            self.plan.push_message(&mut self.outbox, self.next_seq);
             self.next_seq += 1;
             self.owed -= 1;
             queued += 1;

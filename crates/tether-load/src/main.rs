@@ -21,6 +21,7 @@ use clap::{Parser, Subcommand};
 
 mod broadcast;
 mod echo;
+mod framing;
 mod gateway;
 mod handshake;
 mod http1;

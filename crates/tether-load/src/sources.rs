@@ -163,13 +163,8 @@ impl Dialer {
     where
         Upgrading: Future<Output = Result<T, Error>>,
     {
-        let socket = match source {
-            IpAddr::V4(_) => TcpSocket::new_v4()?,
-            IpAddr::V6(_) => TcpSocket::new_v6()?,
-        };
-        socket.bind(SocketAddr::new(source, 0))?;
         let connecting = async {
-            let tcp = socket.connect(self.target.addr).await?;
+            let tcp = connect_from(source, self.target.addr).await?;
             tcp.set_nodelay(true)?;
             upgrade(tcp).await
         };
@@ -185,6 +180,16 @@ impl Dialer {
                 .await?;
         Ok(ws)
     }
+}
+
+/// Connects to `addr` from `source`, on a port the kernel picks.
+pub(crate) async fn connect_from(source: IpAddr, addr: SocketAddr) -> io::Result<TcpStream> {
+    let socket = match source {
+        IpAddr::V4(_) => TcpSocket::new_v4()?,
+        IpAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
 }
 
 /// Whether another attempt may succeed: the server was busy, not wrong.
