@@ -24,14 +24,15 @@ use std::{
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
+use tether_load::sys;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 use crate::{
     gateway, http1,
+    meter::{CpuMeter, own_cpu_time, server_rss},
     report::{Cpu, latency_histogram, mib, percentiles_us, total, write_errors, write_latency},
     sources,
-    subscriber::{Ready, Received},
-    sys,
+    subscriber::{self, Ready, Received},
     target::Target,
     workers::{self, Worker},
 };
@@ -103,31 +104,20 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         return Err("--rate must be a positive number of publications per second".into());
     }
     let published = (args.rate * args.duration.as_secs_f64()).round().max(1.0) as u64;
-    let shards = workers::plan_shards(
+    let shards = workers::plan_shards_to(
+        &args.url,
+        "subscribers",
         args.subscribers,
         args.per_process,
         args.per_source,
         args.concurrency,
-    );
+    )?;
     let sources = workers::sources_used(&shards);
-    if sources > sources::source_count(&args.url) {
-        return Err(format!(
-            "{} subscribers at {} per source address need {sources} source addresses; {} has {}",
-            args.subscribers,
-            args.per_source,
-            args.url.addr.ip(),
-            sources::source_count(&args.url)
-        ));
-    }
     let api = args.api.clone().unwrap_or_else(|| Target {
         path: "/api".into(),
         ..args.url.clone()
     });
-    let rss = |pid: u32| {
-        sys::rss_of(pid)
-            .map_err(|error| format!("cannot read the memory of process {pid}: {error}"))
-    };
-    let rss_before = args.server_pid.map(rss).transpose()?;
+    let rss_before = args.server_pid.map(server_rss).transpose()?;
 
     let start = Instant::now();
     let (mut fleet, ready) = subscribe(&args, &shards)?;
@@ -137,21 +127,15 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         return Err(format!("no subscriber could subscribe: {why}"));
     }
     thread::sleep(args.settle);
-    let rss_subscribed = args.server_pid.map(rss).transpose()?;
+    let rss_subscribed = args.server_pid.map(server_rss).transpose()?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|error| format!("cannot start the runtime: {error}"))?;
-    let cpu_of_all = |fleet: &[Worker]| {
-        sys::own_cpu_time() + fleet.iter().map(Worker::cpu_time).sum::<Duration>()
-    };
-    let server_cpu = |pid: u32| {
-        sys::cpu_time_of(pid)
-            .map_err(|error| format!("cannot read the CPU time of process {pid}: {error}"))
-    };
-    let server_before = args.server_pid.map(server_cpu).transpose()?;
-    let own_before = cpu_of_all(&fleet);
+    let cpu_of_all =
+        |fleet: &[Worker]| own_cpu_time() + fleet.iter().map(Worker::cpu_time).sum::<Duration>();
+    let meter = CpuMeter::start(args.server_pid, || cpu_of_all(&fleet))?;
     let publish_start = Instant::now();
     let first_send_ns = sys::monotonic_ns();
     let publishing = runtime.block_on(publish(&args, &api, published));
@@ -169,12 +153,7 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
     // CPU until everything arrived (or the drain passed), not until the
     // last API call: a publication's fan-out goes on after the API has
     // answered. The connections close only after this reading.
-    let cpu_wall = publish_start.elapsed();
-    let own = cpu_of_all(&fleet).saturating_sub(own_before);
-    let server = match (args.server_pid, server_before) {
-        (Some(pid), Some(before)) => Some(server_cpu(pid)?.saturating_sub(before)),
-        _ => None,
-    };
+    let cpu = meter.stop(publish_start.elapsed(), sys::cores(), || cpu_of_all(&fleet))?;
     for worker in &mut fleet {
         worker.finish("");
     }
@@ -207,12 +186,7 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         publish_wall,
         delivery_wall_ns: received.last_delivery_ns.saturating_sub(first_send_ns),
         received,
-        cpu: Cpu {
-            wall: cpu_wall,
-            own,
-            cores: sys::cores(),
-            server,
-        },
+        cpu,
     };
     if args.json {
         println!("{}", report.to_json());
@@ -225,18 +199,15 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
 /// Starts the worker processes and waits until each has subscribed.
 fn subscribe(args: &Args, shards: &[workers::Shard]) -> Result<(Vec<Worker>, Ready), String> {
     let mut fleet = Vec::with_capacity(shards.len());
-    for shard in shards {
-        fleet.push(Worker::spawn([
-            "broadcast-worker".to_owned(),
-            format!("--url={}", args.url),
-            format!("--conns={}", shard.conns),
-            format!("--first-source={}", shard.first_source),
-            format!("--per-source={}", shard.per_source),
-            format!("--concurrency={}", shard.concurrency),
-            format!("--channel={}", args.channel),
-            format!("--channels={}", args.channels),
-            format!("--drain={}", args.drain.as_secs_f64()),
-        ])?);
+    for &shard in shards {
+        let worker = subscriber::WorkerArgs {
+            url: args.url.clone(),
+            shard,
+            channel: args.channel.clone(),
+            channels: args.channels as usize,
+            drain: args.drain,
+        };
+        fleet.push(Worker::spawn(worker.command_line())?);
     }
     let progress = std::io::stderr().is_terminal();
     let mut ready = Ready::default();

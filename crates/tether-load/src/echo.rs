@@ -32,6 +32,7 @@ use std::{
 
 use hdrhistogram::Histogram;
 use tether::{ClientConfig, CloseCode, Error};
+use tether_load::sys;
 use tether_proto::{
     frame::{FrameHeader, OpCode},
     handshake::client::ClientRequest,
@@ -48,11 +49,12 @@ use self::{
     inbox::{Event, Inbox, Verdict},
     plan::Plan,
 };
+
 use crate::{
     framing::{self, MAX_CONTROL_FRAME, Outbox, UpgradeError},
-    report::{Cpu, EchoReport, ErrorCounts, latency_histogram},
+    meter::{CpuMeter, own_cpu_time},
+    report::{EchoReport, ErrorCounts, latency_histogram},
     sources::{self, Dialer},
-    sys,
     target::Target,
     workers,
 };
@@ -194,23 +196,13 @@ async fn echo(args: &Args, cores: usize) -> Result<EchoReport, String> {
         ));
     }
 
-    let server_cpu = |pid: u32| {
-        sys::cpu_time_of(pid)
-            .map_err(|error| format!("cannot read the CPU time of process {pid}: {error}"))
-    };
-    let server_before = args.server_pid.map(server_cpu).transpose()?;
-    let own_before = sys::own_cpu_time();
+    let meter = CpuMeter::start(args.server_pid, own_cpu_time)?;
     let start = Instant::now();
     let deadline = start + args.duration;
     // The receivers live in the tasks, which all wait for this value.
     let _ = go_tx.send(Some(deadline));
     show_progress(&shared, start, deadline).await;
-    let wall = start.elapsed();
-    let own = sys::own_cpu_time().saturating_sub(own_before);
-    let server = match (args.server_pid, server_before) {
-        (Some(pid), Some(before)) => Some(server_cpu(pid)?.saturating_sub(before)),
-        _ => None,
-    };
+    let cpu = meter.stop(start.elapsed(), cores, own_cpu_time)?;
 
     let mut totals = Stats::default();
     while let Some(joined) = tasks.join_next().await {
@@ -245,12 +237,7 @@ async fn echo(args: &Args, cores: usize) -> Result<EchoReport, String> {
         connect_errors,
         connection_errors: totals.errors,
         first_verify_error: totals.first_verify_error,
-        cpu: Cpu {
-            wall,
-            own,
-            cores,
-            server,
-        },
+        cpu,
     })
 }
 

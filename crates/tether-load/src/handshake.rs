@@ -18,6 +18,7 @@ use std::{
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
+use tether_load::sys;
 use tether_proto::handshake::client::ClientRequest;
 use tokio::{
     sync::Semaphore,
@@ -25,11 +26,13 @@ use tokio::{
 };
 
 use self::cycle::{Churn, CycleResult};
+
 use crate::{
+    meter::{CpuMeter, own_cpu_time},
     report::{
         Cpu, ErrorCounts, latency_histogram, percentiles_us, total, write_errors, write_latency,
     },
-    sources, sys,
+    sources,
     target::Target,
     workers,
 };
@@ -97,12 +100,7 @@ async fn churn(args: &Args, sources: usize) -> Result<HandshakeReport, String> {
     });
     let slots = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let tally = Arc::new(Mutex::new(Tally::default()));
-    let server_cpu = |pid: u32| {
-        sys::cpu_time_of(pid)
-            .map_err(|error| format!("cannot read the CPU time of process {pid}: {error}"))
-    };
-    let server_before = args.server_pid.map(server_cpu).transpose()?;
-    let own_before = sys::own_cpu_time();
+    let meter = CpuMeter::start(args.server_pid, own_cpu_time)?;
     let start = Instant::now();
     let deadline = start + args.duration;
     let period = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
@@ -140,12 +138,7 @@ async fn churn(args: &Args, sources: usize) -> Result<HandshakeReport, String> {
         .await
         .expect("never closed");
     progress.done(&tally);
-    let wall = start.elapsed();
-    let own = sys::own_cpu_time().saturating_sub(own_before);
-    let server = match (args.server_pid, server_before) {
-        (Some(pid), Some(before)) => Some(server_cpu(pid)?.saturating_sub(before)),
-        _ => None,
-    };
+    let cpu = meter.stop(start.elapsed(), sys::cores(), own_cpu_time)?;
     let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(PoisonError::into_inner));
     Ok(HandshakeReport {
         target: args.url.to_string(),
@@ -155,12 +148,7 @@ async fn churn(args: &Args, sources: usize) -> Result<HandshakeReport, String> {
         message: args.message,
         started,
         tally,
-        cpu: Cpu {
-            wall,
-            own,
-            cores: sys::cores(),
-            server,
-        },
+        cpu,
     })
 }
 

@@ -22,6 +22,7 @@ use std::{
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tether::{ClientConfig, CloseCode, Keepalive, Message, deflate::DeflateConfig};
+use tether_load::sys;
 use tokio::{
     runtime::Runtime,
     sync::{mpsc, watch},
@@ -30,12 +31,12 @@ use tokio::{
 };
 
 use crate::{
+    meter::server_rss,
     report::{
         ErrorCounts, IdleReport, ServerMemory, histogram_to_json, latency_histogram,
         merge_histogram_json,
     },
     sources::{self, Dialer},
-    sys,
     target::Target,
     workers::{self, Worker, merge_counts, runtime},
 };
@@ -84,21 +85,17 @@ pub(crate) struct Args {
     deflate: bool,
 }
 
-/// Options of the hidden `worker` subcommand: one shard of `idle`.
-#[derive(Debug, clap::Args)]
+/// Options of the hidden `worker` subcommand: one shard of `idle`, the
+/// connections of one process.
+#[derive(Debug, Clone, clap::Args)]
 pub(crate) struct WorkerArgs {
     #[arg(long, value_parser = Target::parse)]
     url: Target,
-    #[arg(long)]
-    conns: usize,
-    #[arg(long)]
-    first_source: usize,
-    #[arg(long)]
-    per_source: usize,
-    #[arg(long)]
-    concurrency: usize,
+    #[command(flatten)]
+    shard: workers::Shard,
     #[arg(long, value_parser = crate::parse_seconds)]
     ping_interval: Option<Duration>,
+    /// Offer permessage-deflate.
     #[arg(long)]
     deflate: bool,
 }
@@ -108,23 +105,14 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
     if args.conns == 0 {
         return Err("--conns must be at least 1".into());
     }
-    let shards = plan_shards(&args);
-    let sources =
-        workers::sources_used(&shards.iter().map(|shard| shard.shard).collect::<Vec<_>>());
-    if sources > sources::source_count(&args.url) {
-        return Err(format!(
-            "{} connections at {} per source address need {sources} source addresses; {} has {}",
-            args.conns,
-            args.per_source,
-            args.url.addr.ip(),
-            sources::source_count(&args.url)
-        ));
-    }
-    let rss = |pid: u32| {
-        sys::rss_of(pid)
-            .map_err(|error| format!("cannot read the memory of process {pid}: {error}"))
-    };
-    let rss_before = args.server_pid.map(rss).transpose()?;
+    let shards = plan_shards(&args)?;
+    let sources = workers::sources_used(
+        &shards
+            .iter()
+            .map(|shard| shard.worker.shard)
+            .collect::<Vec<_>>(),
+    );
+    let rss_before = args.server_pid.map(server_rss).transpose()?;
 
     let start = Instant::now();
     let (opened, fleet) = if let [shard] = shards.as_slice() {
@@ -135,7 +123,7 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
     let open_wall = start.elapsed();
     let all_open = Instant::now();
     thread::sleep(args.settle.min(args.hold));
-    let rss_open = args.server_pid.map(rss).transpose()?;
+    let rss_open = args.server_pid.map(server_rss).transpose()?;
     thread::sleep((all_open + args.hold).saturating_duration_since(Instant::now()));
     let hold = all_open.elapsed();
     let closed = fleet.close()?;
@@ -179,15 +167,7 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
 /// Runs one shard for a parent `idle`: see the module docs.
 pub(crate) fn worker(args: WorkerArgs) -> Result<(), String> {
     let shard = Shard {
-        target: args.url,
-        shard: workers::Shard {
-            conns: args.conns,
-            first_source: args.first_source,
-            per_source: args.per_source,
-            concurrency: args.concurrency,
-        },
-        ping_interval: args.ping_interval,
-        deflate: args.deflate,
+        worker: args,
         progress: false,
     };
     let runtime = runtime()?;
@@ -202,39 +182,44 @@ pub(crate) fn worker(args: WorkerArgs) -> Result<(), String> {
 
 /// Splits the connections over processes, each with its own source
 /// addresses.
-fn plan_shards(args: &Args) -> Vec<Shard> {
-    let placed = workers::plan_shards(
+fn plan_shards(args: &Args) -> Result<Vec<Shard>, String> {
+    let placed = workers::plan_shards_to(
+        &args.url,
+        "connections",
         args.conns,
         args.per_process,
         args.per_source,
         args.concurrency,
-    );
+    )?;
     let progress = placed.len() == 1;
-    placed
+    Ok(placed
         .into_iter()
         .map(|shard| Shard {
-            target: args.url.clone(),
-            shard,
-            ping_interval: args.ping_interval,
-            deflate: args.deflate,
+            worker: WorkerArgs {
+                url: args.url.clone(),
+                shard,
+                ping_interval: args.ping_interval,
+                deflate: args.deflate,
+            },
             progress,
         })
-        .collect()
+        .collect())
 }
 
-/// The connections of one process.
-#[derive(Debug, Clone)]
-struct Shard {
-    target: Target,
-    shard: workers::Shard,
-    ping_interval: Option<Duration>,
-    /// Offer permessage-deflate.
-    deflate: bool,
-    /// Show progress on stderr if it is a terminal.
-    progress: bool,
-}
+impl WorkerArgs {
+    /// The command line that runs this shard in a worker process.
+    fn command_line(&self) -> Vec<String> {
+        let mut args = vec!["worker".to_owned()];
+        args.extend(self.shard.flags(&self.url));
+        if let Some(interval) = self.ping_interval {
+            args.push(format!("--ping-interval={}", interval.as_secs_f64()));
+        }
+        if self.deflate {
+            args.push("--deflate".to_owned());
+        }
+        args
+    }
 
-impl Shard {
     fn client_config(&self) -> ClientConfig {
         let keepalive = match self.ping_interval {
             Some(interval) => Keepalive {
@@ -251,24 +236,36 @@ impl Shard {
             config
         }
     }
+}
 
+/// The connections of one process, and whether it shows how their opening
+/// goes.
+#[derive(Debug, Clone)]
+struct Shard {
+    worker: WorkerArgs,
+    /// Show progress on stderr if it is a terminal.
+    progress: bool,
+}
+
+impl Shard {
     /// Opens every connection (the attempts that fail are counted) and
     /// returns once each has opened or failed.
     async fn open(&self) -> Result<(Opened, Holding), String> {
+        let shard = &self.worker.shard;
         let dialer = Dialer::new(
-            self.target.clone(),
-            self.client_config(),
-            self.shard.first_source,
-            self.shard.per_source,
-            self.shard.concurrency,
+            self.worker.url.clone(),
+            self.worker.client_config(),
+            shard.first_source,
+            shard.per_source,
+            shard.concurrency,
         );
-        dialer.check_capacity(self.shard.conns)?;
+        dialer.check_capacity(shard.conns)?;
         let dialer = Arc::new(dialer);
         let (closing_tx, closing_rx) = watch::channel(false);
         let (opened_tx, mut opened_rx) = mpsc::unbounded_channel();
         let start = Instant::now();
         let mut tasks = JoinSet::new();
-        for index in 0..self.shard.conns {
+        for index in 0..shard.conns {
             tasks.spawn(hold(
                 index,
                 dialer.clone(),
@@ -297,11 +294,11 @@ impl Shard {
             }
             if progress && shown.elapsed() >= Duration::from_millis(250) {
                 shown = Instant::now();
-                eprint!("\r  opened {} of {} ", opened.opened, self.shard.conns);
+                eprint!("\r  opened {} of {} ", opened.opened, shard.conns);
             }
         }
         if progress {
-            eprintln!("\r  opened {} of {} ", opened.opened, self.shard.conns);
+            eprintln!("\r  opened {} of {} ", opened.opened, shard.conns);
         }
         opened.wall = start.elapsed();
         Ok((
@@ -504,21 +501,7 @@ impl Fleet {
     fn open_workers(shards: &[Shard]) -> Result<(Opened, Self), String> {
         let mut workers = Vec::with_capacity(shards.len());
         for shard in shards {
-            let mut args = vec![
-                "worker".to_owned(),
-                format!("--url={}", shard.target),
-                format!("--conns={}", shard.shard.conns),
-                format!("--first-source={}", shard.shard.first_source),
-                format!("--per-source={}", shard.shard.per_source),
-                format!("--concurrency={}", shard.shard.concurrency),
-            ];
-            if let Some(interval) = shard.ping_interval {
-                args.push(format!("--ping-interval={}", interval.as_secs_f64()));
-            }
-            if shard.deflate {
-                args.push("--deflate".to_owned());
-            }
-            workers.push(Worker::spawn(args)?);
+            workers.push(Worker::spawn(shard.worker.command_line())?);
         }
         let mut opened = Opened {
             opened: 0,
@@ -581,12 +564,12 @@ mod tests {
 
     #[test]
     fn shards_carry_the_options() {
-        let shards = plan_shards(&args(&["--conns", "40001", "--per-source", "5000"]));
+        let shards = plan_shards(&args(&["--conns", "40001", "--per-source", "5000"])).unwrap();
         assert_eq!(shards.len(), 3);
         assert!(shards.iter().all(|shard| !shard.progress));
-        assert_eq!(shards[2].shard.first_source, 6);
-        let shards = plan_shards(&args(&["--conns", "15000"]));
+        assert_eq!(shards[2].worker.shard.first_source, 6);
+        let shards = plan_shards(&args(&["--conns", "15000"])).unwrap();
         assert!(shards[0].progress);
-        assert_eq!(shards[0].shard.sources(), 2);
+        assert_eq!(shards[0].worker.shard.sources(), 2);
     }
 }

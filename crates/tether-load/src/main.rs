@@ -18,6 +18,7 @@
 use std::{process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
+use tether_load::sys;
 
 mod broadcast;
 mod echo;
@@ -26,11 +27,11 @@ mod gateway;
 mod handshake;
 mod http1;
 mod idle;
+mod meter;
 mod overhead;
 mod report;
 mod sources;
 mod subscriber;
-mod sys;
 mod target;
 mod workers;
 

@@ -53,6 +53,25 @@ pub(crate) fn source_count(target: &Target) -> usize {
     }
 }
 
+/// Checks that `target` has the `needed` source addresses that `conns`
+/// connections (`what` they are, in the error) take at `per_source` each.
+pub(crate) fn check_source_count(
+    target: &Target,
+    needed: usize,
+    conns: usize,
+    what: &str,
+    per_source: usize,
+) -> Result<(), String> {
+    if needed > source_count(target) {
+        return Err(format!(
+            "{conns} {what} at {per_source} per source address need {needed} source addresses; {} has {}",
+            target.addr.ip(),
+            source_count(target)
+        ));
+    }
+    Ok(())
+}
+
 /// Opens connections to one target, `per_source` per source address starting
 /// at source `first_source`, at most `concurrency` attempts at a time.
 #[derive(Debug, Clone)]
@@ -91,15 +110,7 @@ impl Dialer {
     /// Checks that `conns` connections have source addresses.
     pub(crate) fn check_capacity(&self, conns: usize) -> Result<(), String> {
         let needed = self.first_source + conns.div_ceil(self.per_source);
-        if needed > source_count(&self.target) {
-            return Err(format!(
-                "{conns} connections at {} per source address need {needed} source addresses; {} has {}",
-                self.per_source,
-                self.target.addr.ip(),
-                source_count(&self.target)
-            ));
-        }
-        Ok(())
+        check_source_count(&self.target, needed, conns, "connections", self.per_source)
     }
 
     /// The target connections go to.

@@ -21,6 +21,7 @@ use std::{
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tether::{ClientConfig, CloseCode, Keepalive, Message, WebSocket};
+use tether_load::sys;
 use tokio::{
     net::TcpStream,
     sync::{mpsc, watch},
@@ -32,7 +33,6 @@ use crate::{
     gateway::{self, Event, SeqTracker},
     report::{ErrorCounts, histogram_to_json, latency_histogram, merge_histogram_json},
     sources::Dialer,
-    sys,
     target::Target,
     workers::{self, merge_counts},
 };
@@ -47,27 +47,37 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(15);
 /// histogram.
 const SAMPLE_BATCH: usize = 256;
 
-/// Options of the hidden `broadcast-worker` subcommand.
+/// Options of the hidden `broadcast-worker` subcommand: the subscribers of
+/// one process.
 #[derive(Debug, clap::Args)]
 pub(crate) struct WorkerArgs {
     #[arg(long, value_parser = Target::parse)]
-    url: Target,
-    #[arg(long)]
-    conns: usize,
-    #[arg(long)]
-    first_source: usize,
-    #[arg(long)]
-    per_source: usize,
-    #[arg(long)]
-    concurrency: usize,
+    pub(crate) url: Target,
+    #[command(flatten)]
+    pub(crate) shard: workers::Shard,
     /// The channel publications arrive on.
     #[arg(long)]
-    channel: String,
+    pub(crate) channel: String,
     /// Subscriptions per connection, the broadcast channel included.
     #[arg(long)]
-    channels: usize,
+    pub(crate) channels: usize,
+    /// Seconds to wait for missing publications once the count is known.
     #[arg(long, value_parser = crate::parse_seconds)]
-    drain: Duration,
+    pub(crate) drain: Duration,
+}
+
+impl WorkerArgs {
+    /// The command line that runs these subscribers in a worker process.
+    pub(crate) fn command_line(&self) -> Vec<String> {
+        let mut args = vec!["broadcast-worker".to_owned()];
+        args.extend(self.shard.flags(&self.url));
+        args.extend([
+            format!("--channel={}", self.channel),
+            format!("--channels={}", self.channels),
+            format!("--drain={}", self.drain.as_secs_f64()),
+        ]);
+        args
+    }
 }
 
 /// The channels connection `index` subscribes to: the broadcast channel,
@@ -112,11 +122,11 @@ async fn subscribe_all(args: &WorkerArgs) -> Result<(Ready, Running), String> {
     let dialer = Dialer::new(
         args.url.clone(),
         config,
-        args.first_source,
-        args.per_source,
-        args.concurrency,
+        args.shard.first_source,
+        args.shard.per_source,
+        args.shard.concurrency,
     );
-    dialer.check_capacity(args.conns)?;
+    dialer.check_capacity(args.shard.conns)?;
     let dialer = Arc::new(dialer);
     let latency = Arc::new(Mutex::new(latency_histogram()));
     let (published_tx, published_rx) = watch::channel(None);
@@ -124,7 +134,7 @@ async fn subscribe_all(args: &WorkerArgs) -> Result<(Ready, Running), String> {
     let (receipts_tx, receipts) = mpsc::unbounded_channel();
     let (close_tx, close_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    for index in 0..args.conns {
+    for index in 0..args.shard.conns {
         let subscriber = Subscriber {
             index,
             channels: channels_of(&args.channel, args.channels, index),

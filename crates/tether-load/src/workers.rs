@@ -25,22 +25,28 @@ use std::{
 };
 
 use serde_json::Value;
+use tether_load::sys;
 use tokio::runtime::Runtime;
 
-use crate::{report::ErrorCounts, sys};
+use crate::{report::ErrorCounts, sources, target::Target};
 
 /// Connections per process by default, leaving room under a 20,000
 /// open-file limit.
 pub(crate) const DEFAULT_PER_PROCESS: usize = 15_000;
 
 /// The connections one process opens: `conns` of them from source addresses
-/// `first_source`, `first_source + 1`, …, `per_source` per address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `first_source`, `first_source + 1`, …, `per_source` per address. As flags,
+/// what every worker subcommand takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub(crate) struct Shard {
+    #[arg(long)]
     pub(crate) conns: usize,
+    #[arg(long)]
     pub(crate) first_source: usize,
+    #[arg(long)]
     pub(crate) per_source: usize,
     /// Connection attempts in flight at once in this process.
+    #[arg(long)]
     pub(crate) concurrency: usize,
 }
 
@@ -48,6 +54,17 @@ impl Shard {
     /// Source addresses this shard uses.
     pub(crate) fn sources(&self) -> usize {
         self.conns.div_ceil(self.per_source)
+    }
+
+    /// The flags that hand a worker this shard of connections to `url`.
+    pub(crate) fn flags(&self, url: &Target) -> [String; 5] {
+        [
+            format!("--url={url}"),
+            format!("--conns={}", self.conns),
+            format!("--first-source={}", self.first_source),
+            format!("--per-source={}", self.per_source),
+            format!("--concurrency={}", self.concurrency),
+        ]
     }
 }
 
@@ -82,6 +99,21 @@ pub(crate) fn sources_used(shards: &[Shard]) -> usize {
     shards
         .last()
         .map_or(0, |shard| shard.first_source + shard.sources())
+}
+
+/// Like [`plan_shards`], for connections to `target` (`what` they are, in
+/// errors): fails if `target` has too few source addresses for them.
+pub(crate) fn plan_shards_to(
+    target: &Target,
+    what: &str,
+    conns: usize,
+    per_process: usize,
+    per_source: usize,
+    concurrency: usize,
+) -> Result<Vec<Shard>, String> {
+    let shards = plan_shards(conns, per_process, per_source, concurrency);
+    sources::check_source_count(target, sources_used(&shards), conns, what, per_source)?;
+    Ok(shards)
 }
 
 /// The tokio runtime connections run on: one thread per core.
