@@ -1,7 +1,9 @@
 //! What the peer echo servers share: the `--listen ADDR` flag, one
 //! single-threaded runtime (so that `taskset` can pin the whole server to one
 //! core) and an accept loop that outlives transient accept errors; and what
-//! the measuring programs share: the statistic [`Spread`] and [`own_cpu_time`].
+//! the measuring programs share: the statistic [`Spread`]. What they read
+//! from the operating system (CPU time, `/proc`, the open-file limit) comes
+//! from `tether_load::sys`, as it does for the load generator.
 //!
 //! The servers are built only to be measured next to `tetherd echo`; they are
 //! not part of Tether and are never shipped.
@@ -11,10 +13,8 @@ use std::{future::Future, net::SocketAddr, process::ExitCode, time::Duration};
 use clap::Parser;
 use tokio::net::{TcpListener, TcpStream};
 
-mod cpu_time;
 mod stats;
 
-pub use cpu_time::own_cpu_time;
 pub use stats::Spread;
 
 /// Pause after a failed `accept` (such as running out of file descriptors),
