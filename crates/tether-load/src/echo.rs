@@ -21,7 +21,6 @@ mod plan;
 
 use std::{
     collections::VecDeque,
-    io::{IsTerminal, Write as _},
     pin::pin,
     sync::{
         Arc, Mutex, PoisonError,
@@ -53,7 +52,8 @@ use self::{
 use crate::{
     framing::{self, MAX_CONTROL_FRAME, Outbox, UpgradeError},
     meter::{CpuMeter, own_cpu_time},
-    report::{EchoReport, ErrorCounts, latency_histogram},
+    progress,
+    report::{EchoReport, ErrorCounts, Report as _, latency_histogram},
     sources::{self, Dialer},
     target::Target,
     workers,
@@ -138,16 +138,10 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         .build()
         .map_err(|error| format!("cannot start the runtime: {error}"))?;
     let report = runtime.block_on(echo(&args, threads.min(sys::cores())))?;
-    if args.json {
-        if report.cpu.saturated() {
-            eprintln!(
-                "tether-load: warning: it used >= 90% of its cores and may be the bottleneck"
-            );
-        }
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.table());
+    if args.json && report.cpu.saturated() {
+        eprintln!("tether-load: warning: it used >= 90% of its cores and may be the bottleneck");
     }
+    report.print(args.json);
     Ok(())
 }
 
@@ -244,7 +238,8 @@ async fn echo(args: &Args, cores: usize) -> Result<EchoReport, String> {
 /// Waits until `deadline`, showing the message rate on stderr if it is a
 /// terminal.
 async fn show_progress(shared: &Shared, start: Instant, deadline: Instant) {
-    if !std::io::stderr().is_terminal() {
+    let line = progress::line(true, 0, progress::MESSAGE);
+    if line.is_hidden() {
         sleep_until(deadline).await;
         return;
     }
@@ -254,16 +249,15 @@ async fn show_progress(shared: &Shared, start: Instant, deadline: Instant) {
         tick = (tick + Duration::from_secs(1)).min(deadline);
         sleep_until(tick).await;
         let now = shared.messages.load(Ordering::Relaxed);
-        eprint!(
-            "\r  {:>6.1} s  {:>12} messages  ~{:>10} msg/s ",
+        line.set_message(format!(
+            "{:>6.1} s  {:>12} messages  ~{:>10} msg/s",
             (tick - start).as_secs_f64(),
             now,
             now - last
-        );
-        let _ = std::io::stderr().flush();
+        ));
         last = now;
     }
-    eprintln!();
+    line.finish();
 }
 
 /// What every connection adds its results to as it goes.

@@ -10,13 +10,12 @@
 mod cycle;
 
 use std::{
-    fmt::Write as _,
-    io::{IsTerminal, Write as _},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
 use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
 use serde_json::{Value, json};
 use tether_load::sys;
 use tether_proto::handshake::client::ClientRequest;
@@ -29,8 +28,9 @@ use self::cycle::{Churn, CycleResult};
 
 use crate::{
     meter::{CpuMeter, own_cpu_time},
+    progress,
     report::{
-        Cpu, ErrorCounts, latency_histogram, percentiles_us, total, write_errors, write_latency,
+        Cpu, ErrorCounts, HumanTable, Report, latency_histogram, percentiles_us, plural, total,
     },
     sources,
     target::Target,
@@ -84,11 +84,7 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         workers::runtime()?
     };
     let report = runtime.block_on(churn(&args, sources))?;
-    if args.json {
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.table());
-    }
+    report.print(args.json);
     Ok(())
 }
 
@@ -194,6 +190,9 @@ impl Tally {
 
 /// A once-a-second progress line on stderr, if it is a terminal.
 struct Progress {
+    line: ProgressBar,
+    /// Whether the line is drawn at all (read once: the check is a system
+    /// call, and `show` runs once per cycle).
     on: bool,
     next: Instant,
     start: Instant,
@@ -202,8 +201,10 @@ struct Progress {
 
 impl Progress {
     fn new(start: Instant) -> Self {
+        let line = progress::line(true, 0, progress::MESSAGE);
         Self {
-            on: std::io::stderr().is_terminal(),
+            on: !line.is_hidden(),
+            line,
             next: start + Duration::from_secs(1),
             start,
             last: 0,
@@ -216,14 +217,13 @@ impl Progress {
         }
         self.next += Duration::from_secs(1);
         let tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
-        eprint!(
-            "\r  {:>6.1} s  {:>10} cycles  ~{:>8}/s  {} failed ",
+        self.line.set_message(format!(
+            "{:>6.1} s  {:>10} cycles  ~{:>8}/s  {} failed",
             self.start.elapsed().as_secs_f64(),
             tally.done(),
             tally.done() - self.last,
             total(&tally.failures)
-        );
-        let _ = std::io::stderr().flush();
+        ));
         self.last = tally.done();
     }
 
@@ -231,7 +231,7 @@ impl Progress {
         if self.on {
             self.next = Instant::now();
             self.show(tally);
-            eprintln!();
+            self.line.finish();
         }
     }
 }
@@ -253,7 +253,9 @@ impl HandshakeReport {
     fn per_second(&self, count: u64) -> f64 {
         count as f64 / self.cpu.wall.as_secs_f64().max(1e-9)
     }
+}
 
+impl Report for HandshakeReport {
     fn to_json(&self) -> Value {
         json!({
             "mode": "handshake",
@@ -274,39 +276,41 @@ impl HandshakeReport {
     }
 
     fn table(&self) -> String {
-        let mut out = String::new();
         let rate = if self.rate > 0.0 {
             format!("{} /s", self.rate)
         } else {
             "as fast as possible".to_owned()
         };
-        let _ = writeln!(
-            out,
+        let mut table = HumanTable::new(format!(
             "tether-load handshake  {}  {rate}, {} in flight at most, {} source address{}{}",
             self.target,
             self.concurrency,
             self.sources,
-            if self.sources == 1 { "" } else { "es" },
+            plural(self.sources, "es"),
             if self.message { ", one echo each" } else { "" },
+        ));
+        table.row(
+            "cycles",
+            format!(
+                "{:>12}   succeeded, {} failed, of {} started",
+                self.tally.succeeded,
+                total(&self.tally.failures),
+                self.started
+            ),
         );
-        let _ = writeln!(
-            out,
-            "  cycles        {:>12}   succeeded, {} failed, of {} started",
-            self.tally.succeeded,
-            total(&self.tally.failures),
-            self.started
+        table.row(
+            "handshakes",
+            format!(
+                "{:>12.0}/s  in {:.2} s",
+                self.per_second(self.tally.succeeded),
+                self.cpu.wall.as_secs_f64()
+            ),
         );
-        let _ = writeln!(
-            out,
-            "  handshakes    {:>12.0}/s  in {:.2} s",
-            self.per_second(self.tally.succeeded),
-            self.cpu.wall.as_secs_f64()
-        );
-        write_latency(&mut out, "hs latency", &self.tally.handshake);
-        write_latency(&mut out, "cycle", &self.tally.cycle);
-        write_errors(&mut out, "failed", &self.tally.failures);
-        self.cpu.write_table(&mut out);
-        out
+        table.latency("hs latency", &self.tally.handshake);
+        table.latency("cycle", &self.tally.cycle);
+        table.errors("failed", &self.tally.failures);
+        self.cpu.add_rows(&mut table);
+        table.render(&[])
     }
 }
 

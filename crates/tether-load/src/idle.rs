@@ -13,7 +13,6 @@
 //! ```
 
 use std::{
-    io::{self, IsTerminal},
     sync::Arc,
     thread,
     time::{Duration, Instant},
@@ -32,8 +31,9 @@ use tokio::{
 
 use crate::{
     meter::server_rss,
+    progress,
     report::{
-        ErrorCounts, IdleReport, ServerMemory, histogram_to_json, latency_histogram,
+        ErrorCounts, IdleReport, Report as _, ServerMemory, histogram_to_json, latency_histogram,
         merge_histogram_json,
     },
     sources::{self, Dialer},
@@ -156,11 +156,7 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         closed_unclean: closed.unclean,
         memory,
     };
-    if args.json {
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.table());
-    }
+    report.print(args.json);
     Ok(())
 }
 
@@ -274,14 +270,8 @@ impl Shard {
             ));
         }
         drop(opened_tx);
-        let progress = self.progress && io::stderr().is_terminal();
-        let mut opened = Opened {
-            opened: 0,
-            errors: ErrorCounts::new(),
-            handshake: latency_histogram(),
-            wall: Duration::ZERO,
-        };
-        let mut shown = Instant::now();
+        let line = progress::line(self.progress, shard.conns as u64, progress::OPENED);
+        let mut opened = Opened::default();
         while let Some(result) = opened_rx.recv().await {
             match result {
                 Ok(latency) => {
@@ -289,17 +279,12 @@ impl Shard {
                     opened
                         .handshake
                         .saturating_record(latency.as_nanos() as u64);
+                    line.inc(1);
                 }
                 Err(error) => *opened.errors.entry(error).or_default() += 1,
             }
-            if progress && shown.elapsed() >= Duration::from_millis(250) {
-                shown = Instant::now();
-                eprint!("\r  opened {} of {} ", opened.opened, shard.conns);
-            }
         }
-        if progress {
-            eprintln!("\r  opened {} of {} ", opened.opened, shard.conns);
-        }
+        line.finish();
         opened.wall = start.elapsed();
         Ok((
             opened,
@@ -319,6 +304,17 @@ struct Opened {
     /// Connect plus upgrade, in nanoseconds.
     handshake: Histogram<u64>,
     wall: Duration,
+}
+
+impl Default for Opened {
+    fn default() -> Self {
+        Self {
+            opened: 0,
+            errors: ErrorCounts::new(),
+            handshake: latency_histogram(),
+            wall: Duration::ZERO,
+        }
+    }
 }
 
 impl Opened {
@@ -503,27 +499,14 @@ impl Fleet {
         for shard in shards {
             workers.push(Worker::spawn(shard.worker.command_line())?);
         }
-        let mut opened = Opened {
-            opened: 0,
-            errors: ErrorCounts::new(),
-            handshake: latency_histogram(),
-            wall: Duration::ZERO,
-        };
-        let progress = io::stderr().is_terminal();
+        let mut opened = Opened::default();
+        let line = progress::line(true, shards.len() as u64, progress::WORKERS_READY);
         for (i, worker) in workers.iter_mut().enumerate() {
             opened.merge_json(&worker.line(i)?);
-            if progress {
-                eprint!(
-                    "\r  {} of {} workers ready, {} opened ",
-                    i + 1,
-                    shards.len(),
-                    opened.opened
-                );
-            }
+            line.set_message(format!("{} opened", opened.opened));
+            line.inc(1);
         }
-        if progress {
-            eprintln!();
-        }
+        line.finish();
         Ok((opened, Self::Workers(workers)))
     }
 

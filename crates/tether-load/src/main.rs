@@ -29,6 +29,7 @@ mod http1;
 mod idle;
 mod meter;
 mod overhead;
+mod progress;
 mod report;
 mod sources;
 mod subscriber;
