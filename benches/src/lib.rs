@@ -30,6 +30,18 @@ struct Args {
     listen: SocketAddr,
 }
 
+/// The exit code of a measuring program whose work returned `result`; an
+/// error is printed on stderr after the program's name.
+pub fn exit_code(program: &str, result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{program}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs `connection` on every TCP connection accepted on `--listen ADDR`, on
 /// a single-threaded runtime, until the process is killed.
 pub fn serve<F, Fut>(connection: F) -> ExitCode

@@ -56,14 +56,7 @@ struct Round {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("loopback-floor: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    tether_benches::exit_code("loopback-floor", run(&Args::parse()))
 }
 
 fn run(args: &Args) -> Result<(), String> {

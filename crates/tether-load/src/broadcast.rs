@@ -29,8 +29,10 @@ use crate::{
     gateway, http1,
     meter::{CpuMeter, own_cpu_time, server_rss},
     progress,
-    report::{Cpu, HumanTable, Report, latency_histogram, mib, percentiles_us, plural, total},
-    sources,
+    report::{
+        Cpu, HumanTable, Report, counted, fleet_title, latency_histogram, mib, percentiles_us,
+        plural, total,
+    },
     subscriber::{self, Ready, Received},
     target::Target,
     workers::{self, Worker},
@@ -38,6 +40,8 @@ use crate::{
 
 /// Options of `tether-load broadcast`.
 #[derive(Debug, clap::Args)]
+// The fleet's flags speak of connections; here each is a subscriber.
+#[command(mut_arg("per_process", |arg| arg.help("Subscribers per worker process")))]
 pub(crate) struct Args {
     /// The gateway's WebSocket endpoint, e.g.
     /// ws://127.0.0.1:8000/connection/websocket (a loopback address).
@@ -80,15 +84,8 @@ pub(crate) struct Args {
     /// one was sent, before counting them lost.
     #[arg(long, default_value = "5", value_parser = crate::parse_seconds)]
     drain: Duration,
-    /// Connections per source address (127.0.0.1, 127.0.0.2, …).
-    #[arg(long, default_value_t = sources::DEFAULT_PER_SOURCE)]
-    per_source: usize,
-    /// Subscribers per worker process.
-    #[arg(long, default_value_t = workers::DEFAULT_PER_PROCESS)]
-    per_process: usize,
-    /// Connection attempts in flight at once, over all processes.
-    #[arg(long, default_value_t = sources::DEFAULT_CONCURRENCY)]
-    concurrency: usize,
+    #[command(flatten)]
+    fleet: workers::FleetArgs,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -103,14 +100,9 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         return Err("--rate must be a positive number of publications per second".into());
     }
     let published = (args.rate * args.duration.as_secs_f64()).round().max(1.0) as u64;
-    let shards = workers::plan_shards_to(
-        &args.url,
-        "subscribers",
-        args.subscribers,
-        args.per_process,
-        args.per_source,
-        args.concurrency,
-    )?;
+    let shards = args
+        .fleet
+        .plan(&args.url, "subscribers", args.subscribers)?;
     let sources = workers::sources_used(&shards);
     let api = args.api.clone().unwrap_or_else(|| Target {
         path: "/api".into(),
@@ -426,15 +418,11 @@ impl Report for BroadcastReport {
     fn table(&self) -> String {
         let received = &self.received;
         let mut table = HumanTable::new(format!(
-            "tether-load broadcast  {}  {} subscribers x {} channel{} from {} source address{} in {} process{}",
+            "tether-load broadcast  {}  {} subscribers x {} {}",
             self.target,
             self.subscribers,
-            self.channels,
-            plural(self.channels, "s"),
-            self.sources,
-            plural(self.sources, "es"),
-            self.processes,
-            plural(self.processes, "es"),
+            counted(self.channels as usize, "channel", "s"),
+            fleet_title(self.sources, self.processes),
         ));
         table.row(
             "subscribed",

@@ -30,7 +30,7 @@ use crate::{
     meter::{CpuMeter, own_cpu_time},
     progress,
     report::{
-        Cpu, ErrorCounts, HumanTable, Report, latency_histogram, percentiles_us, plural, total,
+        Cpu, ErrorCounts, HumanTable, Report, counted, latency_histogram, percentiles_us, total,
     },
     sources,
     target::Target,
@@ -282,11 +282,10 @@ impl Report for HandshakeReport {
             "as fast as possible".to_owned()
         };
         let mut table = HumanTable::new(format!(
-            "tether-load handshake  {}  {rate}, {} in flight at most, {} source address{}{}",
+            "tether-load handshake  {}  {rate}, {} in flight at most, {}{}",
             self.target,
             self.concurrency,
-            self.sources,
-            plural(self.sources, "es"),
+            counted(self.sources, "source address", "es"),
             if self.message { ", one echo each" } else { "" },
         ));
         table.row(

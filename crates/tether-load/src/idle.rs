@@ -20,29 +20,26 @@ use std::{
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use tether::{ClientConfig, CloseCode, Keepalive, Message, deflate::DeflateConfig};
+use tether::{ClientConfig, Keepalive, Message, deflate::DeflateConfig};
 use tether_load::sys;
 use tokio::{
     runtime::Runtime,
     sync::{mpsc, watch},
     task::JoinSet,
-    time::timeout,
 };
 
 use crate::{
+    held,
     meter::server_rss,
     progress,
     report::{
         ErrorCounts, IdleReport, Report as _, ServerMemory, histogram_to_json, latency_histogram,
         merge_histogram_json,
     },
-    sources::{self, Dialer},
+    sources::Dialer,
     target::Target,
     workers::{self, Worker, merge_counts, runtime},
 };
-
-/// How long closing may take once the hold is over.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Options of `tether-load idle`.
 #[derive(Debug, clap::Args)]
@@ -67,15 +64,8 @@ pub(crate) struct Args {
     /// Seconds to let the server settle before sampling its memory.
     #[arg(long, default_value = "1", value_parser = crate::parse_seconds)]
     settle: Duration,
-    /// Connections per source address (127.0.0.1, 127.0.0.2, …).
-    #[arg(long, default_value_t = sources::DEFAULT_PER_SOURCE)]
-    per_source: usize,
-    /// Connections per process; more are opened by worker processes.
-    #[arg(long, default_value_t = workers::DEFAULT_PER_PROCESS)]
-    per_process: usize,
-    /// Connection attempts in flight at once, over all processes.
-    #[arg(long, default_value_t = sources::DEFAULT_CONCURRENCY)]
-    concurrency: usize,
+    #[command(flatten)]
+    fleet: workers::FleetArgs,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -179,14 +169,7 @@ pub(crate) fn worker(args: WorkerArgs) -> Result<(), String> {
 /// Splits the connections over processes, each with its own source
 /// addresses.
 fn plan_shards(args: &Args) -> Result<Vec<Shard>, String> {
-    let placed = workers::plan_shards_to(
-        &args.url,
-        "connections",
-        args.conns,
-        args.per_process,
-        args.per_source,
-        args.concurrency,
-    )?;
+    let placed = args.fleet.plan(&args.url, "connections", args.conns)?;
     let progress = placed.len() == 1;
     Ok(placed
         .into_iter()
@@ -434,49 +417,23 @@ async fn hold(
         tokio::select! {
             biased;
             _ = closing.wait_for(|closing| *closing) => break None,
-            received = ws.recv() => match received {
-                Some(Ok(Message::Pong(_))) => pongs += 1,
-                Some(Ok(Message::Close(frame))) => {
-                    let code = frame.map_or(1005, |frame| frame.code.0);
-                    break Some(format!("server closed the connection ({code})"));
-                }
-                Some(Ok(_)) => {}
-                Some(Err(error)) => break Some(error.to_string()),
-                None => break Some("connection ended without a close frame".to_owned()),
+            received = ws.recv() => match held::message(received) {
+                Ok(Message::Pong(_)) => pongs += 1,
+                Ok(_) => {}
+                Err(error) => break Some(error),
             },
         }
     };
     if let Some(error) = dropped {
-        // Let the stream finish the close handshake and shut down.
-        let _ = timeout(CLOSE_TIMEOUT, async { while ws.recv().await.is_some() {} }).await;
+        held::wind_down(&mut ws).await;
         return Outcome {
             pongs,
             end: End::Dropped(error),
         };
     }
-    let closing = async {
-        ws.close(CloseCode::NORMAL, "done")
-            .await
-            .map_err(|error| error.to_string())?;
-        let mut answered = false;
-        while let Some(received) = ws.recv().await {
-            match received {
-                Ok(Message::Close(_)) => answered = true,
-                Ok(Message::Pong(_)) => pongs += 1,
-                Ok(_) => {}
-                Err(error) => return Err(error.to_string()),
-            }
-        }
-        if answered {
-            Ok(())
-        } else {
-            Err("no close frame from the server".to_owned())
-        }
-    };
-    let end = match timeout(CLOSE_TIMEOUT, closing).await {
-        Ok(Ok(())) => End::Clean,
-        Ok(Err(error)) => End::Unclean(error),
-        Err(_) => End::Unclean("close timed out".to_owned()),
+    let end = match held::close(&mut ws, &mut pongs).await {
+        Ok(()) => End::Clean,
+        Err(error) => End::Unclean(error),
     };
     Outcome { pongs, end }
 }

@@ -25,6 +25,7 @@ mod echo;
 mod framing;
 mod gateway;
 mod handshake;
+mod held;
 mod http1;
 mod idle;
 mod meter;

@@ -211,6 +211,22 @@ pub(crate) fn plural(count: impl TryInto<u64>, suffix: &str) -> &str {
     }
 }
 
+/// `count` and `noun`, which takes `suffix` unless `count` is 1:
+/// `1 process`, `3 processes`.
+pub(crate) fn counted(count: usize, noun: &str, suffix: &str) -> String {
+    format!("{count} {noun}{}", plural(count, suffix))
+}
+
+/// Where a fleet's connections come from, for a report's title:
+/// `from 3 source addresses in 1 process`.
+pub(crate) fn fleet_title(sources: usize, processes: usize) -> String {
+    format!(
+        "from {} in {}",
+        counted(sources, "source address", "es"),
+        counted(processes, "process", "es")
+    )
+}
+
 /// What `tether-load echo` measured.
 #[derive(Debug)]
 pub(crate) struct EchoReport {
@@ -391,13 +407,10 @@ impl Report for IdleReport {
 
     fn table(&self) -> String {
         let mut table = HumanTable::new(format!(
-            "tether-load idle  {}  {} conns from {} source address{} in {} process{}",
+            "tether-load idle  {}  {} conns {}",
             self.target,
             self.conns,
-            self.sources,
-            plural(self.sources, "es"),
-            self.processes,
-            plural(self.processes, "es"),
+            fleet_title(self.sources, self.processes),
         ));
         table.row(
             "opened",
@@ -561,6 +574,13 @@ mod tests {
             assert!(line.trim_start().starts_with(label), "{line:?} in\n{table}");
             assert!(line.contains(value), "{line:?} in\n{table}");
         }
+    }
+
+    #[test]
+    fn titles_count_in_words() {
+        assert_eq!(fleet_title(1, 1), "from 1 source address in 1 process");
+        assert_eq!(fleet_title(3, 2), "from 3 source addresses in 2 processes");
+        assert_eq!(counted(0, "channel", "s"), "0 channels");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::{
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use tether::{ClientConfig, CloseCode, Keepalive, Message, WebSocket};
+use tether::{ClientConfig, Keepalive, Message, WebSocket};
 use tether_load::sys;
 use tokio::{
     net::TcpStream,
@@ -31,6 +31,7 @@ use tokio::{
 
 use crate::{
     gateway::{self, Event, SeqTracker},
+    held,
     report::{ErrorCounts, histogram_to_json, latency_histogram, merge_histogram_json},
     sources::Dialer,
     target::Target,
@@ -39,9 +40,6 @@ use crate::{
 
 /// How long connecting and subscribing may take per connection.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How long closing may take.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Latency samples a connection collects before adding them to the shared
 /// histogram.
@@ -456,13 +454,13 @@ impl Subscriber {
         });
         drop(receipts);
         if was_dropped {
-            // Let the stream finish the close handshake and shut down.
-            let _ = timeout(CLOSE_TIMEOUT, async { while ws.recv().await.is_some() {} }).await;
+            held::wind_down(&mut ws).await;
             return None;
         }
         // A closed sender (the worker is gone) closes too.
         let _ = close.wait_for(|&close| close).await;
-        Some(close_connection(ws).await)
+        // Pongs are not counted here: the subscribers send no pings.
+        Some(held::close(&mut ws, &mut 0).await)
     }
 
     /// Sends `connect` and the `subscribe`s, and waits for every reply.
@@ -474,15 +472,8 @@ impl Subscriber {
         .map_err(|error| error.to_string())?;
         let mut waiting = self.channels.len() + 1;
         while waiting > 0 {
-            let text = match ws.recv().await {
-                Some(Ok(Message::Text(text))) => text,
-                Some(Ok(Message::Close(frame))) => {
-                    let code = frame.map_or(1005, |frame| frame.code.0);
-                    return Err(format!("server closed the connection ({code})"));
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(error)) => return Err(error.to_string()),
-                None => return Err("connection ended without a close frame".into()),
+            let Message::Text(text) = held::message(ws.recv().await)? else {
+                continue;
             };
             for event in gateway::events(&text) {
                 match event? {
@@ -541,15 +532,8 @@ impl Receiving<'_> {
                 () = sleep_until(until), if expected.is_some() => return Ok(()),
                 received = ws.recv() => received,
             };
-            let text = match received {
-                Some(Ok(Message::Text(text))) => text,
-                Some(Ok(Message::Close(frame))) => {
-                    let code = frame.map_or(1005, |frame| frame.code.0);
-                    return Err(format!("server closed the connection ({code})"));
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(error)) => return Err(error.to_string()),
-                None => return Err("connection ended without a close frame".into()),
+            let Message::Text(text) = held::message(received)? else {
+                continue;
             };
             let now = sys::monotonic_ns();
             for event in gateway::events(&text) {
@@ -580,31 +564,6 @@ impl Receiving<'_> {
         drop(latency);
         self.samples.clear();
     }
-}
-
-/// Closes cleanly: our close frame, the server's answer, the end.
-async fn close_connection(mut ws: WebSocket<TcpStream>) -> Result<(), String> {
-    let closing = async {
-        ws.close(CloseCode::NORMAL, "done")
-            .await
-            .map_err(|error| error.to_string())?;
-        let mut answered = false;
-        while let Some(received) = ws.recv().await {
-            match received {
-                Ok(Message::Close(_)) => answered = true,
-                Ok(_) => {}
-                Err(error) => return Err(error.to_string()),
-            }
-        }
-        if answered {
-            Ok(())
-        } else {
-            Err("no close frame from the server".to_owned())
-        }
-    };
-    timeout(CLOSE_TIMEOUT, closing)
-        .await
-        .unwrap_or_else(|_| Err("close timed out".to_owned()))
 }
 
 #[cfg(test)]

@@ -101,19 +101,35 @@ pub(crate) fn sources_used(shards: &[Shard]) -> usize {
         .map_or(0, |shard| shard.first_source + shard.sources())
 }
 
-/// Like [`plan_shards`], for connections to `target` (`what` they are, in
-/// errors): fails if `target` has too few source addresses for them.
-pub(crate) fn plan_shards_to(
-    target: &Target,
-    what: &str,
-    conns: usize,
-    per_process: usize,
-    per_source: usize,
-    concurrency: usize,
-) -> Result<Vec<Shard>, String> {
-    let shards = plan_shards(conns, per_process, per_source, concurrency);
-    sources::check_source_count(target, sources_used(&shards), conns, what, per_source)?;
-    Ok(shards)
+/// How `idle` and `broadcast` spread their connections over source
+/// addresses and worker processes.
+#[derive(Debug, clap::Args)]
+pub(crate) struct FleetArgs {
+    /// Connections per source address (127.0.0.1, 127.0.0.2, …).
+    #[arg(long, default_value_t = sources::DEFAULT_PER_SOURCE)]
+    pub(crate) per_source: usize,
+    /// Connections per process; more are opened by worker processes.
+    #[arg(long, default_value_t = DEFAULT_PER_PROCESS)]
+    pub(crate) per_process: usize,
+    /// Connection attempts in flight at once, over all processes.
+    #[arg(long, default_value_t = sources::DEFAULT_CONCURRENCY)]
+    pub(crate) concurrency: usize,
+}
+
+impl FleetArgs {
+    /// Splits `conns` connections to `target` (`what` they are, in errors)
+    /// into shards, one per process; fails if `target` has too few source
+    /// addresses for them.
+    pub(crate) fn plan(
+        &self,
+        target: &Target,
+        what: &str,
+        conns: usize,
+    ) -> Result<Vec<Shard>, String> {
+        let shards = plan_shards(conns, self.per_process, self.per_source, self.concurrency);
+        sources::check_source_count(target, sources_used(&shards), conns, what, self.per_source)?;
+        Ok(shards)
+    }
 }
 
 /// The tokio runtime connections run on: one thread per core.

@@ -68,23 +68,13 @@ impl Churn {
         let exchange = async {
             let mut outbox = Outbox::new();
             if self.message {
-                outbox.push_frame(OpCode::Binary, PROBE);
-                outbox
-                    .write_all(&mut tcp)
-                    .await
-                    .map_err(|error| format!("echo: {error}"))?;
                 inbound
-                    .echo(&mut tcp)
+                    .echo(&mut tcp, &mut outbox)
                     .await
                     .map_err(|error| format!("echo: {error}"))?;
             }
-            outbox.push_close(CloseCode::NORMAL.0, "");
-            outbox
-                .write_all(&mut tcp)
-                .await
-                .map_err(|error| format!("close: {error}"))?;
             inbound
-                .close(&mut tcp)
+                .close(&mut tcp, &mut outbox)
                 .await
                 .map_err(|error| format!("close: {error}"))
         };
@@ -114,7 +104,8 @@ impl Churn {
     }
 }
 
-/// Bytes read from one connection, decoded from `start`.
+/// Bytes read from one connection, decoded from `start`; the steps of the
+/// exchange that read them also send what the server is to answer.
 struct Inbound {
     buf: Vec<u8>,
     start: usize,
@@ -166,8 +157,13 @@ impl Inbound {
         }
     }
 
-    /// Reads the echo of [`PROBE`], however the server fragments it.
-    async fn echo(&mut self, tcp: &mut TcpStream) -> Result<(), String> {
+    /// Sends [`PROBE`] and reads its echo, however the server fragments it.
+    async fn echo(&mut self, tcp: &mut TcpStream, outbox: &mut Outbox) -> Result<(), String> {
+        outbox.push_frame(OpCode::Binary, PROBE);
+        outbox
+            .write_all(tcp)
+            .await
+            .map_err(|error| error.to_string())?;
         let mut echoed = 0;
         self.until(tcp, |frame| match frame {
             Frame::Close(_) => Err(CLOSED.to_owned()),
@@ -191,10 +187,14 @@ impl Inbound {
         .await
     }
 
-    /// After our close frame: reads the server's close, then waits for the
-    /// server to close TCP (§7.1.1); data frames still in flight are
-    /// skipped.
-    async fn close(&mut self, tcp: &mut TcpStream) -> Result<(), String> {
+    /// Sends our close frame, reads the server's, then waits for the server
+    /// to close TCP (§7.1.1); data frames still in flight are skipped.
+    async fn close(&mut self, tcp: &mut TcpStream, outbox: &mut Outbox) -> Result<(), String> {
+        outbox.push_close(CloseCode::NORMAL.0, "");
+        outbox
+            .write_all(tcp)
+            .await
+            .map_err(|error| error.to_string())?;
         let closed = self
             .until(tcp, |frame| match frame {
                 Frame::Close(payload) => CloseFrame::parse(payload)
