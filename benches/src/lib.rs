@@ -3,7 +3,7 @@
 //! core) and an accept loop that outlives transient accept errors; and what
 //! the measuring programs share: the statistic [`Spread`]. What they read
 //! from the operating system (CPU time, `/proc`, the open-file limit) comes
-//! from `tether_load::sys`, as it does for the load generator.
+//! from `tether_load_os`, as it does for the load generator.
 //!
 //! The servers are built only to be measured next to `tetherd echo`; they are
 //! not part of Tether and are never shipped.

@@ -20,7 +20,7 @@ use std::{
 use clap::Parser;
 use serde_json::json;
 use tether_benches::Spread;
-use tether_load::sys;
+use tether_load_os as os;
 
 /// File descriptors besides the pairs': stdio, the listener, and what the
 /// runtime and allocator may hold.
@@ -133,12 +133,12 @@ fn run(args: &Args) -> Result<(), String> {
 }
 
 fn cpu_time() -> Result<Duration, String> {
-    sys::own_cpu_time().map_err(|error| format!("getrusage failed: {error}"))
+    os::own_cpu_time().map_err(|error| format!("getrusage failed: {error}"))
 }
 
 /// Fails unless the open-file limit allows two descriptors per pair.
 fn check_open_files(conns: usize) -> Result<(), String> {
-    let limit = sys::fd_limit().map_err(|_| "cannot read the open-file limit".to_owned())?;
+    let limit = os::fd_limit().map_err(|_| "cannot read the open-file limit".to_owned())?;
     let needed = 2 * conns as u64 + SPARE_FDS;
     if limit.soft < needed {
         return Err(format!(

@@ -18,7 +18,7 @@ use std::{
 
 use clap::Parser;
 use serde_json::json;
-use tether_load::sys;
+use tether_load_os as os;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{
@@ -123,10 +123,10 @@ async fn run(args: &Args) -> Result<serde_json::Value, String> {
     }
 
     let server_cpu = |pid| {
-        sys::cpu_time_of(pid).map_err(|error| format!("cannot read the CPU time of {pid}: {error}"))
+        os::cpu_time_of(pid).map_err(|error| format!("cannot read the CPU time of {pid}: {error}"))
     };
     let server_before = args.server_pid.map(server_cpu).transpose()?;
-    let own_cpu = || sys::own_cpu_time().map_err(|error| format!("getrusage failed: {error}"));
+    let own_cpu = || os::own_cpu_time().map_err(|error| format!("getrusage failed: {error}"));
     let own_before = own_cpu()?;
     let messages_before = totals.messages.load(Ordering::Relaxed);
     let start = Instant::now();

@@ -22,7 +22,7 @@ use std::{
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use tether_load::sys;
+use tether_load_os as os;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 use crate::{
@@ -190,7 +190,7 @@ fn publish_and_deliver(
         |fleet: &[Worker]| own_cpu_time() + fleet.iter().map(Worker::cpu_time).sum::<Duration>();
     let meter = CpuMeter::start(args.server_pid, || cpu_of_all(fleet))?;
     let publish_start = Instant::now();
-    let first_send_ns = sys::monotonic_ns();
+    let first_send_ns = os::monotonic_ns();
     let publishing = runtime.block_on(publish(args, api, count));
     let publish_wall = publish_start.elapsed();
     // Tell the workers how many to expect even if publishing failed, so
@@ -203,7 +203,7 @@ fn publish_and_deliver(
     for (i, worker) in fleet.iter_mut().enumerate() {
         received.merge_json(&worker.line(i)?);
     }
-    let cpu = meter.stop(publish_start.elapsed(), sys::cores(), || cpu_of_all(fleet))?;
+    let cpu = meter.stop(publish_start.elapsed(), os::cores(), || cpu_of_all(fleet))?;
     Ok(Delivered {
         publishing,
         publish_wall,
@@ -280,7 +280,7 @@ async fn publish(args: &Args, api: &Target, count: u64) -> Result<Publishing, St
     for seq in 0..count {
         tokio::time::sleep_until(start + period.mul_f64(seq as f64)).await;
         let sent_at = Instant::now();
-        let body = gateway::publish_body(&args.channel, seq, sys::monotonic_ns(), args.size);
+        let body = gateway::publish_body(&args.channel, seq, os::monotonic_ns(), args.size);
         let request = format!(
             "POST {path} HTTP/1.1\r\nHost: {}\r\nX-API-Key: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             api.host,

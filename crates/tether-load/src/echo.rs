@@ -31,7 +31,7 @@ use std::{
 
 use hdrhistogram::Histogram;
 use tether::{ClientConfig, CloseCode, Error};
-use tether_load::sys;
+use tether_load_os as os;
 use tether_proto::{
     frame::{FrameHeader, OpCode},
     handshake::client::ClientRequest,
@@ -124,7 +124,7 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
             workers::DEFAULT_PER_PROCESS
         ));
     }
-    let threads = args.threads.unwrap_or_else(sys::cores).max(1);
+    let threads = args.threads.unwrap_or_else(os::cores).max(1);
     // One thread needs no work-stealing scheduler, whose cross-thread
     // bookkeeping costs CPU on every wakeup.
     let mut builder = if threads == 1 {
@@ -137,7 +137,7 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|error| format!("cannot start the runtime: {error}"))?;
-    let report = runtime.block_on(echo(&args, threads.min(sys::cores())))?;
+    let report = runtime.block_on(echo(&args, threads.min(os::cores())))?;
     if args.json && report.cpu.saturated() {
         eprintln!("tether-load: warning: it used >= 90% of its cores and may be the bottleneck");
     }

@@ -17,7 +17,7 @@ use std::{
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use serde_json::{Value, json};
-use tether_load::sys;
+use tether_load_os as os;
 use tether_proto::handshake::client::ClientRequest;
 use tokio::{
     sync::Semaphore,
@@ -75,7 +75,7 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
     let sources = args.sources.clamp(1, sources::source_count(&args.url));
     // On one core, a second runtime thread only adds wake-ups and context
     // switches to every cycle.
-    let runtime = if sys::cores() == 1 {
+    let runtime = if os::cores() == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -134,7 +134,7 @@ async fn churn(args: &Args, sources: usize) -> Result<HandshakeReport, String> {
         .await
         .expect("never closed");
     progress.done(&tally);
-    let cpu = meter.stop(start.elapsed(), sys::cores(), own_cpu_time)?;
+    let cpu = meter.stop(start.elapsed(), os::cores(), own_cpu_time)?;
     let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(PoisonError::into_inner));
     Ok(HandshakeReport {
         target: args.url.to_string(),

@@ -21,7 +21,7 @@ use std::{
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tether::{ClientConfig, Keepalive, Message, deflate::DeflateConfig};
-use tether_load::sys;
+use tether_load_os as os;
 use tokio::{
     runtime::Runtime,
     sync::{mpsc, watch},
@@ -124,7 +124,7 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
                 pid,
                 before,
                 open,
-                closed: sys::rss_of(pid).ok(),
+                closed: os::rss_of(pid).ok(),
             })
         }
         _ => None,

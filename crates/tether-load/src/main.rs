@@ -18,7 +18,7 @@
 use std::{process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use tether_load::sys;
+use tether_load_os as os;
 
 mod broadcast;
 mod echo;
@@ -69,7 +69,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(error) = sys::raise_fd_limit() {
+    if let Err(error) = os::raise_fd_limit() {
         eprintln!("tether-load: warning: cannot raise the open-file limit: {error}");
     }
     let result = match cli.command {

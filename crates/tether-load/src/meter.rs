@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tether_load::sys;
+use tether_load_os as os;
 
 use crate::report::Cpu;
 
@@ -56,16 +56,16 @@ impl CpuMeter {
 /// This process's user + system CPU time so far (zero if the system cannot
 /// say).
 pub(crate) fn own_cpu_time() -> Duration {
-    sys::own_cpu_time().unwrap_or_default()
+    os::own_cpu_time().unwrap_or_default()
 }
 
 /// The server's user + system CPU time so far.
 fn server_cpu_time(pid: u32) -> Result<Duration, String> {
-    sys::cpu_time_of(pid)
+    os::cpu_time_of(pid)
         .map_err(|error| format!("cannot read the CPU time of process {pid}: {error}"))
 }
 
 /// The server's resident memory, in bytes.
 pub(crate) fn server_rss(pid: u32) -> Result<u64, String> {
-    sys::rss_of(pid).map_err(|error| format!("cannot read the memory of process {pid}: {error}"))
+    os::rss_of(pid).map_err(|error| format!("cannot read the memory of process {pid}: {error}"))
 }

@@ -21,7 +21,7 @@ use std::{
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tether::{ClientConfig, Keepalive, Message, WebSocket};
-use tether_load::sys;
+use tether_load_os as os;
 use tokio::{
     net::TcpStream,
     sync::{mpsc, watch},
@@ -535,7 +535,7 @@ impl Receiving<'_> {
             let Message::Text(text) = held::message(received)? else {
                 continue;
             };
-            let now = sys::monotonic_ns();
+            let now = os::monotonic_ns();
             for event in gateway::events(&text) {
                 match event? {
                     Event::Publication { channel, stamp } if channel == self.channel => {

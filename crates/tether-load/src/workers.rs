@@ -25,7 +25,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tether_load::sys;
+use tether_load_os as os;
 use tokio::runtime::Runtime;
 
 use crate::{report::ErrorCounts, sources, target::Target};
@@ -210,7 +210,7 @@ impl Worker {
 
     /// CPU time the worker has used so far (zero once it is gone).
     pub(crate) fn cpu_time(&self) -> Duration {
-        sys::cpu_time_of(self.pid()).unwrap_or_default()
+        os::cpu_time_of(self.pid()).unwrap_or_default()
     }
 
     /// Writes one line to the worker's stdin, leaving it open.
