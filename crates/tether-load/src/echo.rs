@@ -8,9 +8,8 @@
 //!
 //! The client must cost less CPU per message than the server it loads, so it
 //! drives each socket itself ([`crate::framing`], with [`inbox`] checking
-//! the echoes): per wakeup it reads all the socket
-//! holds, checks every echo in place, and writes the messages owed in one
-//! write. The clock is read once per read and once per batch of sends, not
+//! the echoes): per wakeup it reads all the socket holds, checks every echo
+//! in place, and writes the messages owed in one write. The clock is read once per read and once per batch of sends, not
 //! per message: the echoes found by one read all reached this process at
 //! that read, and the messages of one batch all leave in the same write, so
 //! per-message clock reads would only add the nanoseconds spent decoding or
@@ -48,7 +47,6 @@ use self::{
     inbox::{Event, Inbox, Verdict},
     plan::Plan,
 };
-
 use crate::{
     framing::{self, MAX_CONTROL_FRAME, Outbox, UpgradeError},
     meter::{CpuMeter, own_cpu_time},

@@ -25,7 +25,6 @@ use tokio::{
 };
 
 use self::cycle::{Churn, CycleResult};
-
 use crate::{
     meter::{CpuMeter, own_cpu_time},
     progress,
