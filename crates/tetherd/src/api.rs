@@ -218,11 +218,13 @@ struct ChannelRequest {
     channel: String,
 }
 
-fn presence_enabled(node: &Node, channel: &str) -> Result<(), ReplyError> {
-    if node.namespace(channel)?.presence {
-        Ok(())
+/// The channel of a presence request, if its namespace has presence.
+fn presence_channel(node: &Node, body: &[u8]) -> Result<String, ApiError> {
+    let request: ChannelRequest = parse(body)?;
+    if node.namespace(&request.channel)?.presence {
+        Ok(request.channel)
     } else {
-        Err(ReplyError::NOT_AVAILABLE)
+        Err(ReplyError::NOT_AVAILABLE.into())
     }
 }
 
@@ -232,13 +234,8 @@ fn client_info_json(info: &ClientInfo) -> Value {
 }
 
 async fn presence(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
-    let request: ChannelRequest = parse(body)?;
-    presence_enabled(node, &request.channel)?;
-    let clients = node
-        .broker
-        .presence(&request.channel)
-        .await
-        .map_err(broker_error)?;
+    let channel = presence_channel(node, body)?;
+    let clients = node.broker.presence(&channel).await.map_err(broker_error)?;
     let presence: serde_json::Map<_, _> = clients
         .iter()
         .map(|info| (info.client.clone(), client_info_json(info)))
@@ -247,11 +244,10 @@ async fn presence(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
 }
 
 async fn presence_stats(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
-    let request: ChannelRequest = parse(body)?;
-    presence_enabled(node, &request.channel)?;
+    let channel = presence_channel(node, body)?;
     let stats = node
         .broker
-        .presence_stats(&request.channel)
+        .presence_stats(&channel)
         .await
         .map_err(broker_error)?;
     Ok(json!({ "num_clients": stats.clients, "num_users": stats.users }))
