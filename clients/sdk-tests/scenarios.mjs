@@ -9,11 +9,11 @@
 // `N passed, N failed` line; exits 0 only when all passed.
 //
 // The gateway's config must have these namespaces (see crates/tetherd/tests/gateway_sdk.rs):
-//   chat    allow_publish, history + recovery, presence, join_leave
+//   chat    subscribe and publish for clients, history + recovery, presence, join_leave
 //   news    history + recovery, no client publish
-//   private neither allow_anonymous nor allow_publish (auth.allow_anonymous = true overall)
-//   open    allow_anonymous
-//   secret  subscription_token_required
+//   private subscribe for clients with a user, not for anonymous ones (auth.allow_anonymous = true overall)
+//   open    subscribe for clients, anonymous ones too
+//   secret  no grants: subscription tokens only
 // and `auth.token_refresh_grace = "1s"`, so an unrefreshed token ends a connection soon.
 
 import { createHmac, createSign, randomBytes } from 'node:crypto';
@@ -279,7 +279,7 @@ const scenarios = {
         await connect(anonymous);
         const ctx = await subscribeRefused(anonymous, channel('private', 'anon'));
         check(ctx.code === 103, `unsubscribed with ${ctx.code} ${ctx.reason}, expected 103`);
-        // The same anonymous client may use a namespace with allow_anonymous.
+        // The same anonymous client may use a namespace open to anonymous clients.
         await subscribe(anonymous, channel('open', 'anon'));
         check(anonymous.state === 'connected', `state ${anonymous.state}`);
     },

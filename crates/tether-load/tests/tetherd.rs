@@ -74,7 +74,7 @@ impl Tetherd {
             std::env::temp_dir().join(format!("tether-load-test-{}.toml", std::process::id()));
         let config = format!(
             "[auth]\napi_key = \"{API_KEY}\"\n\
-             [[namespace]]\nname = \"bench\"\nallow_anonymous = true\n"
+             [[namespace]]\nname = \"bench\"\nallow_subscribe_for_client = true\nallow_subscribe_for_anonymous = true\n"
         );
         std::fs::write(&path, config).expect("config written");
         let path = path.to_str().expect("a UTF-8 temp path").to_owned();

@@ -25,6 +25,8 @@
 //! | claims of another user             | disconnect 3500 (refresh) | disconnect 3500  |
 //! | `client` claim of another client   | —                  | disconnect 3500         |
 
+mod capabilities;
+
 use std::{collections::HashMap, fmt, fs};
 
 use base64::Engine;
@@ -32,6 +34,9 @@ use bytes::Bytes;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header, Validation};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+use self::capabilities::RawCapability;
+pub(crate) use self::capabilities::{Capability, Permission, granted};
 
 /// Checks token signatures with the configured keys.
 #[derive(Clone)]
@@ -54,6 +59,8 @@ pub(crate) struct ConnectionClaims {
     /// Server-side subscriptions: the keys of `subs` (sorted) when present,
     /// else `channels`.
     pub(crate) channels: Vec<String>,
+    /// `caps`: what the connection may do in which channels.
+    pub(crate) caps: Vec<Capability>,
 }
 
 /// What a valid subscription token grants.
@@ -154,11 +161,18 @@ impl Verifier {
             }
             None => claims.channels,
         };
+        let caps = claims
+            .caps
+            .into_iter()
+            .map(Capability::parse)
+            .collect::<Result<_, _>>()
+            .map_err(invalid)?;
         Ok(ConnectionClaims {
             user: claims.sub,
             expires_at: expiry(claims.expire_at.as_ref(), claims.exp.as_ref()),
             info: json_or_base64(claims.info, claims.b64info, "b64info")?,
             channels,
+            caps,
         })
     }
 
@@ -332,6 +346,8 @@ struct RawClaims {
     #[serde(default)]
     channels: Vec<String>,
     subs: Option<HashMap<String, serde::de::IgnoredAny>>,
+    #[serde(default)]
+    caps: Vec<RawCapability>,
     channel: Option<String>,
     client: Option<String>,
     data: Option<Box<RawValue>>,
@@ -475,8 +491,30 @@ j+h98WFatxowYlbS+vM4z4/5/7KjezrNtvIyNNIjn6gTyHDKY9lz7kqAtfYYldlA\n\
                 expires_at: Some(NOW + 600),
                 info: Some(Bytes::from_static(br#"{"name":"Alice"}"#)),
                 channels: vec!["personal:42".into(), "news".into()],
+                caps: Vec::new(),
             }
         );
+    }
+
+    #[test]
+    fn caps_are_read_and_a_bad_entry_invalidates_the_token() {
+        let caps = json!([{"channels": ["news"], "allow": ["sub", "hst"]}]);
+        let token = TokenBuilder::connection("42")
+            .claim("caps", caps)
+            .sign_hs256(SECRET);
+        let claims = hmac().verify_connection(&token, NOW).unwrap();
+        assert!(granted(&claims.caps, Permission::History, "news"));
+        assert!(!granted(&claims.caps, Permission::Publish, "news"));
+        let bad = TokenBuilder::connection("42")
+            .claim(
+                "caps",
+                json!([{"channels": ["news"], "allow": ["everything"]}]),
+            )
+            .sign_hs256(SECRET);
+        assert!(matches!(
+            hmac().verify_connection(&bad, NOW),
+            Err(TokenError::Invalid(why)) if why.contains("unknown permission")
+        ));
     }
 
     #[test]

@@ -164,7 +164,8 @@ pub(crate) struct Auth {
     /// refused.
     pub(crate) token_rsa_public_key: PathBuf,
     /// Clients may connect without a token, as anonymous users; they can
-    /// only use namespaces with allow_anonymous.
+    /// only use what namespaces grant with their allow_*_for_anonymous
+    /// options. (Centrifugo: client.allow_anonymous_connect_without_token.)
     pub(crate) allow_anonymous: bool,
     /// When a client's connection token expires it is asked for a new one;
     /// without a refresh within this time it is disconnected.
@@ -226,7 +227,12 @@ pub(crate) struct Drain {
     pub(crate) deadline: Duration,
 }
 
-/// `[[namespace]]`: the options of a group of channels.
+/// `[[namespace]]`: the options of a group of channels. Permissions follow
+/// Centrifugo's names and meanings, and deny by default: a client may
+/// subscribe only with a subscription token, a channel of its connection
+/// token (`channels`, `subs`, `caps`), a user-limited channel, or
+/// allow_subscribe_for_client; it may publish, read presence or history
+/// only where an allow_* option or its token's `caps` grant it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct Namespace {
@@ -234,9 +240,6 @@ pub(crate) struct Namespace {
     /// is the default namespace, for channels without ":". Letters, digits,
     /// "_", "-" and ".", at most 64.
     pub(crate) name: String,
-    /// Clients may publish to its channels; otherwise only the HTTP API
-    /// can.
-    pub(crate) allow_publish: bool,
     /// Publications kept per channel, for history and recovery; 0 keeps
     /// none.
     pub(crate) history_size: usize,
@@ -246,17 +249,40 @@ pub(crate) struct Namespace {
     pub(crate) history_ttl: Duration,
     /// A reconnecting client gets the publications it missed from history,
     /// or learns that they are gone. Needs history_size and history_ttl.
+    /// (Centrifugo: force_recovery with force_positioning.)
     pub(crate) recovery: bool,
-    /// Who is subscribed to a channel can be queried.
+    /// Who is subscribed to a channel is kept, for presence queries.
     pub(crate) presence: bool,
     /// Subscribers are told when others join or leave a channel.
     pub(crate) join_leave: bool,
-    /// Anonymous clients (see auth.allow_anonymous) may subscribe, and
-    /// publish if allow_publish.
-    pub(crate) allow_anonymous: bool,
-    /// Subscribing needs a subscription token for the channel, signed like
-    /// connection tokens.
-    pub(crate) subscription_token_required: bool,
+    /// Any connected client with a user id may subscribe without a token,
+    /// except to channels starting with "$" (private: a token is needed).
+    pub(crate) allow_subscribe_for_client: bool,
+    /// With allow_subscribe_for_client, anonymous clients (see
+    /// auth.allow_anonymous) may subscribe too.
+    pub(crate) allow_subscribe_for_anonymous: bool,
+    /// A subscriber may publish into the channel.
+    pub(crate) allow_publish_for_subscriber: bool,
+    /// Any connected client may publish, subscribed or not.
+    pub(crate) allow_publish_for_client: bool,
+    /// The publish permissions above extend to anonymous clients.
+    pub(crate) allow_publish_for_anonymous: bool,
+    /// A subscriber may read the channel's presence (needs presence).
+    pub(crate) allow_presence_for_subscriber: bool,
+    /// Any connected client may read presence, subscribed or not.
+    pub(crate) allow_presence_for_client: bool,
+    /// The presence permissions above extend to anonymous clients.
+    pub(crate) allow_presence_for_anonymous: bool,
+    /// A subscriber may read the channel's history (needs history).
+    pub(crate) allow_history_for_subscriber: bool,
+    /// Any connected client may read history, subscribed or not.
+    pub(crate) allow_history_for_client: bool,
+    /// The history permissions above extend to anonymous clients.
+    pub(crate) allow_history_for_anonymous: bool,
+    /// User "42" may subscribe without a token to channels ending in "#"
+    /// and a comma-separated list of user ids that holds it: "personal:#42",
+    /// "dialog:#42,43".
+    pub(crate) allow_user_limited_channels: bool,
 }
 
 /// How log lines are written.
@@ -394,14 +420,20 @@ impl Default for Config {
                 Namespace::default(),
                 Namespace {
                     name: "demo".to_owned(),
-                    allow_publish: true,
                     history_size: 100,
                     history_ttl: Duration::from_secs(600),
                     recovery: true,
                     presence: true,
                     join_leave: true,
-                    allow_anonymous: true,
-                    subscription_token_required: false,
+                    allow_subscribe_for_client: true,
+                    allow_subscribe_for_anonymous: true,
+                    allow_publish_for_subscriber: true,
+                    allow_publish_for_anonymous: true,
+                    allow_presence_for_subscriber: true,
+                    allow_presence_for_anonymous: true,
+                    allow_history_for_subscriber: true,
+                    allow_history_for_anonymous: true,
+                    ..Namespace::default()
                 },
             ],
         }
@@ -617,8 +649,10 @@ mod tests {
     fn default_has_the_demo_namespace() {
         let config = Config::default();
         let demo = config.namespace_for("demo:x").unwrap();
-        assert!(demo.allow_anonymous && demo.allow_publish && demo.recovery);
-        assert!(demo.presence && demo.join_leave && !demo.subscription_token_required);
+        assert!(demo.allow_subscribe_for_client && demo.allow_subscribe_for_anonymous);
+        assert!(demo.allow_publish_for_subscriber && demo.allow_publish_for_anonymous);
+        assert!(!demo.allow_publish_for_client && !demo.allow_user_limited_channels);
+        assert!(demo.recovery && demo.presence && demo.join_leave);
         assert_eq!(
             (demo.history_size, demo.history_ttl),
             (100, Duration::from_secs(600))

@@ -20,6 +20,7 @@
 
 mod commands;
 mod deadlines;
+mod permissions;
 mod subscriptions;
 
 use std::{
@@ -43,6 +44,7 @@ use tracing::{debug, info};
 
 use self::deadlines::Timers;
 use crate::{
+    auth::Capability,
     broker::ClientInfo,
     handle::{ConnId, Frame, Item, ServerCommand, SessionHandle},
     node::Node,
@@ -68,7 +70,7 @@ pub(crate) fn spawn(
         handle,
         conn,
         peer,
-        conn_info: None,
+        token: None,
         subs: Vec::new(),
         timers,
         _permit: permit,
@@ -146,6 +148,13 @@ struct Sub {
     chan_info: Option<Box<Bytes>>,
 }
 
+/// A connection token's `info` and `caps`.
+#[derive(Debug)]
+struct TokenExtras {
+    info: Option<Bytes>,
+    caps: Vec<Capability>,
+}
+
 pub(crate) struct Session {
     ws: WebSocket<Upgraded>,
     node: Arc<Node>,
@@ -153,8 +162,9 @@ pub(crate) struct Session {
     handle: Arc<SessionHandle>,
     conn: ConnId,
     peer: SocketAddr,
-    /// The connection token's `info`.
-    conn_info: Option<Box<Bytes>>,
+    /// What the connection token carried besides the user (boxed: most
+    /// tokens carry neither).
+    token: Option<Box<TokenExtras>>,
     subs: Vec<Sub>,
     timers: Timers,
     _permit: Arc<ConnectionPermit>,
@@ -279,7 +289,7 @@ impl Session {
         ClientInfo {
             client: self.client(),
             user: self.user().to_owned(),
-            conn_info: self.conn_info.as_deref().cloned(),
+            conn_info: self.token.as_ref().and_then(|token| token.info.clone()),
             chan_info,
         }
     }

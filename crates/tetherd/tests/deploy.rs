@@ -29,7 +29,10 @@ deadline = "5s"
 
 [[namespace]]
 name = "news"
-allow_anonymous = true
+allow_subscribe_for_client = true
+allow_subscribe_for_anonymous = true
+allow_history_for_subscriber = true
+allow_history_for_anonymous = true
 history_size = 10
 history_ttl = "1m"
 recovery = true

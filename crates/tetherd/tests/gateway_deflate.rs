@@ -32,8 +32,10 @@ token_hmac_secret = "deflate-test-secret-0123456789abcdef"
 
 [[namespace]]
 name = "feed"
-allow_anonymous = true
-allow_publish = true
+allow_subscribe_for_client = true
+allow_subscribe_for_anonymous = true
+allow_publish_for_client = true
+allow_publish_for_anonymous = true
 "#;
 
 fn with_compression() -> String {

@@ -36,15 +36,18 @@ handshake_timeout = "2s"
 
 [[namespace]]
 name = "open"
-allow_anonymous = true
-allow_publish = true
+allow_subscribe_for_client = true
+allow_subscribe_for_anonymous = true
+allow_publish_for_client = true
+allow_publish_for_anonymous = true
+allow_history_for_subscriber = true
+allow_history_for_anonymous = true
 history_size = 100
 history_ttl = "5m"
 recovery = true
 
 [[namespace]]
 name = "secret"
-subscription_token_required = true
 "#;
 
 fn unix_now() -> u64 {

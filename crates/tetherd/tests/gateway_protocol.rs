@@ -35,14 +35,20 @@ max_message_size = 65536
 
 [[namespace]]
 name = "news"
-allow_anonymous = true
+allow_subscribe_for_client = true
+allow_subscribe_for_anonymous = true
+allow_history_for_subscriber = true
+allow_history_for_anonymous = true
 history_size = 10
 history_ttl = "1m"
 recovery = true
 
 [[namespace]]
 name = "quiet"
-allow_anonymous = true
+allow_subscribe_for_client = true
+allow_subscribe_for_anonymous = true
+allow_history_for_subscriber = true
+allow_history_for_anonymous = true
 history_size = 10
 history_ttl = "1s"
 recovery = true

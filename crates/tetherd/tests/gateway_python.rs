@@ -30,10 +30,14 @@ allow_anonymous = false
 
 [[namespace]]
 name = ""
+allow_subscribe_for_client = true
 
 [[namespace]]
 name = "chat"
-allow_publish = true
+allow_subscribe_for_client = true
+allow_publish_for_client = true
+allow_presence_for_subscriber = true
+allow_history_for_subscriber = true
 history_size = 100
 history_ttl = "300s"
 recovery = true

@@ -30,15 +30,22 @@ deadline = "3s"
 
 [[namespace]]
 name = "news"
-allow_anonymous = true
-allow_publish = true
+allow_subscribe_for_client = true
+allow_subscribe_for_anonymous = true
+allow_publish_for_client = true
+allow_publish_for_anonymous = true
+allow_history_for_subscriber = true
+allow_history_for_anonymous = true
 history_size = 10
 history_ttl = "1m"
 recovery = true
 
 [[namespace]]
 name = "room"
-allow_anonymous = true
+allow_subscribe_for_client = true
+allow_subscribe_for_anonymous = true
+allow_presence_for_subscriber = true
+allow_presence_for_anonymous = true
 presence = true
 "#;
 

@@ -45,7 +45,10 @@ deadline = "15s"
 
 [[namespace]]
 name = "rolling"
-allow_anonymous = true
+allow_subscribe_for_client = true
+allow_subscribe_for_anonymous = true
+allow_history_for_subscriber = true
+allow_history_for_anonymous = true
 history_size = 10000
 history_ttl = "10m"
 recovery = true

@@ -31,7 +31,10 @@ const SCENARIO_TIMEOUT: Duration = Duration::from_secs(60);
 const NAMESPACES: &str = r#"
 [[namespace]]
 name = "chat"
-allow_publish = true
+allow_subscribe_for_client = true
+allow_publish_for_client = true
+allow_presence_for_subscriber = true
+allow_history_for_subscriber = true
 history_size = 100
 history_ttl = "5m"
 recovery = true
@@ -40,21 +43,25 @@ join_leave = true
 
 [[namespace]]
 name = "news"
+allow_subscribe_for_client = true
+allow_history_for_subscriber = true
 history_size = 100
 history_ttl = "5m"
 recovery = true
 
 [[namespace]]
 name = "private"
+allow_subscribe_for_client = true
+allow_presence_for_subscriber = true
 presence = true
 
 [[namespace]]
 name = "open"
-allow_anonymous = true
+allow_subscribe_for_client = true
+allow_subscribe_for_anonymous = true
 
 [[namespace]]
 name = "secret"
-subscription_token_required = true
 "#;
 
 /// A throwaway RSA key pair made with `openssl` once per test process:

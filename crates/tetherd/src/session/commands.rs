@@ -22,7 +22,9 @@ use bytes::Bytes;
 use tether::Utf8Bytes;
 use tracing::info;
 
-use super::{Session, deadlines::ttl, subscriptions::MAX_CHANNELS};
+use super::{
+    Session, TokenExtras, deadlines::ttl, permissions::Permission, subscriptions::MAX_CHANNELS,
+};
 use crate::{
     auth::TokenError,
     broker::{BrokerError, HistoryQuery},
@@ -158,7 +160,12 @@ impl Session {
             match node.verifier.verify_connection(&request.token, unix_now()) {
                 Ok(claims) => {
                     user = claims.user;
-                    self.conn_info = claims.info.map(Box::new);
+                    if claims.info.is_some() || !claims.caps.is_empty() {
+                        self.token = Some(Box::new(TokenExtras {
+                            info: claims.info,
+                            caps: claims.caps,
+                        }));
+                    }
                     expires_at = claims.expires_at;
                     server_channels = claims.channels;
                 }
@@ -214,7 +221,7 @@ impl Session {
             Ok(namespace) => namespace,
             Err(error) => return ReplyResult::Error(error),
         };
-        if !namespace.allow_publish || (self.user().is_empty() && !namespace.allow_anonymous) {
+        if !self.granted(Permission::Publish, &channel, namespace) {
             return ReplyResult::Error(ReplyError::PERMISSION_DENIED);
         }
         let chan_info = self
@@ -237,7 +244,7 @@ impl Session {
             Ok(namespace) if !namespace.presence => {
                 return ReplyResult::Error(ReplyError::NOT_AVAILABLE);
             }
-            Ok(_) if self.sub(channel).is_none() => {
+            Ok(namespace) if !self.granted(Permission::Presence, channel, namespace) => {
                 return ReplyResult::Error(ReplyError::PERMISSION_DENIED);
             }
             Ok(_) => {}
@@ -260,7 +267,7 @@ impl Session {
             Ok(namespace) if history_options(namespace).is_none() => {
                 return ReplyResult::Error(ReplyError::NOT_AVAILABLE);
             }
-            Ok(_) if self.sub(channel).is_none() => {
+            Ok(namespace) if !self.granted(Permission::History, channel, namespace) => {
                 return ReplyResult::Error(ReplyError::PERMISSION_DENIED);
             }
             Ok(_) if query.pages_back_from_zero() => {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tracing::info;
 
-use super::{Session, Sub, deadlines::sub_expire_by};
+use super::{Session, Sub, deadlines::sub_expire_by, permissions::Permission};
 use crate::{
     auth::{SubscriptionClaims, TokenError},
     broker::{BrokerError, HistoryQuery, StreamPosition},
@@ -50,13 +50,15 @@ impl Session {
         if self.subs.len() >= MAX_CHANNELS {
             return refuse(ReplyError::LIMIT_EXCEEDED);
         }
+        // A token decides when there is one; without, what the namespace
+        // and the connection token grant (deny by default).
         let mut token = None;
-        if namespace.subscription_token_required || !request.token.is_empty() {
+        if !request.token.is_empty() {
             match self.subscription_token(&request.token, &request.channel)? {
                 Ok(claims) => token = Some(claims),
                 Err(error) => return refuse(error),
             }
-        } else if self.user().is_empty() && !namespace.allow_anonymous {
+        } else if !self.granted(Permission::Subscribe, &request.channel, namespace) {
             return refuse(ReplyError::PERMISSION_DENIED);
         }
         let (chan_info, expires_at) =

@@ -84,6 +84,21 @@ fn unknown_keys_are_refused_by_name() {
     );
 }
 
+/// Permissions deny by default now: a config written for the old keys is
+/// refused with what replaces each, never read with a new meaning.
+#[test]
+fn replaced_namespace_keys_are_refused_with_their_replacement() {
+    let found = messages(Config::from_toml(
+        "[[namespace]]\nname = \"chat\"\nallow_publish = true\nallow_anonymous = true\nsubscription_token_required = true",
+    ));
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(found[0].starts_with("namespace[\"chat\"].allow_anonymous: was replaced: "));
+    assert!(found[0].contains("allow_subscribe_for_anonymous"));
+    assert!(found[1].starts_with("namespace[\"chat\"].allow_publish: was replaced: "));
+    assert!(found[1].contains("allow_publish_for_subscriber"));
+    assert!(found[2].starts_with("namespace[\"chat\"].subscription_token_required: was removed"));
+}
+
 #[test]
 fn bad_values_are_refused_naming_the_key() {
     assert_eq!(

@@ -6,6 +6,27 @@ use toml::{Table, Value};
 use super::NAMESPACES;
 use crate::config::{Config, ConfigError, validate::namespace_key};
 
+/// Namespace keys of earlier versions, with what replaced them: a config
+/// that still has one is refused with this advice, never read with a new
+/// meaning. (Permissions now deny by default, with Centrifugo's options.)
+const REPLACED_NAMESPACE_KEYS: &[(&str, &str)] = &[
+    (
+        "allow_publish",
+        "was replaced: use allow_publish_for_subscriber (clients subscribed to the channel) or \
+         allow_publish_for_client (any client), with allow_publish_for_anonymous for anonymous clients",
+    ),
+    (
+        "allow_anonymous",
+        "was replaced: anonymous clients now need allow_subscribe_for_anonymous (next to \
+         allow_subscribe_for_client) and the allow_*_for_anonymous options",
+    ),
+    (
+        "subscription_token_required",
+        "was removed: a subscription needs a token unless allow_subscribe_for_client, a \
+         user-limited channel or the connection token grants it; delete the key",
+    ),
+];
+
 /// The table holding `path` (a dotted path through tables of the defaults)
 /// and the last key of the path.
 pub(super) fn parent<'t, 'p>(root: &'t mut Table, path: &'p str) -> (&'t mut Table, &'p str) {
@@ -34,9 +55,15 @@ pub(super) fn merge(
     for (key, value) in over {
         let path = join(prefix, &key);
         let Some(slot) = base.get_mut(&key) else {
-            let reason = match suggestion(base, &key) {
-                Some(near) => format!("unknown key (did you mean {}?)", join(prefix, near)),
-                None => "unknown key".to_owned(),
+            let replaced = REPLACED_NAMESPACE_KEYS
+                .iter()
+                .find(|(old, _)| prefix.starts_with(NAMESPACES) && *old == key);
+            let reason = match (replaced, suggestion(base, &key)) {
+                (Some((_, advice)), _) => (*advice).to_owned(),
+                (None, Some(near)) => {
+                    format!("unknown key (did you mean {}?)", join(prefix, near))
+                }
+                (None, None) => "unknown key".to_owned(),
             };
             errors.push(ConfigError::new(path, reason));
             continue;
