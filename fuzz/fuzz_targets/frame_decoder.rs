@@ -11,7 +11,10 @@
 //!   the opposite role.
 #![no_main]
 
-use std::time::{Duration, Instant};
+use std::{
+    io::IoSlice,
+    time::{Duration, Instant},
+};
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
@@ -70,8 +73,17 @@ fn decode(role: Role, control: u8, sizes: &[u8], input: &[u8]) {
     };
     let mut peer = Connection::new(peer_role, Config::default(), now);
     let mut written = BytesMut::new();
-    while let Some(chunk) = conn.poll_transmit() {
-        written.extend_from_slice(&chunk);
+    loop {
+        let mut slices = [IoSlice::new(&[]); 16];
+        let count = conn.transmit_slices(&mut slices);
+        if count == 0 {
+            break;
+        }
+        let before = written.len();
+        for slice in &slices[..count] {
+            written.extend_from_slice(slice);
+        }
+        conn.advance_transmit(written.len() - before);
     }
     assert_eq!(conn.buffered_amount(), 0);
     if let Err(error) = peer.receive(now, &mut written) {

@@ -10,7 +10,7 @@
 //!   (with the threshold at zero, so every message is compressed).
 #![no_main]
 
-use std::time::Instant;
+use std::{io::IoSlice, time::Instant};
 
 use bytes::BytesMut;
 use flate2::{Decompress, FlushDecompress, Status};
@@ -139,8 +139,17 @@ fn round_trip(client: PerMessageDeflate, server: PerMessageDeflate, control: u8,
     for _ in 0..2 {
         sender.send(now, message.clone()).expect("open");
         let mut wire = BytesMut::new();
-        while let Some(chunk) = sender.poll_transmit() {
-            wire.extend_from_slice(&chunk);
+        loop {
+            let mut slices = [IoSlice::new(&[]); 16];
+            let count = sender.transmit_slices(&mut slices);
+            if count == 0 {
+                break;
+            }
+            let before = wire.len();
+            for slice in &slices[..count] {
+                wire.extend_from_slice(slice);
+            }
+            sender.advance_transmit(wire.len() - before);
         }
         receiver
             .receive(now, &mut wire)

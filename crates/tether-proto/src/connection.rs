@@ -76,16 +76,18 @@ pub enum State {
     Open,
     /// We sent a close frame and wait for the peer's.
     Closing,
-    /// Nothing more is received or sent after the queued bytes; once
-    /// [`Connection::poll_transmit`] is drained the transport can be closed.
+    /// Nothing more is received or sent after the queued bytes; once they
+    /// are written ([`Connection::is_finished`]) the transport can be closed.
     Closed,
 }
 
 /// One WebSocket connection after the handshake.
 ///
 /// Call order: feed bytes with [`receive`](Self::receive), then drain
-/// [`poll_event`](Self::poll_event) and [`poll_transmit`](Self::poll_transmit);
-/// after anything that may have changed timers, re-arm with
+/// [`poll_event`](Self::poll_event) and write what
+/// [`transmit_slices`](Self::transmit_slices) offers, reporting it with
+/// [`advance_transmit`](Self::advance_transmit); after anything that may
+/// have changed timers, re-arm with
 /// [`poll_timeout`](Self::poll_timeout) and call
 /// [`handle_timeout`](Self::handle_timeout) when it expires.
 #[derive(Debug)]

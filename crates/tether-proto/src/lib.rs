@@ -11,10 +11,10 @@
 //!                              │ (bytes after the head)
 //!                              ▼
 //!   socket bytes ──► Connection::receive ──► poll_event() ──► Message / Ping / Pong / Closed
-//!   application ──► Connection::send / ping / close
+//!   application ──► Connection::send(Message: data, ping, pong or close)
 //!                              │
 //!                              ▼
-//!                    Connection::poll_transmit ──► socket bytes
+//!                    Connection::transmit_slices ──► socket write ──► advance_transmit(written)
 //!   timer ──► Connection::poll_timeout / handle_timeout(now)
 //! ```
 #![deny(unsafe_code)]

@@ -13,7 +13,7 @@
 //!        ▲   └──── Sink<Message>, send, try_send ◄── application
 //!        │
 //!  per-thread scratch read buffer → Connection::receive → events
-//!  Connection::poll_transmit → one vectored write per batch
+//!  Connection::transmit_slices → one vectored write per batch → advance_transmit
 //! ```
 //!
 //! Idle connections hold no read or write buffer: reads land in a

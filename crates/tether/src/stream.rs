@@ -1,7 +1,7 @@
 //! [`WebSocket`]: the pump between an async transport and the protocol core.
 //!
-//! read → `Connection::receive` → events → `poll_transmit` → write → re-arm
-//! the timer. Everything protocol-shaped (pongs, close replies, keepalive)
+//! read → `Connection::receive` → events → `transmit_slices` → write →
+//! `advance_transmit` → re-arm the timer. Everything protocol-shaped (pongs, close replies, keepalive)
 //! happens in the core; this module only moves bytes and wakes tasks.
 
 use std::{

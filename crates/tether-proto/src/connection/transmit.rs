@@ -1,7 +1,7 @@
 //! The way out: frames queued by `send`, pongs and close replies, handed to
 //! the caller's write as slices and dropped once written.
 
-use std::{io::IoSlice, mem};
+use std::io::IoSlice;
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -22,29 +22,15 @@ const COALESCE_MAX_PAYLOAD: usize = 1024;
 pub(super) const PONG_QUEUE_LIMIT: usize = 64 * 1024;
 
 impl Connection {
-    /// The next chunk of bytes to write, oldest first. Small frames queued
-    /// together come out as one chunk.
-    #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        if let Some(payload) = self.take_pending_pong() {
-            self.queue_frame(OpCode::Pong, payload);
-        }
-        let queues = self.queues.as_deref_mut()?;
-        let chunk = match queues.outgoing.pop_front() {
-            Some(chunk) => chunk,
-            None if !queues.coalesced.is_empty() => mem::take(&mut queues.coalesced).freeze(),
-            None => return None,
-        };
-        self.buffered -= chunk.len();
-        Some(chunk)
-    }
-
     /// The queued bytes as slices for one vectored write, oldest first;
     /// returns how many entries of `out` it filled (0: nothing to write).
     /// Report what the write took with
-    /// [`advance_transmit`](Self::advance_transmit). Unlike
-    /// [`poll_transmit`](Self::poll_transmit) this hands out no buffers:
-    /// the one small frames are coalesced in is reused once written.
+    /// [`advance_transmit`](Self::advance_transmit); bytes not taken are
+    /// offered again. Nothing is copied or handed out: large payloads are
+    /// offered as they were queued, and the buffer small frames are
+    /// coalesced in is reused once written. This is the only way out, for
+    /// a socket's `writev` and for a caller that wants the bytes in a
+    /// buffer of its own (copy the slices, then advance by their length).
     pub fn transmit_slices<'a>(&'a mut self, out: &mut [IoSlice<'a>]) -> usize {
         if let Some(payload) = self.take_pending_pong() {
             self.queue_frame(OpCode::Pong, payload);
@@ -101,7 +87,8 @@ impl Connection {
         }
     }
 
-    /// Bytes queued but not yet taken by [`poll_transmit`](Self::poll_transmit).
+    /// Bytes queued and not yet reported written with
+    /// [`advance_transmit`](Self::advance_transmit).
     pub fn buffered_amount(&self) -> usize {
         // A pong payload is at most 125 bytes: a 2-byte header, plus the
         // masking key when we are the client.
@@ -245,7 +232,7 @@ mod tests {
         );
         conn.release_idle_buffers();
         assert!(conn.has_queued(), "the unwritten pong is kept");
-        assert_eq!(conn.poll_transmit().as_deref(), Some(&b"\x8a\x02hi"[..]));
+        assert_eq!(write_some(&mut conn, usize::MAX), b"\x8a\x02hi");
         assert!(!conn.has_queued());
         conn.release_idle_buffers();
         assert!(conn.queues.is_none(), "drained queues are freed");
@@ -287,8 +274,8 @@ mod tests {
         for message in messages() {
             reference.send(now, message).unwrap();
         }
-        while let Some(chunk) = reference.poll_transmit() {
-            expected.extend_from_slice(&chunk);
+        while reference.buffered_amount() > 0 {
+            expected.extend(write_some(&mut reference, usize::MAX));
         }
 
         let mut conn = Connection::new(Role::Server, Config::default(), now);
