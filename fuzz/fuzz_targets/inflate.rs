@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use flate2::{Decompress, FlushDecompress, Status};
 use libfuzzer_sys::fuzz_target;
 use tether_proto::{
-    Config, Connection, Event, Limits, Message, Role,
+    Config, Connection, Event, Message, Role,
     deflate::{DeflateConfig, PerMessageDeflate},
     handshake::extensions::ExtensionOffer,
 };
@@ -34,10 +34,10 @@ fuzz_target!(|data: &[u8]| {
 
 /// The two ends of a negotiation, with or without context takeover.
 fn negotiate(keep_context: bool) -> (PerMessageDeflate, PerMessageDeflate) {
-    let config = DeflateConfig::default()
-        .server_no_context_takeover(!keep_context)
-        .client_no_context_takeover(!keep_context)
-        .threshold(0);
+    let mut config = DeflateConfig::default();
+    config.server_no_context_takeover = !keep_context;
+    config.client_no_context_takeover = !keep_context;
+    config.threshold = 0;
     let offer = ExtensionOffer::new("permessage-deflate").param("client_max_window_bits", None);
     let (response, server) = config.accept(&[offer]).expect("a plain offer is accepted");
     let client = DeflateConfig::check_response(&[config], &[response])
@@ -47,8 +47,9 @@ fn negotiate(keep_context: bool) -> (PerMessageDeflate, PerMessageDeflate) {
 }
 
 fn connection(role: Role, deflate: PerMessageDeflate) -> Connection {
-    let limits = Limits::default().max_message_size(MAX_MESSAGE);
-    let mut conn = Connection::new(role, Config::default().limits(limits), Instant::now());
+    let mut config = Config::default();
+    config.limits.max_message_size = MAX_MESSAGE;
+    let mut conn = Connection::new(role, config, Instant::now());
     conn.set_deflate(deflate);
     conn
 }

@@ -47,9 +47,10 @@ fn start() -> Instant {
 
 /// No keepalive or idle timeout: nothing but the frames happens.
 fn quiet() -> Config {
-    Config::default()
-        .keepalive(Keepalive::OFF)
-        .idle_timeout(None)
+    let mut config = Config::default();
+    config.keepalive = Keepalive::OFF;
+    config.idle_timeout = None;
+    config
 }
 
 fn throughput(size: usize, count: usize) -> Throughput {

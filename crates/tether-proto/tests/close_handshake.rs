@@ -13,7 +13,7 @@ use tether_proto::{
 
 use common::{
     CLOSE, PING, TEXT, assert_refused, close_payload, decode_frames, events, feed, from_client,
-    from_server, quiet, start, transmit,
+    from_server, quiet, start, transmit, with,
 };
 
 fn server() -> Connection {
@@ -391,7 +391,7 @@ fn eof_while_waiting_for_the_close_reply_is_abnormal() {
 #[test]
 fn close_timer_is_armed_by_our_close() {
     let now = start();
-    let config = quiet().close_timeout(Duration::from_secs(3));
+    let config = with(quiet(), |c| c.close_timeout = Duration::from_secs(3));
     let mut conn = Connection::new(Role::Server, config, now);
     assert_eq!(conn.poll_timeout(), None);
     conn.send(now, Message::Close(None)).unwrap();

@@ -76,7 +76,8 @@ async fn wss_round_trips_text_and_binary() {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let config = ClientConfig::default().tls(Arc::new(tls));
+    let mut config = ClientConfig::default();
+    config.tls = Some(Arc::new(tls));
     let url = format!("wss://localhost:{}/secure", addr.port());
     let (mut ws, _) = within("connect", tether::connect_with(&url, &config))
         .await

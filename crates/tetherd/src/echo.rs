@@ -104,10 +104,10 @@ pub(crate) struct Args {
 
 impl Args {
     fn server_config(&self) -> io::Result<ServerConfig> {
-        let limits = Limits::default()
-            .max_frame_size(self.max_frame_size)
-            .max_message_size(self.max_message_size)
-            .max_fragments(self.max_fragments);
+        let mut limits = Limits::default();
+        limits.max_frame_size = self.max_frame_size;
+        limits.max_message_size = self.max_message_size;
+        limits.max_fragments = self.max_fragments;
         let keepalive = match self.ping_interval {
             0 => Keepalive::OFF,
             secs => Keepalive {
@@ -128,24 +128,24 @@ impl Args {
         let idle_timeout = (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout));
         let deflate = self.deflate.then(|| {
             let reset = !self.deflate_context_takeover;
-            DeflateConfig::default()
-                .server_no_context_takeover(reset)
-                .client_no_context_takeover(reset)
-                .threshold(self.deflate_threshold)
+            let mut deflate = DeflateConfig::default();
+            deflate.server_no_context_takeover = reset;
+            deflate.client_no_context_takeover = reset;
+            deflate.threshold = self.deflate_threshold;
+            deflate
         });
-        let defaults = ServerConfig::default();
-        let connection = defaults
-            .connection
-            .limits(limits)
-            .keepalive(keepalive)
-            .rate_limit(rate_limit)
-            .idle_timeout(idle_timeout);
-        Ok(defaults
-            .connection(connection)
-            .handshake_timeout(Duration::from_secs(self.handshake_timeout))
-            .origin(origin)
-            .require_origin(self.require_origin)
-            .deflate(deflate))
+        let mut connection = Config::default();
+        connection.limits = limits;
+        connection.keepalive = keepalive;
+        connection.rate_limit = rate_limit;
+        connection.idle_timeout = idle_timeout;
+        let mut config = ServerConfig::default();
+        config.connection = Arc::new(connection);
+        config.handshake_timeout = Duration::from_secs(self.handshake_timeout);
+        config.origin = origin;
+        config.require_origin = self.require_origin;
+        config.deflate = deflate;
+        Ok(config)
     }
 }
 
@@ -159,7 +159,9 @@ async fn serve(args: Args) -> io::Result<()> {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
         _ => None,
     };
-    let config = Arc::new(args.server_config()?.secure(tls.is_some()));
+    let mut config = args.server_config()?;
+    config.secure = tls.is_some();
+    let config = Arc::new(config);
     let listener = listen(args.listen)?;
     match &config.origin {
         OriginPolicy::Any => {

@@ -24,38 +24,6 @@ pub struct Config {
     pub rate_limit: Option<RateLimit>,
 }
 
-impl Config {
-    /// Sets [`Config::limits`].
-    pub fn limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    /// Sets [`Config::close_timeout`].
-    pub fn close_timeout(mut self, timeout: Duration) -> Self {
-        self.close_timeout = timeout;
-        self
-    }
-
-    /// Sets [`Config::idle_timeout`].
-    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.idle_timeout = timeout;
-        self
-    }
-
-    /// Sets [`Config::rate_limit`].
-    pub fn rate_limit(mut self, limit: Option<RateLimit>) -> Self {
-        self.rate_limit = limit;
-        self
-    }
-
-    /// Sets [`Config::keepalive`].
-    pub fn keepalive(mut self, keepalive: Keepalive) -> Self {
-        self.keepalive = keepalive;
-        self
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {

@@ -429,7 +429,10 @@ mod tests {
     #[test]
     fn response_limits() {
         let (_, pending) = ClientRequest::new("h", "/")
-            .limits(HeadLimits::default().max_head_bytes(64).max_headers(3))
+            .limits(HeadLimits {
+                max_head_bytes: 64,
+                max_headers: 3,
+            })
             .encode_with_key(NONCE);
         let mut partial = b"HTTP/1.1 101 S\r\nX: ".to_vec();
         partial.resize(64, b'a');

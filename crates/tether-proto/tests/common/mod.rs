@@ -38,9 +38,17 @@ pub(crate) fn start() -> Instant {
 
 /// A config without keepalive, so tests that are not about it see no pings.
 pub(crate) fn quiet() -> Config {
-    Config::default()
-        .keepalive(Keepalive::OFF)
-        .idle_timeout(None)
+    with(Config::default(), |config| {
+        config.keepalive = Keepalive::OFF;
+        config.idle_timeout = None;
+    })
+}
+
+/// `value` after `change`: a configuration, which is plain data, set up in
+/// one expression.
+pub(crate) fn with<T>(mut value: T, change: impl FnOnce(&mut T)) -> T {
+    change(&mut value);
+    value
 }
 
 /// The header of a frame: FIN, RSV bits (RSV1 = 0b100), opcode, optional
