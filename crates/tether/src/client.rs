@@ -22,7 +22,7 @@ use tokio::{
 };
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
-use crate::{DEFAULT_MAX_BUFFERED, Error, WebSocket};
+use crate::{Error, WebSocket, stream::DEFAULT_MAX_BUFFERED};
 
 /// How the client handshake and connection behave. Plain data like every
 /// configuration: start from `Default` and assign the fields that differ

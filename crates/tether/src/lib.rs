@@ -19,13 +19,12 @@
 //! Idle connections hold no read or write buffer: reads land in a
 //! per-thread scratch buffer and only a partial frame is kept; outgoing
 //! frames are queued only until written. A server can go further and park
-//! quiet connections without a task or timer each
-//! ([`WebSocket::recv_or_idle`], [`WebSocket::into_dormant`], [`IdlePool`]).
+//! quiet connections without a task or timer each ([`idle`]).
 
+pub mod broadcast;
 pub mod client;
 mod error;
-#[cfg(unix)]
-mod idle;
+pub mod idle;
 mod limiter;
 mod origin;
 pub mod server;
@@ -33,15 +32,21 @@ mod stream;
 
 pub use client::{ClientConfig, MaybeTls, connect, connect_with};
 pub use error::Error;
-#[cfg(unix)]
-pub use idle::{Dormant, IdlePool, Parker};
 pub use limiter::{ConnectionLimiter, ConnectionPermit};
 pub use origin::{InvalidOrigin, OriginPattern, OriginPolicy};
 pub use server::{ServerConfig, accept, accept_with, reject};
-pub use stream::{
-    DEFAULT_MAX_BUFFERED, DormantWebSocket, ReadHalf, Received, TrySendError, WebSocket, WriteHalf,
-};
+pub use stream::{ReadHalf, TrySendError, WebSocket, WriteHalf};
 pub use tether_proto::{
     CloseCode, CloseFrame, Config, Initiator, Keepalive, Limits, Message, ProtocolError, RateLimit,
-    Role, Utf8Bytes, deflate, handshake,
+    Role, Utf8Bytes, handshake,
 };
+
+/// permessage-deflate (RFC 7692): what to offer or accept, and what was
+/// negotiated. Frames encoded once for many connections are in
+/// [`broadcast`].
+pub mod deflate {
+    pub use tether_proto::deflate::{
+        DeflateConfig, Direction, EXTENSION_NAME, InvalidResponse, MAX_WINDOW_BITS,
+        MIN_COMPRESS_WINDOW_BITS, PerMessageDeflate,
+    };
+}

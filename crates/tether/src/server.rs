@@ -14,7 +14,7 @@ use tokio::{
     time::{Instant, timeout_at},
 };
 
-use crate::{DEFAULT_MAX_BUFFERED, Error, OriginPolicy, WebSocket};
+use crate::{Error, OriginPolicy, WebSocket, stream::DEFAULT_MAX_BUFFERED};
 
 /// How the server side of the handshake and the connection behave. Plain
 /// data like every configuration: start from `Default` and assign the

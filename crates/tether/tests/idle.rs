@@ -8,8 +8,9 @@ mod common;
 use std::{sync::Arc, time::Duration};
 
 use tether::{
-    CloseCode, DormantWebSocket, IdlePool, Keepalive, Message, Received, ServerConfig, WebSocket,
+    CloseCode, Keepalive, Message, ServerConfig, WebSocket,
     client::MaybeTls,
+    idle::{DormantWebSocket, IdleExt, IdlePool, Received},
 };
 use tokio::net::{TcpListener, TcpStream};
 

@@ -13,9 +13,11 @@ use std::{
 };
 
 use tether::{
-    CloseFrame, Config, ConnectionLimiter, ConnectionPermit, Dormant, DormantWebSocket, Error,
-    IdlePool, Initiator, Keepalive, Limits, Message, OriginPolicy, Parker, RateLimit, Received,
-    ServerConfig, TrySendError, WebSocket, deflate::DeflateConfig, handshake::server::Request,
+    CloseFrame, Config, ConnectionLimiter, ConnectionPermit, Error, Initiator, Keepalive, Limits,
+    Message, OriginPolicy, RateLimit, ServerConfig, TrySendError, WebSocket,
+    deflate::DeflateConfig,
+    handshake::server::Request,
+    idle::{Dormant, DormantWebSocket, IdleExt, IdlePool, Parker, Received},
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},

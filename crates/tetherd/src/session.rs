@@ -36,7 +36,7 @@ use bytes::Bytes;
 use futures_core::Stream;
 use tether::{
     CloseCode, CloseFrame, ConnectionPermit, Message, TrySendError, Utf8Bytes, WebSocket,
-    deflate::{EncodedFrame, FrameEncoding},
+    broadcast::{BroadcastExt, EncodedFrame, FrameEncoding},
     server::Upgraded,
 };
 use tracing::{debug, info};
