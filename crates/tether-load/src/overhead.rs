@@ -381,8 +381,8 @@ async fn websocket(url: &Target, stream: &Stream, start: Instant) -> Result<Wire
         Ok(Err(error)) => return Err(format!("WebSocket close: {error}")),
         Err(_) => return Err("WebSocket close timed out".into()),
     }
-    wire.up = ws.get_ref().written;
-    wire.down = ws.get_ref().read;
+    wire.up = ws.transport().written;
+    wire.down = ws.transport().read;
     Ok(wire)
 }
 

@@ -25,16 +25,12 @@ pub mod broadcast;
 pub mod client;
 mod error;
 pub mod idle;
-mod limiter;
-mod origin;
 pub mod server;
 mod stream;
 
 pub use client::{ClientConfig, MaybeTls, connect, connect_with};
 pub use error::Error;
-pub use limiter::{ConnectionLimiter, ConnectionPermit};
-pub use origin::{InvalidOrigin, OriginPattern, OriginPolicy};
-pub use server::{ServerConfig, accept, accept_with, reject};
+pub use server::{ServerConfig, accept, accept_with, upgrade};
 pub use stream::{ReadHalf, TrySendError, WebSocket, WriteHalf};
 pub use tether_proto::{
     CloseCode, CloseFrame, Config, Initiator, Keepalive, Limits, Message, ProtocolError, RateLimit,

@@ -1,4 +1,9 @@
-//! Accepting connections: from a raw transport, or from a hyper upgrade.
+//! The server side: accepting connections from a raw transport or a hyper
+//! upgrade, and deciding who may connect (the `Origin` policy, connection
+//! limits, refusals before the handshake).
+
+mod limiter;
+mod origin;
 
 use std::{io, sync::Arc, time::Duration};
 
@@ -14,7 +19,11 @@ use tokio::{
     time::{Instant, timeout_at},
 };
 
-use crate::{Error, OriginPolicy, WebSocket, stream::DEFAULT_MAX_BUFFERED};
+pub use self::{
+    limiter::{ConnectionLimiter, ConnectionPermit},
+    origin::{InvalidOrigin, OriginPattern, OriginPolicy},
+};
+use crate::{Error, WebSocket, stream::DEFAULT_MAX_BUFFERED};
 
 /// How the server side of the handshake and the connection behave. Plain
 /// data like every configuration: start from `Default` and assign the

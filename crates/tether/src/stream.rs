@@ -135,7 +135,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// The transport, for peer addresses and socket options.
-    pub fn get_ref(&self) -> &S {
+    pub fn transport(&self) -> &S {
         &self.io
     }
 

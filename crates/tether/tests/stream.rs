@@ -494,7 +494,7 @@ async fn client_initiated_close_completes_on_both_sides() {
     // The client only ended because the server closed TCP first (§7.1.1):
     // its own wait for that FIN would take 600 s.
     let mut buf = [0; 16];
-    assert_eq!(client.get_ref().tcp().try_read(&mut buf).unwrap(), 0);
+    assert_eq!(client.transport().tcp().try_read(&mut buf).unwrap(), 0);
 }
 
 #[tokio::test]
@@ -519,7 +519,7 @@ async fn server_initiated_close_completes_on_both_sides() {
     assert_eq!(messages, vec![close(1001, "")]);
     assert_eq!(closed_by, Some(Initiator::Local));
     let mut buf = [0; 16];
-    assert_eq!(client.get_ref().tcp().try_read(&mut buf).unwrap(), 0);
+    assert_eq!(client.transport().tcp().try_read(&mut buf).unwrap(), 0);
 }
 
 #[tokio::test]

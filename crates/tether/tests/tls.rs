@@ -82,7 +82,7 @@ async fn wss_round_trips_text_and_binary() {
     let (mut ws, _) = within("connect", tether::connect_with(&url, &config))
         .await
         .unwrap();
-    assert!(matches!(ws.get_ref(), tether::MaybeTls::Tls(_)));
+    assert!(matches!(ws.transport(), tether::MaybeTls::Tls(_)));
     let big = Bytes::from((0..100_000u32).map(|i| i as u8).collect::<Vec<_>>());
     for message in [
         Message::text("over TLS"),

@@ -13,11 +13,12 @@ use std::{
 };
 
 use tether::{
-    CloseFrame, Config, ConnectionLimiter, ConnectionPermit, Error, Initiator, Keepalive, Limits,
-    Message, OriginPolicy, RateLimit, ServerConfig, TrySendError, WebSocket,
+    CloseFrame, Config, Error, Initiator, Keepalive, Limits, Message, RateLimit, ServerConfig,
+    TrySendError, WebSocket,
     deflate::DeflateConfig,
     handshake::server::Request,
     idle::{Dormant, DormantWebSocket, IdleExt, IdlePool, Parker, Received},
+    server::{ConnectionLimiter, ConnectionPermit, OriginPolicy},
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -219,7 +220,7 @@ async fn accept_loop(
                             let linger = Duration::from_secs(1);
                             match tls {
                                 None => {
-                                    tether::reject(stream, refusal, linger).await;
+                                    tether::server::reject(stream, refusal, linger).await;
                                 }
                                 Some(tls) => {
                                     // The TLS handshake shares the linger.
@@ -229,7 +230,7 @@ async fn accept_loop(
                                     {
                                         let left =
                                             deadline.saturating_duration_since(Instant::now());
-                                        tether::reject(stream, refusal, left).await;
+                                        tether::server::reject(stream, refusal, left).await;
                                     }
                                 }
                             }
@@ -495,7 +496,7 @@ impl Echo<WebSocket<TcpStream>> {
                 Received::Ended => break,
             };
             if matches!(received, Ok(Message::Close(_))) {
-                cork(self.ws.get_ref());
+                cork(self.ws.transport());
             }
             if !self.handle(received).await {
                 return;

@@ -35,9 +35,9 @@ use std::{
 use bytes::Bytes;
 use futures_core::Stream;
 use tether::{
-    CloseCode, CloseFrame, ConnectionPermit, Message, TrySendError, Utf8Bytes, WebSocket,
+    CloseCode, CloseFrame, Message, TrySendError, Utf8Bytes, WebSocket,
     broadcast::{BroadcastExt, EncodedFrame, FrameEncoding},
-    server::Upgraded,
+    server::{ConnectionPermit, Upgraded},
 };
 use tracing::{debug, info};
 

@@ -35,8 +35,9 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use tether::{
-    Keepalive, Limits, OriginPolicy, RateLimit, ServerConfig,
+    Keepalive, Limits, RateLimit, ServerConfig,
     deflate::{DeflateConfig, MAX_WINDOW_BITS},
+    server::OriginPolicy,
 };
 
 pub(crate) use self::{
