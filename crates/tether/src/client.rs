@@ -26,7 +26,7 @@ use crate::{Error, WebSocket, stream::DEFAULT_MAX_BUFFERED};
 
 /// How the client handshake and connection behave. Plain data like every
 /// configuration: start from `Default` and assign the fields that differ
-/// (see `tether_proto`'s "Configuration").
+/// (see the [crate docs](crate)).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ClientConfig {

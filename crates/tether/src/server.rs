@@ -27,7 +27,7 @@ use crate::{Error, WebSocket, stream::DEFAULT_MAX_BUFFERED};
 
 /// How the server side of the handshake and the connection behave. Plain
 /// data like every configuration: start from `Default` and assign the
-/// fields that differ (see `tether_proto`'s "Configuration").
+/// fields that differ (see the [crate docs](crate)).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServerConfig {

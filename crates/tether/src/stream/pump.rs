@@ -43,11 +43,11 @@ thread_local! {
 pub enum Received {
     /// A message, ping, pong or close.
     Message(Message),
-    /// What [`WebSocket::recv`] reports as `Some(Err(_))`.
+    /// What [`WebSocket::recv`](crate::WebSocket::recv) reports as `Some(Err(_))`.
     Error(Error),
     /// Nothing in flight and nothing received for the quiet period.
     Idle,
-    /// Closed and the transport shut down ([`WebSocket::recv`]'s `None`).
+    /// Closed and the transport shut down ([`WebSocket::recv`](crate::WebSocket::recv)'s `None`).
     Ended,
 }
 
