@@ -302,11 +302,12 @@ impl Connection {
 mod tests {
     use super::*;
 
+    /// A starting point for the tests of every part of the connection.
     #[expect(
         clippy::disallowed_methods,
         reason = "a starting point; the core itself never reads the clock"
     )]
-    fn start() -> Instant {
+    pub(super) fn start() -> Instant {
         Instant::now()
     }
 

@@ -198,18 +198,11 @@ impl Connection {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use super::*;
-    use crate::{Config, Message, connection::Event};
-
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "a starting point; the core itself never reads the clock"
-    )]
-    fn start() -> Instant {
-        Instant::now()
-    }
+    use crate::{
+        Config, Message,
+        connection::{Event, tests::start},
+    };
 
     fn masked_ping(payload: &[u8]) -> BytesMut {
         let mut frame = BytesMut::from(&[0x89, 0x80 | payload.len() as u8, 0, 0, 0, 0][..]);
