@@ -1,7 +1,9 @@
 //! What the peer echo servers share: the `--listen ADDR` flag, one
 //! single-threaded runtime (so that `taskset` can pin the whole server to one
 //! core) and an accept loop that outlives transient accept errors; and what
-//! the measuring programs share: [`Spread`] and [`own_cpu_time`].
+//! the measuring programs share: the statistic [`Spread`]. What they read
+//! from the operating system (CPU time, `/proc`, the open-file limit) comes
+//! from `tether_load_os`, as it does for the load generator.
 //!
 //! The servers are built only to be measured next to `tetherd echo`; they are
 //! not part of Tether and are never shipped.
@@ -11,11 +13,9 @@ use std::{future::Future, net::SocketAddr, process::ExitCode, time::Duration};
 use clap::Parser;
 use tokio::net::{TcpListener, TcpStream};
 
-mod cpu_time;
-mod spread;
+mod stats;
 
-pub use cpu_time::own_cpu_time;
-pub use spread::Spread;
+pub use stats::Spread;
 
 /// Pause after a failed `accept` (such as running out of file descriptors),
 /// so that the loop does not spin while the condition lasts.
@@ -28,6 +28,18 @@ struct Args {
     /// Address to listen on.
     #[arg(long)]
     listen: SocketAddr,
+}
+
+/// The exit code of a measuring program whose work returned `result`; an
+/// error is printed on stderr after the program's name.
+pub fn exit_code(program: &str, result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{program}: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Runs `connection` on every TCP connection accepted on `--listen ADDR`, on

@@ -19,7 +19,8 @@ use std::{
 
 use clap::Parser;
 use serde_json::json;
-use tether_benches::{Spread, own_cpu_time};
+use tether_benches::Spread;
+use tether_load_os as os;
 
 /// File descriptors besides the pairs': stdio, the listener, and what the
 /// runtime and allocator may hold.
@@ -55,14 +56,7 @@ struct Round {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("loopback-floor: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    tether_benches::exit_code("loopback-floor", run(&Args::parse()))
 }
 
 fn run(args: &Args) -> Result<(), String> {
@@ -139,23 +133,18 @@ fn run(args: &Args) -> Result<(), String> {
 }
 
 fn cpu_time() -> Result<Duration, String> {
-    own_cpu_time().map_err(|error| format!("getrusage failed: {error}"))
+    os::own_cpu_time().map_err(|error| format!("getrusage failed: {error}"))
 }
 
 /// Fails unless the open-file limit allows two descriptors per pair.
 fn check_open_files(conns: usize) -> Result<(), String> {
-    // SAFETY: `rlimit` is plain old data; all-zero bytes are a valid value.
-    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
-    // SAFETY: `limit` is a valid, writable `rlimit` for the call's duration.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err("cannot read the open-file limit".into());
-    }
+    let limit = os::fd_limit().map_err(|_| "cannot read the open-file limit".to_owned())?;
     let needed = 2 * conns as u64 + SPARE_FDS;
-    if limit.rlim_cur < needed {
+    if limit.soft < needed {
         return Err(format!(
             "{conns} connections need {needed} open files, but `ulimit -n` is {}: \
              raise it (hard limit {}) or lower --conns",
-            limit.rlim_cur, limit.rlim_max
+            limit.soft, limit.hard
         ));
     }
     Ok(())

@@ -7,7 +7,6 @@
 //! `tether-load echo --json` that the runner reads.
 
 use std::{
-    fs,
     net::SocketAddr,
     process::ExitCode,
     sync::{
@@ -19,7 +18,7 @@ use std::{
 
 use clap::Parser;
 use serde_json::json;
-use tether_benches::own_cpu_time;
+use tether_load_os as os;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{
@@ -124,10 +123,10 @@ async fn run(args: &Args) -> Result<serde_json::Value, String> {
     }
 
     let server_cpu = |pid| {
-        cpu_time_of(pid).map_err(|error| format!("cannot read the CPU time of {pid}: {error}"))
+        os::cpu_time_of(pid).map_err(|error| format!("cannot read the CPU time of {pid}: {error}"))
     };
     let server_before = args.server_pid.map(server_cpu).transpose()?;
-    let own_cpu = || own_cpu_time().map_err(|error| format!("getrusage failed: {error}"));
+    let own_cpu = || os::own_cpu_time().map_err(|error| format!("getrusage failed: {error}"));
     let own_before = own_cpu()?;
     let messages_before = totals.messages.load(Ordering::Relaxed);
     let start = Instant::now();
@@ -249,31 +248,4 @@ async fn receive(
         totals.messages.fetch_add(completed, Ordering::Relaxed);
         credits.add_permits(completed as usize);
     }
-}
-
-/// User plus system CPU time process `pid` has used so far (fields 14 and 15
-/// of `/proc/PID/stat`, counted after the parenthesised command name).
-fn cpu_time_of(pid: u32) -> Result<Duration, String> {
-    let stat =
-        fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|error| error.to_string())?;
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |field: usize| {
-        fields
-            .get(field - 3)
-            .and_then(|value| value.parse::<u64>().ok())
-    };
-    let (Some(user), Some(system)) = (ticks(14), ticks(15)) else {
-        return Err("malformed /proc/PID/stat".into());
-    };
-    // SAFETY: sysconf only reads a configuration value.
-    let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
-        .ok()
-        .filter(|&hz| hz > 0)
-        .unwrap_or(100);
-    Ok(Duration::from_nanos(
-        (user + system) * 1_000_000_000 / per_second,
-    ))
 }

@@ -15,8 +15,6 @@
 //! ```
 
 use std::{
-    fmt::Write as _,
-    io::{IsTerminal, Write as _},
     thread,
     time::{Duration, Instant},
 };
@@ -24,19 +22,26 @@ use std::{
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
+use tether_load_os as os;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 use crate::{
     gateway, http1,
-    report::{Cpu, latency_histogram, mib, percentiles_us, total, write_errors, write_latency},
-    spread::{self, Target},
-    subscriber::{Ready, Received},
-    sys,
+    meter::{CpuMeter, own_cpu_time, server_rss},
+    progress,
+    report::{
+        Cpu, HumanTable, Report, counted, fleet_title, latency_histogram, mib, percentiles_us,
+        plural, total,
+    },
+    subscriber::{self, Ready, Received},
+    target::Target,
     workers::{self, Worker},
 };
 
 /// Options of `tether-load broadcast`.
 #[derive(Debug, clap::Args)]
+// The fleet's flags speak of connections; here each is a subscriber.
+#[command(mut_arg("per_process", |arg| arg.help("Subscribers per worker process")))]
 pub(crate) struct Args {
     /// The gateway's WebSocket endpoint, e.g.
     /// ws://127.0.0.1:8000/connection/websocket (a loopback address).
@@ -79,15 +84,8 @@ pub(crate) struct Args {
     /// one was sent, before counting them lost.
     #[arg(long, default_value = "5", value_parser = crate::parse_seconds)]
     drain: Duration,
-    /// Connections per source address (127.0.0.1, 127.0.0.2, …).
-    #[arg(long, default_value_t = spread::DEFAULT_PER_SOURCE)]
-    per_source: usize,
-    /// Subscribers per worker process.
-    #[arg(long, default_value_t = spread::DEFAULT_PER_PROCESS)]
-    per_process: usize,
-    /// Connection attempts in flight at once, over all processes.
-    #[arg(long, default_value_t = spread::DEFAULT_CONCURRENCY)]
-    concurrency: usize,
+    #[command(flatten)]
+    fleet: workers::FleetArgs,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -102,31 +100,15 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         return Err("--rate must be a positive number of publications per second".into());
     }
     let published = (args.rate * args.duration.as_secs_f64()).round().max(1.0) as u64;
-    let shards = workers::plan_shards(
-        args.subscribers,
-        args.per_process,
-        args.per_source,
-        args.concurrency,
-    );
+    let shards = args
+        .fleet
+        .plan(&args.url, "subscribers", args.subscribers)?;
     let sources = workers::sources_used(&shards);
-    if sources > spread::source_count(&args.url) {
-        return Err(format!(
-            "{} subscribers at {} per source address need {sources} source addresses; {} has {}",
-            args.subscribers,
-            args.per_source,
-            args.url.addr.ip(),
-            spread::source_count(&args.url)
-        ));
-    }
     let api = args.api.clone().unwrap_or_else(|| Target {
         path: "/api".into(),
         ..args.url.clone()
     });
-    let rss = |pid: u32| {
-        sys::rss_of(pid)
-            .map_err(|error| format!("cannot read the memory of process {pid}: {error}"))
-    };
-    let rss_before = args.server_pid.map(rss).transpose()?;
+    let rss_before = args.server_pid.map(server_rss).transpose()?;
 
     let start = Instant::now();
     let (mut fleet, ready) = subscribe(&args, &shards)?;
@@ -136,51 +118,17 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         return Err(format!("no subscriber could subscribe: {why}"));
     }
     thread::sleep(args.settle);
-    let rss_subscribed = args.server_pid.map(rss).transpose()?;
+    let rss_subscribed = args.server_pid.map(server_rss).transpose()?;
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| format!("cannot start the runtime: {error}"))?;
-    let cpu_of_all = |fleet: &[Worker]| {
-        sys::own_cpu_time() + fleet.iter().map(Worker::cpu_time).sum::<Duration>()
-    };
-    let server_cpu = |pid: u32| {
-        sys::cpu_time_of(pid)
-            .map_err(|error| format!("cannot read the CPU time of process {pid}: {error}"))
-    };
-    let server_before = args.server_pid.map(server_cpu).transpose()?;
-    let own_before = cpu_of_all(&fleet);
-    let publish_start = Instant::now();
-    let first_send_ns = sys::monotonic_ns();
-    let publishing = runtime.block_on(publish(&args, &api, published));
-    let publish_wall = publish_start.elapsed();
-    // Tell the workers how many to expect even if publishing failed, so
-    // they report what did arrive.
-    let sent = publishing.as_ref().map_or(0, |publishing| publishing.sent);
-    for worker in &mut fleet {
-        worker.tell(&sent.to_string());
-    }
-    let mut received = Received::default();
-    for (i, worker) in fleet.iter_mut().enumerate() {
-        received.merge_json(&worker.line(i)?);
-    }
-    // CPU until everything arrived (or the drain passed), not until the
-    // last API call: a publication's fan-out goes on after the API has
-    // answered. The connections close only after this reading.
-    let cpu_wall = publish_start.elapsed();
-    let own = cpu_of_all(&fleet).saturating_sub(own_before);
-    let server = match (args.server_pid, server_before) {
-        (Some(pid), Some(before)) => Some(server_cpu(pid)?.saturating_sub(before)),
-        _ => None,
-    };
-    for worker in &mut fleet {
-        worker.finish("");
-    }
-    for (i, worker) in fleet.iter_mut().enumerate() {
-        received.merge_json(&worker.line(i)?);
-    }
-    fleet.into_iter().for_each(Worker::wait);
+    let mut delivered = publish_and_deliver(&args, &api, published, &mut fleet)?;
+    close(fleet, &mut delivered.received)?;
+    let Delivered {
+        publishing,
+        publish_wall,
+        first_send_ns,
+        received,
+        cpu,
+    } = delivered;
     let publishing = publishing?;
 
     let report = BroadcastReport {
@@ -206,53 +154,99 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         publish_wall,
         delivery_wall_ns: received.last_delivery_ns.saturating_sub(first_send_ns),
         received,
-        cpu: Cpu {
-            wall: cpu_wall,
-            own,
-            cores: sys::cores(),
-            server,
-        },
+        cpu,
     };
-    if args.json {
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.table());
+    report.print(args.json);
+    Ok(())
+}
+
+/// What the publisher did and the subscribers received, with the CPU time
+/// both sides and the server spent on it.
+struct Delivered {
+    /// What the publisher did, or why it stopped.
+    publishing: Result<Publishing, String>,
+    publish_wall: Duration,
+    /// `CLOCK_MONOTONIC` when the first publication was sent.
+    first_send_ns: u64,
+    received: Received,
+    cpu: Cpu,
+}
+
+/// Publishes `count` publications, tells the workers how many went out and
+/// waits until each reports what arrived. The CPU time read covers all of
+/// it, not only the API calls: a publication's fan-out goes on after the
+/// API has answered. The connections close only after this reading.
+fn publish_and_deliver(
+    args: &Args,
+    api: &Target,
+    count: u64,
+    fleet: &mut [Worker],
+) -> Result<Delivered, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the runtime: {error}"))?;
+    let cpu_of_all =
+        |fleet: &[Worker]| own_cpu_time() + fleet.iter().map(Worker::cpu_time).sum::<Duration>();
+    let meter = CpuMeter::start(args.server_pid, || cpu_of_all(fleet))?;
+    let publish_start = Instant::now();
+    let first_send_ns = os::monotonic_ns();
+    let publishing = runtime.block_on(publish(args, api, count));
+    let publish_wall = publish_start.elapsed();
+    // Tell the workers how many to expect even if publishing failed, so
+    // they report what did arrive.
+    let sent = publishing.as_ref().map_or(0, |publishing| publishing.sent);
+    for worker in fleet.iter_mut() {
+        worker.tell(&sent.to_string());
     }
+    let mut received = Received::default();
+    for (i, worker) in fleet.iter_mut().enumerate() {
+        received.merge_json(&worker.line(i)?);
+    }
+    let cpu = meter.stop(publish_start.elapsed(), os::cores(), || cpu_of_all(fleet))?;
+    Ok(Delivered {
+        publishing,
+        publish_wall,
+        first_send_ns,
+        received,
+        cpu,
+    })
+}
+
+/// Tells every worker to close its connections, adds how that went to
+/// `received` and waits for the workers to exit.
+fn close(mut fleet: Vec<Worker>, received: &mut Received) -> Result<(), String> {
+    for worker in &mut fleet {
+        worker.finish("");
+    }
+    for (i, worker) in fleet.iter_mut().enumerate() {
+        received.merge_json(&worker.line(i)?);
+    }
+    fleet.into_iter().for_each(Worker::wait);
     Ok(())
 }
 
 /// Starts the worker processes and waits until each has subscribed.
 fn subscribe(args: &Args, shards: &[workers::Shard]) -> Result<(Vec<Worker>, Ready), String> {
     let mut fleet = Vec::with_capacity(shards.len());
-    for shard in shards {
-        fleet.push(Worker::spawn([
-            "broadcast-worker".to_owned(),
-            format!("--url={}", args.url),
-            format!("--conns={}", shard.conns),
-            format!("--first-source={}", shard.first_source),
-            format!("--per-source={}", shard.per_source),
-            format!("--concurrency={}", shard.concurrency),
-            format!("--channel={}", args.channel),
-            format!("--channels={}", args.channels),
-            format!("--drain={}", args.drain.as_secs_f64()),
-        ])?);
+    for &shard in shards {
+        let worker = subscriber::WorkerArgs {
+            url: args.url.clone(),
+            shard,
+            channel: args.channel.clone(),
+            channels: args.channels as usize,
+            drain: args.drain,
+        };
+        fleet.push(Worker::spawn(worker.command_line())?);
     }
-    let progress = std::io::stderr().is_terminal();
+    let line = progress::line(true, shards.len() as u64, progress::WORKERS_READY);
     let mut ready = Ready::default();
     for (i, worker) in fleet.iter_mut().enumerate() {
         ready.merge_json(&worker.line(i)?);
-        if progress {
-            eprint!(
-                "\r  {} of {} workers ready, {} subscribed ",
-                i + 1,
-                shards.len(),
-                ready.subscribed
-            );
-        }
+        line.set_message(format!("{} subscribed", ready.subscribed));
+        line.inc(1);
     }
-    if progress {
-        eprintln!();
-    }
+    line.finish();
     Ok((fleet, ready))
 }
 
@@ -280,14 +274,13 @@ async fn publish(args: &Args, api: &Target, count: u64) -> Result<Publishing, St
         sent: 0,
         latency: latency_histogram(),
     };
-    let progress = std::io::stderr().is_terminal();
+    let line = progress::line(true, count, progress::PUBLISHED);
     let start = tokio::time::Instant::now();
     let period = Duration::from_secs_f64(1.0 / args.rate);
-    let mut shown = Instant::now();
     for seq in 0..count {
         tokio::time::sleep_until(start + period.mul_f64(seq as f64)).await;
         let sent_at = Instant::now();
-        let body = gateway::publish_body(&args.channel, seq, sys::monotonic_ns(), args.size);
+        let body = gateway::publish_body(&args.channel, seq, os::monotonic_ns(), args.size);
         let request = format!(
             "POST {path} HTTP/1.1\r\nHost: {}\r\nX-API-Key: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             api.host,
@@ -315,15 +308,9 @@ async fn publish(args: &Args, api: &Target, count: u64) -> Result<Publishing, St
             .latency
             .saturating_record(sent_at.elapsed().as_nanos() as u64);
         publishing.sent += 1;
-        if progress && shown.elapsed() >= Duration::from_millis(250) {
-            shown = Instant::now();
-            eprint!("\r  published {} of {count} ", publishing.sent);
-            let _ = std::io::stderr().flush();
-        }
+        line.set_position(publishing.sent);
     }
-    if progress {
-        eprintln!("\r  published {} of {count} ", publishing.sent);
-    }
+    line.finish();
     Ok(publishing)
 }
 
@@ -378,7 +365,9 @@ impl BroadcastReport {
     fn deliveries_per_s(&self) -> f64 {
         self.received.deliveries as f64 / (self.delivery_wall_ns as f64 / 1e9).max(1e-9)
     }
+}
 
+impl Report for BroadcastReport {
     fn to_json(&self) -> Value {
         let received = &self.received;
         let memory = self.memory.map(|memory| {
@@ -428,89 +417,92 @@ impl BroadcastReport {
 
     fn table(&self) -> String {
         let received = &self.received;
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "tether-load broadcast  {}  {} subscribers x {} channel{} from {} source address{} in {} process{}",
+        let mut table = HumanTable::new(format!(
+            "tether-load broadcast  {}  {} subscribers x {} {}",
             self.target,
             self.subscribers,
-            self.channels,
-            if self.channels == 1 { "" } else { "s" },
-            self.sources,
-            if self.sources == 1 { "" } else { "es" },
-            self.processes,
-            if self.processes == 1 { "" } else { "es" },
+            counted(self.channels as usize, "channel", "s"),
+            fleet_title(self.sources, self.processes),
+        ));
+        table.row(
+            "subscribed",
+            format!(
+                "{:>12}   failed {}, in {:.2} s",
+                self.ready.subscribed,
+                total(&self.ready.errors),
+                self.subscribe_wall.as_secs_f64()
+            ),
         );
-        let _ = writeln!(
-            out,
-            "  subscribed    {:>12}   failed {}, in {:.2} s",
-            self.ready.subscribed,
-            total(&self.ready.errors),
-            self.subscribe_wall.as_secs_f64()
-        );
-        write_latency(&mut out, "hs latency", &self.ready.handshake);
-        write_latency(&mut out, "sub latency", &self.ready.subscribe);
+        table.latency("hs latency", &self.ready.handshake);
+        table.latency("sub latency", &self.ready.subscribe);
         if let Some(memory) = self.memory {
-            let _ = writeln!(
-                out,
-                "  server RSS    {} before, {} subscribed",
-                mib(memory.before),
-                mib(memory.subscribed)
+            table.row(
+                "server RSS",
+                format!(
+                    "{} before, {} subscribed",
+                    mib(memory.before),
+                    mib(memory.subscribed)
+                ),
             );
             if let Some(per) = memory.per_subscriber(self.ready.subscribed) {
-                let _ = writeln!(
-                    out,
-                    "  RSS per sub   {per:>12.0} B   ({:.2} KiB, {} subscription{} each)",
-                    per / 1024.0,
-                    self.channels,
-                    if self.channels == 1 { "" } else { "s" },
+                table.row(
+                    "RSS per sub",
+                    format!(
+                        "{per:>12.0} B   ({:.2} KiB, {} subscription{} each)",
+                        per / 1024.0,
+                        self.channels,
+                        plural(self.channels, "s"),
+                    ),
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "  published     {:>12}   to {}, {} B, at {:.1} /s of {} /s asked, in {:.2} s",
-            self.publishing.sent,
-            self.channel,
-            self.size,
-            self.publish_rate(),
-            self.rate,
-            self.publish_wall.as_secs_f64()
+        table.row(
+            "published",
+            format!(
+                "{:>12}   to {}, {} B, at {:.1} /s of {} /s asked, in {:.2} s",
+                self.publishing.sent,
+                self.channel,
+                self.size,
+                self.publish_rate(),
+                self.rate,
+                self.publish_wall.as_secs_f64()
+            ),
         );
-        write_latency(&mut out, "api latency", &self.publishing.latency);
-        let _ = writeln!(
-            out,
-            "  deliveries    {:>12}   of {} expected, {:.0} /s",
-            received.deliveries,
-            self.expected(),
-            self.deliveries_per_s()
+        table.latency("api latency", &self.publishing.latency);
+        table.row(
+            "deliveries",
+            format!(
+                "{:>12}   of {} expected, {:.0} /s",
+                received.deliveries,
+                self.expected(),
+                self.deliveries_per_s()
+            ),
         );
-        write_latency(&mut out, "latency", &received.latency);
-        let _ = writeln!(
-            out,
-            "  errors        lost {}, duplicated {}, reordered {}, unexpected {}, dropped {}",
-            received.lost,
-            received.duplicated,
-            received.reordered,
-            received.unexpected,
-            total(&received.dropped)
+        table.latency("latency", &received.latency);
+        table.row(
+            "errors",
+            format!(
+                "lost {}, duplicated {}, reordered {}, unexpected {}, dropped {}",
+                received.lost,
+                received.duplicated,
+                received.reordered,
+                received.unexpected,
+                total(&received.dropped)
+            ),
         );
-        let _ = writeln!(
-            out,
-            "  closed        {:>12}   clean, {} unclean",
-            received.closed_clean,
-            total(&received.close_errors)
+        table.row(
+            "closed",
+            format!(
+                "{:>12}   clean, {} unclean",
+                received.closed_clean,
+                total(&received.close_errors)
+            ),
         );
-        let lines = [
-            ("subscribe", &self.ready.errors),
-            ("dropped", &received.dropped),
-            ("close", &received.close_errors),
-        ];
-        for (kind, errors) in lines {
-            write_errors(&mut out, kind, errors);
-        }
-        self.cpu.write_table(&mut out);
-        out
+        table.errors("subscribe", &self.ready.errors);
+        table.errors("dropped", &received.dropped);
+        table.errors("close", &received.close_errors);
+        self.cpu.add_rows(&mut table);
+        table.render(&[])
     }
 }
 

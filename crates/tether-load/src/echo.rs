@@ -7,22 +7,19 @@
 //! the moment it was queued to the moment its echo was read.
 //!
 //! The client must cost less CPU per message than the server it loads, so it
-//! drives each socket itself ([`wire`]): per wakeup it reads all the socket
-//! holds, checks every echo in place, and writes the messages owed in one
-//! write. The clock is read once per read and once per batch of sends, not
+//! drives each socket itself ([`crate::framing`], with [`inbox`] checking
+//! the echoes): per wakeup it reads all the socket holds, checks every echo
+//! in place, and writes the messages owed in one write. The clock is read once per read and once per batch of sends, not
 //! per message: the echoes found by one read all reached this process at
 //! that read, and the messages of one batch all leave in the same write, so
 //! per-message clock reads would only add the nanoseconds spent decoding or
 //! encoding in between. Every message still gets its own latency sample.
 
+mod inbox;
 mod plan;
-mod wire;
-
-pub(crate) use wire::check_server_header;
 
 use std::{
     collections::VecDeque,
-    io::{IsTerminal, Write as _},
     pin::pin,
     sync::{
         Arc, Mutex, PoisonError,
@@ -32,8 +29,12 @@ use std::{
 };
 
 use hdrhistogram::Histogram;
-use tether::{ClientConfig, CloseCode};
-use tether_proto::frame::{FrameHeader, OpCode};
+use tether::{ClientConfig, CloseCode, Error};
+use tether_load_os as os;
+use tether_proto::{
+    frame::{FrameHeader, OpCode},
+    handshake::client::ClientRequest,
+};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpStream,
@@ -43,13 +44,17 @@ use tokio::{
 };
 
 use self::{
+    inbox::{Event, Inbox, Verdict},
     plan::Plan,
-    wire::{Event, Inbox, MAX_CONTROL_FRAME, Outbox, Verdict},
 };
 use crate::{
-    report::{Cpu, EchoReport, ErrorCounts, latency_histogram},
-    spread::{self, Dialer, Target},
-    sys,
+    framing::{self, MAX_CONTROL_FRAME, Outbox, UpgradeError},
+    meter::{CpuMeter, own_cpu_time},
+    progress,
+    report::{EchoReport, ErrorCounts, Report as _, latency_histogram},
+    sources::{self, Dialer},
+    target::Target,
+    workers,
 };
 
 /// How long closing may take once the measured interval is over.
@@ -96,10 +101,10 @@ pub(crate) struct Args {
     #[arg(long)]
     server_pid: Option<u32>,
     /// Connections per source address (127.0.0.1, 127.0.0.2, …).
-    #[arg(long, default_value_t = spread::DEFAULT_PER_SOURCE, hide = true)]
+    #[arg(long, default_value_t = sources::DEFAULT_PER_SOURCE, hide = true)]
     per_source: usize,
     /// Connection attempts in flight at once.
-    #[arg(long, default_value_t = spread::DEFAULT_CONCURRENCY)]
+    #[arg(long, default_value_t = sources::DEFAULT_CONCURRENCY)]
     concurrency: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]
@@ -111,13 +116,13 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
     if args.conns == 0 {
         return Err("--conns must be at least 1".into());
     }
-    if args.conns > spread::DEFAULT_PER_PROCESS {
+    if args.conns > workers::DEFAULT_PER_PROCESS {
         return Err(format!(
             "echo opens at most {} connections (one process); use `idle` for more",
-            spread::DEFAULT_PER_PROCESS
+            workers::DEFAULT_PER_PROCESS
         ));
     }
-    let threads = args.threads.unwrap_or_else(sys::cores).max(1);
+    let threads = args.threads.unwrap_or_else(os::cores).max(1);
     // One thread needs no work-stealing scheduler, whose cross-thread
     // bookkeeping costs CPU on every wakeup.
     let mut builder = if threads == 1 {
@@ -130,17 +135,11 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|error| format!("cannot start the runtime: {error}"))?;
-    let report = runtime.block_on(echo(&args, threads.min(sys::cores())))?;
-    if args.json {
-        if report.cpu.saturated() {
-            eprintln!(
-                "tether-load: warning: it used >= 90% of its cores and may be the bottleneck"
-            );
-        }
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.table());
+    let report = runtime.block_on(echo(&args, threads.min(os::cores())))?;
+    if args.json && report.cpu.saturated() {
+        eprintln!("tether-load: warning: it used >= 90% of its cores and may be the bottleneck");
     }
+    report.print(args.json);
     Ok(())
 }
 
@@ -189,23 +188,13 @@ async fn echo(args: &Args, cores: usize) -> Result<EchoReport, String> {
         ));
     }
 
-    let server_cpu = |pid: u32| {
-        sys::cpu_time_of(pid)
-            .map_err(|error| format!("cannot read the CPU time of process {pid}: {error}"))
-    };
-    let server_before = args.server_pid.map(server_cpu).transpose()?;
-    let own_before = sys::own_cpu_time();
+    let meter = CpuMeter::start(args.server_pid, own_cpu_time)?;
     let start = Instant::now();
     let deadline = start + args.duration;
     // The receivers live in the tasks, which all wait for this value.
     let _ = go_tx.send(Some(deadline));
     show_progress(&shared, start, deadline).await;
-    let wall = start.elapsed();
-    let own = sys::own_cpu_time().saturating_sub(own_before);
-    let server = match (args.server_pid, server_before) {
-        (Some(pid), Some(before)) => Some(server_cpu(pid)?.saturating_sub(before)),
-        _ => None,
-    };
+    let cpu = meter.stop(start.elapsed(), cores, own_cpu_time)?;
 
     let mut totals = Stats::default();
     while let Some(joined) = tasks.join_next().await {
@@ -240,19 +229,15 @@ async fn echo(args: &Args, cores: usize) -> Result<EchoReport, String> {
         connect_errors,
         connection_errors: totals.errors,
         first_verify_error: totals.first_verify_error,
-        cpu: Cpu {
-            wall,
-            own,
-            cores,
-            server,
-        },
+        cpu,
     })
 }
 
 /// Waits until `deadline`, showing the message rate on stderr if it is a
 /// terminal.
 async fn show_progress(shared: &Shared, start: Instant, deadline: Instant) {
-    if !std::io::stderr().is_terminal() {
+    let line = progress::line(true, 0, progress::MESSAGE);
+    if line.is_hidden() {
         sleep_until(deadline).await;
         return;
     }
@@ -262,16 +247,15 @@ async fn show_progress(shared: &Shared, start: Instant, deadline: Instant) {
         tick = (tick + Duration::from_secs(1)).min(deadline);
         sleep_until(tick).await;
         let now = shared.messages.load(Ordering::Relaxed);
-        eprint!(
-            "\r  {:>6.1} s  {:>12} messages  ~{:>10} msg/s ",
+        line.set_message(format!(
+            "{:>6.1} s  {:>12} messages  ~{:>10} msg/s",
             (tick - start).as_secs_f64(),
             now,
             now - last
-        );
-        let _ = std::io::stderr().flush();
+        ));
         last = now;
     }
-    eprintln!();
+    line.finish();
 }
 
 /// What every connection adds its results to as it goes.
@@ -310,6 +294,26 @@ impl Stats {
     }
 }
 
+/// The upgrade; returns the socket and the bytes the server sent after its
+/// response.
+async fn handshake(mut tcp: TcpStream, target: &Target) -> Result<(TcpStream, Vec<u8>), Error> {
+    let request = ClientRequest::new(&target.host, &target.path);
+    let mut buf = Vec::with_capacity(1024);
+    match framing::upgrade(&mut tcp, &request, &mut buf).await {
+        Ok(consumed) => {
+            buf.drain(..consumed);
+            Ok((tcp, buf))
+        }
+        Err(UpgradeError::Io(error)) => Err(error.into()),
+        Err(UpgradeError::Closed) => Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "server closed during the handshake",
+        )
+        .into()),
+        Err(UpgradeError::Refused(error)) => Err(error.into()),
+    }
+}
+
 /// One connection of the closed loop.
 struct Peer {
     index: usize,
@@ -327,7 +331,7 @@ impl Peer {
     ) -> Stats {
         let target = dialer.target();
         let dialed = dialer
-            .dial_with(self.index, |tcp| wire::handshake(tcp, target))
+            .dial_with(self.index, |tcp| handshake(tcp, target))
             .await;
         let (tcp, leftover) = match dialed {
             Ok((upgraded, _latency)) => {
@@ -350,7 +354,7 @@ impl Peer {
             index: self.index,
             deadline,
             inbox: Inbox::new(),
-            outbox: Outbox::new(self.plan.text),
+            outbox: Outbox::new(),
             next_seq: 0,
             owed: self.inflight,
             closing: false,
@@ -528,7 +532,7 @@ impl Loop<'_> {
     fn send_owed(&mut self) {
         let mut queued = 0;
         while self.owed > 0 && self.outbox.len() < WRITE_BATCH {
-            self.outbox.push_message(self.plan, self.next_seq);
+            self.plan.push_message(&mut self.outbox, self.next_seq);
             self.next_seq += 1;
             self.owed -= 1;
             queued += 1;

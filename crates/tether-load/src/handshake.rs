@@ -10,14 +10,14 @@
 mod cycle;
 
 use std::{
-    fmt::Write as _,
-    io::{IsTerminal, Write as _},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
 use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
 use serde_json::{Value, json};
+use tether_load_os as os;
 use tether_proto::handshake::client::ClientRequest;
 use tokio::{
     sync::Semaphore,
@@ -26,11 +26,14 @@ use tokio::{
 
 use self::cycle::{Churn, CycleResult};
 use crate::{
+    meter::{CpuMeter, own_cpu_time},
+    progress,
     report::{
-        Cpu, ErrorCounts, latency_histogram, percentiles_us, total, write_errors, write_latency,
+        Cpu, ErrorCounts, HumanTable, Report, counted, latency_histogram, percentiles_us, total,
     },
-    spread::{self, Target},
-    sys, workers,
+    sources,
+    target::Target,
+    workers,
 };
 
 /// Options of `tether-load handshake`.
@@ -46,7 +49,7 @@ pub(crate) struct Args {
     #[arg(long, default_value = "10", value_parser = crate::parse_seconds)]
     duration: Duration,
     /// Cycles in flight at once, at most.
-    #[arg(long, default_value_t = spread::DEFAULT_CONCURRENCY)]
+    #[arg(long, default_value_t = sources::DEFAULT_CONCURRENCY)]
     concurrency: usize,
     /// Source addresses to rotate over (127.0.0.1, 127.0.0.2, …).
     #[arg(long, default_value_t = 64)]
@@ -68,10 +71,10 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
     if !(args.rate.is_finite() && args.rate >= 0.0) {
         return Err("--rate must be 0 or a positive number of cycles per second".into());
     }
-    let sources = args.sources.clamp(1, spread::source_count(&args.url));
+    let sources = args.sources.clamp(1, sources::source_count(&args.url));
     // On one core, a second runtime thread only adds wake-ups and context
     // switches to every cycle.
-    let runtime = if sys::cores() == 1 {
+    let runtime = if os::cores() == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -80,11 +83,7 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         workers::runtime()?
     };
     let report = runtime.block_on(churn(&args, sources))?;
-    if args.json {
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.table());
-    }
+    report.print(args.json);
     Ok(())
 }
 
@@ -96,12 +95,7 @@ async fn churn(args: &Args, sources: usize) -> Result<HandshakeReport, String> {
     });
     let slots = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let tally = Arc::new(Mutex::new(Tally::default()));
-    let server_cpu = |pid: u32| {
-        sys::cpu_time_of(pid)
-            .map_err(|error| format!("cannot read the CPU time of process {pid}: {error}"))
-    };
-    let server_before = args.server_pid.map(server_cpu).transpose()?;
-    let own_before = sys::own_cpu_time();
+    let meter = CpuMeter::start(args.server_pid, own_cpu_time)?;
     let start = Instant::now();
     let deadline = start + args.duration;
     let period = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
@@ -120,7 +114,7 @@ async fn churn(args: &Args, sources: usize) -> Result<HandshakeReport, String> {
         // Invariant: the semaphore is never closed.
         let slot = slots.clone().acquire_owned().await.expect("never closed");
         // Invariant: `sources` is within source_count, checked above.
-        let source = spread::source(&args.url, started as usize % sources).expect("a source");
+        let source = sources::source(&args.url, started as usize % sources).expect("a source");
         let (churn, shared) = (churn.clone(), tally.clone());
         tokio::spawn(async move {
             let result = churn.cycle(source).await;
@@ -139,12 +133,7 @@ async fn churn(args: &Args, sources: usize) -> Result<HandshakeReport, String> {
         .await
         .expect("never closed");
     progress.done(&tally);
-    let wall = start.elapsed();
-    let own = sys::own_cpu_time().saturating_sub(own_before);
-    let server = match (args.server_pid, server_before) {
-        (Some(pid), Some(before)) => Some(server_cpu(pid)?.saturating_sub(before)),
-        _ => None,
-    };
+    let cpu = meter.stop(start.elapsed(), os::cores(), own_cpu_time)?;
     let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(PoisonError::into_inner));
     Ok(HandshakeReport {
         target: args.url.to_string(),
@@ -154,12 +143,7 @@ async fn churn(args: &Args, sources: usize) -> Result<HandshakeReport, String> {
         message: args.message,
         started,
         tally,
-        cpu: Cpu {
-            wall,
-            own,
-            cores: sys::cores(),
-            server,
-        },
+        cpu,
     })
 }
 
@@ -205,6 +189,9 @@ impl Tally {
 
 /// A once-a-second progress line on stderr, if it is a terminal.
 struct Progress {
+    line: ProgressBar,
+    /// Whether the line is drawn at all (read once: the check is a system
+    /// call, and `show` runs once per cycle).
     on: bool,
     next: Instant,
     start: Instant,
@@ -213,8 +200,10 @@ struct Progress {
 
 impl Progress {
     fn new(start: Instant) -> Self {
+        let line = progress::line(true, 0, progress::MESSAGE);
         Self {
-            on: std::io::stderr().is_terminal(),
+            on: !line.is_hidden(),
+            line,
             next: start + Duration::from_secs(1),
             start,
             last: 0,
@@ -227,14 +216,13 @@ impl Progress {
         }
         self.next += Duration::from_secs(1);
         let tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
-        eprint!(
-            "\r  {:>6.1} s  {:>10} cycles  ~{:>8}/s  {} failed ",
+        self.line.set_message(format!(
+            "{:>6.1} s  {:>10} cycles  ~{:>8}/s  {} failed",
             self.start.elapsed().as_secs_f64(),
             tally.done(),
             tally.done() - self.last,
             total(&tally.failures)
-        );
-        let _ = std::io::stderr().flush();
+        ));
         self.last = tally.done();
     }
 
@@ -242,7 +230,7 @@ impl Progress {
         if self.on {
             self.next = Instant::now();
             self.show(tally);
-            eprintln!();
+            self.line.finish();
         }
     }
 }
@@ -264,7 +252,9 @@ impl HandshakeReport {
     fn per_second(&self, count: u64) -> f64 {
         count as f64 / self.cpu.wall.as_secs_f64().max(1e-9)
     }
+}
 
+impl Report for HandshakeReport {
     fn to_json(&self) -> Value {
         json!({
             "mode": "handshake",
@@ -285,39 +275,40 @@ impl HandshakeReport {
     }
 
     fn table(&self) -> String {
-        let mut out = String::new();
         let rate = if self.rate > 0.0 {
             format!("{} /s", self.rate)
         } else {
             "as fast as possible".to_owned()
         };
-        let _ = writeln!(
-            out,
-            "tether-load handshake  {}  {rate}, {} in flight at most, {} source address{}{}",
+        let mut table = HumanTable::new(format!(
+            "tether-load handshake  {}  {rate}, {} in flight at most, {}{}",
             self.target,
             self.concurrency,
-            self.sources,
-            if self.sources == 1 { "" } else { "es" },
+            counted(self.sources, "source address", "es"),
             if self.message { ", one echo each" } else { "" },
+        ));
+        table.row(
+            "cycles",
+            format!(
+                "{:>12}   succeeded, {} failed, of {} started",
+                self.tally.succeeded,
+                total(&self.tally.failures),
+                self.started
+            ),
         );
-        let _ = writeln!(
-            out,
-            "  cycles        {:>12}   succeeded, {} failed, of {} started",
-            self.tally.succeeded,
-            total(&self.tally.failures),
-            self.started
+        table.row(
+            "handshakes",
+            format!(
+                "{:>12.0}/s  in {:.2} s",
+                self.per_second(self.tally.succeeded),
+                self.cpu.wall.as_secs_f64()
+            ),
         );
-        let _ = writeln!(
-            out,
-            "  handshakes    {:>12.0}/s  in {:.2} s",
-            self.per_second(self.tally.succeeded),
-            self.cpu.wall.as_secs_f64()
-        );
-        write_latency(&mut out, "hs latency", &self.tally.handshake);
-        write_latency(&mut out, "cycle", &self.tally.cycle);
-        write_errors(&mut out, "failed", &self.tally.failures);
-        self.cpu.write_table(&mut out);
-        out
+        table.latency("hs latency", &self.tally.handshake);
+        table.latency("cycle", &self.tally.cycle);
+        table.errors("failed", &self.tally.failures);
+        self.cpu.add_rows(&mut table);
+        table.render(&[])
     }
 }
 

@@ -13,7 +13,6 @@
 //! ```
 
 use std::{
-    io::{self, IsTerminal},
     sync::Arc,
     thread,
     time::{Duration, Instant},
@@ -21,26 +20,26 @@ use std::{
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use tether::{ClientConfig, CloseCode, Keepalive, Message, deflate::DeflateConfig};
+use tether::{ClientConfig, Keepalive, Message, deflate::DeflateConfig};
+use tether_load_os as os;
 use tokio::{
     runtime::Runtime,
     sync::{mpsc, watch},
     task::JoinSet,
-    time::timeout,
 };
 
 use crate::{
+    held,
+    meter::server_rss,
+    progress,
     report::{
-        ErrorCounts, IdleReport, ServerMemory, histogram_to_json, latency_histogram,
+        ErrorCounts, IdleReport, Report as _, ServerMemory, histogram_to_json, latency_histogram,
         merge_histogram_json,
     },
-    spread::{self, Dialer, Target},
-    sys,
+    sources::Dialer,
+    target::Target,
     workers::{self, Worker, merge_counts, runtime},
 };
-
-/// How long closing may take once the hold is over.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Options of `tether-load idle`.
 #[derive(Debug, clap::Args)]
@@ -65,15 +64,8 @@ pub(crate) struct Args {
     /// Seconds to let the server settle before sampling its memory.
     #[arg(long, default_value = "1", value_parser = crate::parse_seconds)]
     settle: Duration,
-    /// Connections per source address (127.0.0.1, 127.0.0.2, …).
-    #[arg(long, default_value_t = spread::DEFAULT_PER_SOURCE)]
-    per_source: usize,
-    /// Connections per process; more are opened by worker processes.
-    #[arg(long, default_value_t = spread::DEFAULT_PER_PROCESS)]
-    per_process: usize,
-    /// Connection attempts in flight at once, over all processes.
-    #[arg(long, default_value_t = spread::DEFAULT_CONCURRENCY)]
-    concurrency: usize,
+    #[command(flatten)]
+    fleet: workers::FleetArgs,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -83,21 +75,17 @@ pub(crate) struct Args {
     deflate: bool,
 }
 
-/// Options of the hidden `worker` subcommand: one shard of `idle`.
-#[derive(Debug, clap::Args)]
+/// Options of the hidden `worker` subcommand: one shard of `idle`, the
+/// connections of one process.
+#[derive(Debug, Clone, clap::Args)]
 pub(crate) struct WorkerArgs {
     #[arg(long, value_parser = Target::parse)]
     url: Target,
-    #[arg(long)]
-    conns: usize,
-    #[arg(long)]
-    first_source: usize,
-    #[arg(long)]
-    per_source: usize,
-    #[arg(long)]
-    concurrency: usize,
+    #[command(flatten)]
+    shard: workers::Shard,
     #[arg(long, value_parser = crate::parse_seconds)]
     ping_interval: Option<Duration>,
+    /// Offer permessage-deflate.
     #[arg(long)]
     deflate: bool,
 }
@@ -107,23 +95,14 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
     if args.conns == 0 {
         return Err("--conns must be at least 1".into());
     }
-    let shards = plan_shards(&args);
-    let sources =
-        workers::sources_used(&shards.iter().map(|shard| shard.spread).collect::<Vec<_>>());
-    if sources > spread::source_count(&args.url) {
-        return Err(format!(
-            "{} connections at {} per source address need {sources} source addresses; {} has {}",
-            args.conns,
-            args.per_source,
-            args.url.addr.ip(),
-            spread::source_count(&args.url)
-        ));
-    }
-    let rss = |pid: u32| {
-        sys::rss_of(pid)
-            .map_err(|error| format!("cannot read the memory of process {pid}: {error}"))
-    };
-    let rss_before = args.server_pid.map(rss).transpose()?;
+    let shards = plan_shards(&args)?;
+    let sources = workers::sources_used(
+        &shards
+            .iter()
+            .map(|shard| shard.worker.shard)
+            .collect::<Vec<_>>(),
+    );
+    let rss_before = args.server_pid.map(server_rss).transpose()?;
 
     let start = Instant::now();
     let (opened, fleet) = if let [shard] = shards.as_slice() {
@@ -134,7 +113,7 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
     let open_wall = start.elapsed();
     let all_open = Instant::now();
     thread::sleep(args.settle.min(args.hold));
-    let rss_open = args.server_pid.map(rss).transpose()?;
+    let rss_open = args.server_pid.map(server_rss).transpose()?;
     thread::sleep((all_open + args.hold).saturating_duration_since(Instant::now()));
     let hold = all_open.elapsed();
     let closed = fleet.close()?;
@@ -145,7 +124,7 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
                 pid,
                 before,
                 open,
-                closed: sys::rss_of(pid).ok(),
+                closed: os::rss_of(pid).ok(),
             })
         }
         _ => None,
@@ -167,26 +146,14 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         closed_unclean: closed.unclean,
         memory,
     };
-    if args.json {
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.table());
-    }
+    report.print(args.json);
     Ok(())
 }
 
 /// Runs one shard for a parent `idle`: see the module docs.
 pub(crate) fn worker(args: WorkerArgs) -> Result<(), String> {
     let shard = Shard {
-        target: args.url,
-        spread: workers::Shard {
-            conns: args.conns,
-            first_source: args.first_source,
-            per_source: args.per_source,
-            concurrency: args.concurrency,
-        },
-        ping_interval: args.ping_interval,
-        deflate: args.deflate,
+        worker: args,
         progress: false,
     };
     let runtime = runtime()?;
@@ -201,39 +168,37 @@ pub(crate) fn worker(args: WorkerArgs) -> Result<(), String> {
 
 /// Splits the connections over processes, each with its own source
 /// addresses.
-fn plan_shards(args: &Args) -> Vec<Shard> {
-    let spreads = workers::plan_shards(
-        args.conns,
-        args.per_process,
-        args.per_source,
-        args.concurrency,
-    );
-    let progress = spreads.len() == 1;
-    spreads
+fn plan_shards(args: &Args) -> Result<Vec<Shard>, String> {
+    let placed = args.fleet.plan(&args.url, "connections", args.conns)?;
+    let progress = placed.len() == 1;
+    Ok(placed
         .into_iter()
-        .map(|spread| Shard {
-            target: args.url.clone(),
-            spread,
-            ping_interval: args.ping_interval,
-            deflate: args.deflate,
+        .map(|shard| Shard {
+            worker: WorkerArgs {
+                url: args.url.clone(),
+                shard,
+                ping_interval: args.ping_interval,
+                deflate: args.deflate,
+            },
             progress,
         })
-        .collect()
+        .collect())
 }
 
-/// The connections of one process.
-#[derive(Debug, Clone)]
-struct Shard {
-    target: Target,
-    spread: workers::Shard,
-    ping_interval: Option<Duration>,
-    /// Offer permessage-deflate.
-    deflate: bool,
-    /// Show progress on stderr if it is a terminal.
-    progress: bool,
-}
+impl WorkerArgs {
+    /// The command line that runs this shard in a worker process.
+    fn command_line(&self) -> Vec<String> {
+        let mut args = vec!["worker".to_owned()];
+        args.extend(self.shard.flags(&self.url));
+        if let Some(interval) = self.ping_interval {
+            args.push(format!("--ping-interval={}", interval.as_secs_f64()));
+        }
+        if self.deflate {
+            args.push("--deflate".to_owned());
+        }
+        args
+    }
 
-impl Shard {
     fn client_config(&self) -> ClientConfig {
         let keepalive = match self.ping_interval {
             Some(interval) => Keepalive {
@@ -249,24 +214,36 @@ impl Shard {
         }
         config
     }
+}
 
+/// The connections of one process, and whether it shows how their opening
+/// goes.
+#[derive(Debug, Clone)]
+struct Shard {
+    worker: WorkerArgs,
+    /// Show progress on stderr if it is a terminal.
+    progress: bool,
+}
+
+impl Shard {
     /// Opens every connection (the attempts that fail are counted) and
     /// returns once each has opened or failed.
     async fn open(&self) -> Result<(Opened, Holding), String> {
+        let shard = &self.worker.shard;
         let dialer = Dialer::new(
-            self.target.clone(),
-            self.client_config(),
-            self.spread.first_source,
-            self.spread.per_source,
-            self.spread.concurrency,
+            self.worker.url.clone(),
+            self.worker.client_config(),
+            shard.first_source,
+            shard.per_source,
+            shard.concurrency,
         );
-        dialer.check_capacity(self.spread.conns)?;
+        dialer.check_capacity(shard.conns)?;
         let dialer = Arc::new(dialer);
         let (closing_tx, closing_rx) = watch::channel(false);
         let (opened_tx, mut opened_rx) = mpsc::unbounded_channel();
         let start = Instant::now();
         let mut tasks = JoinSet::new();
-        for index in 0..self.spread.conns {
+        for index in 0..shard.conns {
             tasks.spawn(hold(
                 index,
                 dialer.clone(),
@@ -275,14 +252,8 @@ impl Shard {
             ));
         }
         drop(opened_tx);
-        let progress = self.progress && io::stderr().is_terminal();
-        let mut opened = Opened {
-            opened: 0,
-            errors: ErrorCounts::new(),
-            handshake: latency_histogram(),
-            wall: Duration::ZERO,
-        };
-        let mut shown = Instant::now();
+        let line = progress::line(self.progress, shard.conns as u64, progress::OPENED);
+        let mut opened = Opened::default();
         while let Some(result) = opened_rx.recv().await {
             match result {
                 Ok(latency) => {
@@ -290,17 +261,12 @@ impl Shard {
                     opened
                         .handshake
                         .saturating_record(latency.as_nanos() as u64);
+                    line.inc(1);
                 }
                 Err(error) => *opened.errors.entry(error).or_default() += 1,
             }
-            if progress && shown.elapsed() >= Duration::from_millis(250) {
-                shown = Instant::now();
-                eprint!("\r  opened {} of {} ", opened.opened, self.spread.conns);
-            }
         }
-        if progress {
-            eprintln!("\r  opened {} of {} ", opened.opened, self.spread.conns);
-        }
+        line.finish();
         opened.wall = start.elapsed();
         Ok((
             opened,
@@ -320,6 +286,17 @@ struct Opened {
     /// Connect plus upgrade, in nanoseconds.
     handshake: Histogram<u64>,
     wall: Duration,
+}
+
+impl Default for Opened {
+    fn default() -> Self {
+        Self {
+            opened: 0,
+            errors: ErrorCounts::new(),
+            handshake: latency_histogram(),
+            wall: Duration::ZERO,
+        }
+    }
 }
 
 impl Opened {
@@ -439,49 +416,23 @@ async fn hold(
         tokio::select! {
             biased;
             _ = closing.wait_for(|closing| *closing) => break None,
-            received = ws.recv() => match received {
-                Some(Ok(Message::Pong(_))) => pongs += 1,
-                Some(Ok(Message::Close(frame))) => {
-                    let code = frame.map_or(1005, |frame| frame.code.0);
-                    break Some(format!("server closed the connection ({code})"));
-                }
-                Some(Ok(_)) => {}
-                Some(Err(error)) => break Some(error.to_string()),
-                None => break Some("connection ended without a close frame".to_owned()),
+            received = ws.recv() => match held::message(received) {
+                Ok(Message::Pong(_)) => pongs += 1,
+                Ok(_) => {}
+                Err(error) => break Some(error),
             },
         }
     };
     if let Some(error) = dropped {
-        // Let the stream finish the close handshake and shut down.
-        let _ = timeout(CLOSE_TIMEOUT, async { while ws.recv().await.is_some() {} }).await;
+        held::wind_down(&mut ws).await;
         return Outcome {
             pongs,
             end: End::Dropped(error),
         };
     }
-    let closing = async {
-        ws.close(CloseCode::NORMAL, "done")
-            .await
-            .map_err(|error| error.to_string())?;
-        let mut answered = false;
-        while let Some(received) = ws.recv().await {
-            match received {
-                Ok(Message::Close(_)) => answered = true,
-                Ok(Message::Pong(_)) => pongs += 1,
-                Ok(_) => {}
-                Err(error) => return Err(error.to_string()),
-            }
-        }
-        if answered {
-            Ok(())
-        } else {
-            Err("no close frame from the server".to_owned())
-        }
-    };
-    let end = match timeout(CLOSE_TIMEOUT, closing).await {
-        Ok(Ok(())) => End::Clean,
-        Ok(Err(error)) => End::Unclean(error),
-        Err(_) => End::Unclean("close timed out".to_owned()),
+    let end = match held::close(&mut ws, &mut pongs).await {
+        Ok(()) => End::Clean,
+        Err(error) => End::Unclean(error),
     };
     Outcome { pongs, end }
 }
@@ -502,43 +453,16 @@ impl Fleet {
     fn open_workers(shards: &[Shard]) -> Result<(Opened, Self), String> {
         let mut workers = Vec::with_capacity(shards.len());
         for shard in shards {
-            let mut args = vec![
-                "worker".to_owned(),
-                format!("--url={}", shard.target),
-                format!("--conns={}", shard.spread.conns),
-                format!("--first-source={}", shard.spread.first_source),
-                format!("--per-source={}", shard.spread.per_source),
-                format!("--concurrency={}", shard.spread.concurrency),
-            ];
-            if let Some(interval) = shard.ping_interval {
-                args.push(format!("--ping-interval={}", interval.as_secs_f64()));
-            }
-            if shard.deflate {
-                args.push("--deflate".to_owned());
-            }
-            workers.push(Worker::spawn(args)?);
+            workers.push(Worker::spawn(shard.worker.command_line())?);
         }
-        let mut opened = Opened {
-            opened: 0,
-            errors: ErrorCounts::new(),
-            handshake: latency_histogram(),
-            wall: Duration::ZERO,
-        };
-        let progress = io::stderr().is_terminal();
+        let mut opened = Opened::default();
+        let line = progress::line(true, shards.len() as u64, progress::WORKERS_READY);
         for (i, worker) in workers.iter_mut().enumerate() {
             opened.merge_json(&worker.line(i)?);
-            if progress {
-                eprint!(
-                    "\r  {} of {} workers ready, {} opened ",
-                    i + 1,
-                    shards.len(),
-                    opened.opened
-                );
-            }
+            line.set_message(format!("{} opened", opened.opened));
+            line.inc(1);
         }
-        if progress {
-            eprintln!();
-        }
+        line.finish();
         Ok((opened, Self::Workers(workers)))
     }
 
@@ -579,12 +503,12 @@ mod tests {
 
     #[test]
     fn shards_carry_the_options() {
-        let shards = plan_shards(&args(&["--conns", "40001", "--per-source", "5000"]));
+        let shards = plan_shards(&args(&["--conns", "40001", "--per-source", "5000"])).unwrap();
         assert_eq!(shards.len(), 3);
         assert!(shards.iter().all(|shard| !shard.progress));
-        assert_eq!(shards[2].spread.first_source, 6);
-        let shards = plan_shards(&args(&["--conns", "15000"]));
+        assert_eq!(shards[2].worker.shard.first_source, 6);
+        let shards = plan_shards(&args(&["--conns", "15000"])).unwrap();
         assert!(shards[0].progress);
-        assert_eq!(shards[0].spread.sources(), 2);
+        assert_eq!(shards[0].worker.shard.sources(), 2);
     }
 }

@@ -18,18 +18,23 @@
 use std::{process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
+use tether_load_os as os;
 
 mod broadcast;
 mod echo;
+mod framing;
 mod gateway;
 mod handshake;
+mod held;
 mod http1;
 mod idle;
+mod meter;
 mod overhead;
+mod progress;
 mod report;
-mod spread;
+mod sources;
 mod subscriber;
-mod sys;
+mod target;
 mod workers;
 
 /// Load generator for WebSocket servers on loopback addresses.
@@ -64,7 +69,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(error) = sys::raise_fd_limit() {
+    if let Err(error) = os::raise_fd_limit() {
         eprintln!("tether-load: warning: cannot raise the open-file limit: {error}");
     }
     let result = match cli.command {

@@ -26,7 +26,7 @@
 
 use std::{
     fmt::Write as _,
-    io::{self, IsTerminal, Write as _},
+    io,
     pin::Pin,
     task::{Context, Poll},
     time::Duration,
@@ -41,7 +41,11 @@ use tokio::{
     time::{Instant, sleep_until, timeout},
 };
 
-use crate::{http1, spread::Target};
+use crate::{
+    http1, progress,
+    report::{HumanTable, Report},
+    target::Target,
+};
 
 /// How long the last echoes and the close may take.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -151,31 +155,27 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         polling: polling?,
         websocket: websocket?,
     };
-    if args.json {
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.table());
-    }
+    report.print(args.json);
     Ok(())
 }
 
 /// Shows the seconds passed on stderr, if it is a terminal.
 async fn show_clock(start: Instant, duration: Duration) {
-    if !io::stderr().is_terminal() {
+    let line = progress::line(true, 0, progress::MESSAGE);
+    if line.is_hidden() {
         return;
     }
     let mut tick = start;
     while tick < start + duration {
         tick = (tick + Duration::from_secs(1)).min(start + duration);
         sleep_until(tick).await;
-        eprint!(
-            "\r  {:>6.1} s of {:.1} s ",
+        line.set_message(format!(
+            "{:>6.1} s of {:.1} s",
             (tick - start).as_secs_f64(),
             duration.as_secs_f64()
-        );
-        let _ = io::stderr().flush();
+        ));
     }
-    eprintln!();
+    line.finish();
 }
 
 /// The message stream both sides deliver: message `k` exists from
@@ -508,7 +508,9 @@ impl OverheadReport {
             "written_bytes": wire.up,
         })
     }
+}
 
+impl Report for OverheadReport {
     fn to_json(&self) -> Value {
         let (p, w) = (&self.polling, &self.websocket);
         json!({
@@ -528,16 +530,12 @@ impl OverheadReport {
 
     fn table(&self) -> String {
         let (p, w) = (&self.polling, &self.websocket);
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "tether-load overhead  {} msg/s x {} B for {:.1} s  (WebSocket: echo at {})",
-            self.rate, self.size, self.seconds, self.target
-        );
-        let _ = writeln!(
-            out,
-            "                       {:>14} {:>14} {:>12}",
-            "HTTP polling", "WebSocket", "polling/WS"
+        let mut table = HumanTable::grid(
+            format!(
+                "tether-load overhead  {} msg/s x {} B for {:.1} s  (WebSocket: echo at {})",
+                self.rate, self.size, self.seconds, self.target
+            ),
+            &["", "HTTP polling", "WebSocket", "polling/WS"],
         );
         let rows = [
             ("client -> server", Self::up(p), Self::up(w)),
@@ -546,33 +544,30 @@ impl OverheadReport {
             ("payload", p.payload, w.payload),
         ];
         for (label, polling, websocket) in rows {
-            let _ = writeln!(
-                out,
-                "  {label:<18} {:>12.0} B/s {:>10.0} B/s {:>11}",
-                self.per_second(polling),
-                self.per_second(websocket),
-                ratio(polling, websocket).map_or("-".to_owned(), |r| format!("{r:.1}x"))
-            );
+            table.cells(vec![
+                label.to_owned(),
+                format!("{:.0} B/s", self.per_second(polling)),
+                format!("{:.0} B/s", self.per_second(websocket)),
+                ratio(polling, websocket).map_or("-".to_owned(), |r| format!("{r:.1}x")),
+            ]);
         }
-        let _ = writeln!(
-            out,
-            "  {:<18} {:>12.1} B   {:>10.1} B",
-            "overhead / message",
-            Self::overhead_per_message(p),
-            Self::overhead_per_message(w)
-        );
-        let _ = writeln!(
-            out,
-            "  {:<18} {:>14} {:>14}   of {}",
-            "messages", p.delivered, w.delivered, self.messages
-        );
-        let _ = writeln!(
-            out,
+        table.cells(vec![
+            "overhead / message".to_owned(),
+            format!("{:.1} B", Self::overhead_per_message(p)),
+            format!("{:.1} B", Self::overhead_per_message(w)),
+            String::new(),
+        ]);
+        table.cells(vec![
+            "messages".to_owned(),
+            p.delivered.to_string(),
+            w.delivered.to_string(),
+            format!("of {}", self.messages),
+        ]);
+        table.render(&[format!(
             "  WebSocket client -> server leaves out the {:.0} B/s of frames that only asked the echo\n  server for each message (a push server needs none); the client wrote {:.0} B/s in all.",
             self.per_second(w.echo_requests),
             self.per_second(w.up)
-        );
-        out
+        )])
     }
 }
 
@@ -583,6 +578,78 @@ fn ratio(a: u64, b: u64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_has_a_column_per_side() {
+        let polling = Wire {
+            up: 9_000,
+            down: 6_000,
+            payload: 1_000,
+            delivered: 10,
+            echo_requests: 0,
+        };
+        let websocket = Wire {
+            up: 1_500,
+            down: 1_300,
+            payload: 1_000,
+            delivered: 10,
+            echo_requests: 1_060,
+        };
+        let report = OverheadReport {
+            target: "ws://127.0.0.1:1/".into(),
+            rate: 10.0,
+            size: 100,
+            seconds: 1.0,
+            messages: 10,
+            polling,
+            websocket,
+        };
+        let table = report.table();
+        let lines: Vec<Vec<&str>> = table
+            .lines()
+            .map(|line| {
+                line.split("  ")
+                    .map(str::trim)
+                    .filter(|cell| !cell.is_empty())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            lines[1],
+            ["HTTP polling", "WebSocket", "polling/WS"],
+            "{table}"
+        );
+        assert_eq!(
+            lines[2],
+            ["client -> server", "9000 B/s", "440 B/s", "20.5x"],
+            "{table}"
+        );
+        assert_eq!(
+            lines[3],
+            ["server -> client", "6000 B/s", "1300 B/s", "4.6x"],
+            "{table}"
+        );
+        assert_eq!(
+            lines[4],
+            ["total", "15000 B/s", "1740 B/s", "8.6x"],
+            "{table}"
+        );
+        assert_eq!(
+            lines[5],
+            ["payload", "1000 B/s", "1000 B/s", "1.0x"],
+            "{table}"
+        );
+        assert_eq!(
+            lines[6],
+            ["overhead / message", "1400.0 B", "74.0 B"],
+            "{table}"
+        );
+        assert_eq!(lines[7], ["messages", "10", "10", "of 10"], "{table}");
+        assert!(
+            table.contains("the client wrote 1500 B/s in all."),
+            "{table}"
+        );
+    }
 
     #[test]
     fn client_frames_grow_at_the_length_boundaries() {

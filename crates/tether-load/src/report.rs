@@ -1,7 +1,10 @@
-//! Results: a human table on stdout, or one JSON object with `--json`.
+//! Results: a human table on stdout ([`HumanTable`], drawn by
+//! `comfy-table`), or one JSON object with `--json`; and the pieces every
+//! mode's report shares (latency histograms, error counts, CPU time).
 
-use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
+use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
@@ -31,6 +34,25 @@ pub(crate) fn merge_histogram_json(histogram: &mut Histogram<u64>, value: &Value
 
 /// Error messages and how often each occurred.
 pub(crate) type ErrorCounts = BTreeMap<String, u64>;
+
+/// What a mode measured, for people and for programs.
+pub(crate) trait Report {
+    /// One JSON object: what `--json` prints.
+    fn to_json(&self) -> Value;
+
+    /// The human table: what is printed without `--json`.
+    fn table(&self) -> String;
+
+    /// Prints the report on stdout: the JSON object if `json`, else the
+    /// table.
+    fn print(&self, json: bool) {
+        if json {
+            println!("{}", self.to_json());
+        } else {
+            print!("{}", self.table());
+        }
+    }
+}
 
 /// CPU used during the measured interval.
 #[derive(Debug, Clone, Copy)]
@@ -67,32 +89,142 @@ impl Cpu {
         })
     }
 
-    pub(crate) fn write_table(&self, out: &mut String) {
+    /// Its rows of a report table: `cpu`, and a warning if saturated.
+    pub(crate) fn add_rows(&self, table: &mut HumanTable) {
         let wall = self.wall.as_secs_f64().max(1e-9);
-        let _ = write!(
-            out,
-            "  cpu           tether-load {:.2} s in {:.2} s wall ({:.0}% of {} core{})",
+        let mut cpu = format!(
+            "tether-load {:.2} s in {:.2} s wall ({:.0}% of {} core{})",
             self.own.as_secs_f64(),
             wall,
             self.own_load() * 100.0,
             self.cores,
-            if self.cores == 1 { "" } else { "s" },
+            plural(self.cores, "s"),
         );
         if let Some(server) = self.server {
-            let _ = write!(
-                out,
+            cpu += &format!(
                 ", server {:.2} s ({:.2} cores)",
                 server.as_secs_f64(),
                 server.as_secs_f64() / wall
             );
         }
-        out.push('\n');
+        table.row("cpu", cpu);
         if self.saturated() {
-            out.push_str(
-                "  WARNING       tether-load used >= 90% of its cores: it may be the bottleneck, not the server\n",
+            table.row(
+                "WARNING",
+                "tether-load used >= 90% of its cores: it may be the bottleneck, not the server",
             );
         }
     }
+}
+
+/// A report as people read it: a title line, then a table without borders
+/// whose first column labels each row (or, given a header, a grid of
+/// figures whose other columns are right-aligned).
+pub(crate) struct HumanTable {
+    title: String,
+    table: Table,
+}
+
+impl HumanTable {
+    /// A table of labelled rows under `title`.
+    pub(crate) fn new(title: impl Into<String>) -> Self {
+        let mut table = Table::new();
+        table
+            .load_preset(presets::NOTHING)
+            .set_content_arrangement(ContentArrangement::Disabled);
+        Self {
+            title: title.into(),
+            table,
+        }
+    }
+
+    /// A grid under `title`: `header` names its columns, the first of which
+    /// labels the rows; the others hold figures, right-aligned.
+    pub(crate) fn grid(title: impl Into<String>, header: &[&str]) -> Self {
+        let mut grid = Self::new(title);
+        grid.table.set_header(header.to_vec());
+        for column in grid.table.column_iter_mut().skip(1) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+        grid
+    }
+
+    /// A row: its label, then what it shows.
+    pub(crate) fn row(&mut self, label: &str, value: impl Into<String>) {
+        self.table.add_row(vec![label.to_owned(), value.into()]);
+    }
+
+    /// A row of cells, the first its label.
+    pub(crate) fn cells(&mut self, cells: Vec<String>) {
+        self.table.add_row(cells);
+    }
+
+    /// A row of latency percentiles, or a dash if nothing was measured.
+    pub(crate) fn latency(&mut self, label: &str, histogram: &Histogram<u64>) {
+        if histogram.is_empty() {
+            self.row(label, "-");
+            return;
+        }
+        let percentiles = format!(
+            "p50 {}  p99 {}  p99.9 {}  max {}",
+            nanos(histogram.value_at_quantile(0.50)),
+            nanos(histogram.value_at_quantile(0.99)),
+            nanos(histogram.value_at_quantile(0.999)),
+            nanos(histogram.max()),
+        );
+        self.row(label, percentiles);
+    }
+
+    /// One unlabelled row per error of `kind`, with its count.
+    pub(crate) fn errors(&mut self, kind: &str, errors: &ErrorCounts) {
+        for (error, count) in errors {
+            self.row("", format!("{count} x {kind}: {error}"));
+        }
+    }
+
+    /// The title, the table under it (indented by two spaces), and `notes`
+    /// under that.
+    pub(crate) fn render(mut self, notes: &[String]) -> String {
+        if let Some(labels) = self.table.column_mut(0) {
+            labels.set_padding((2, 1));
+        }
+        let mut out = self.title;
+        out.push('\n');
+        for line in self.table.lines() {
+            out += line.trim_end();
+            out.push('\n');
+        }
+        for note in notes {
+            out += note;
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// `suffix` unless `count` is 1.
+pub(crate) fn plural(count: impl TryInto<u64>, suffix: &str) -> &str {
+    if count.try_into().is_ok_and(|count| count == 1) {
+        ""
+    } else {
+        suffix
+    }
+}
+
+/// `count` and `noun`, which takes `suffix` unless `count` is 1:
+/// `1 process`, `3 processes`.
+pub(crate) fn counted(count: usize, noun: &str, suffix: &str) -> String {
+    format!("{count} {noun}{}", plural(count, suffix))
+}
+
+/// Where a fleet's connections come from, for a report's title:
+/// `from 3 source addresses in 1 process`.
+pub(crate) fn fleet_title(sources: usize, processes: usize) -> String {
+    format!(
+        "from {} in {}",
+        counted(sources, "source address", "es"),
+        counted(processes, "process", "es")
+    )
 }
 
 /// What `tether-load echo` measured.
@@ -120,8 +252,8 @@ pub(crate) struct EchoReport {
     pub(crate) cpu: Cpu,
 }
 
-impl EchoReport {
-    pub(crate) fn to_json(&self) -> Value {
+impl Report for EchoReport {
+    fn to_json(&self) -> Value {
         let wall = self.cpu.wall.as_secs_f64().max(1e-9);
         json!({
             "mode": "echo",
@@ -145,11 +277,9 @@ impl EchoReport {
         })
     }
 
-    pub(crate) fn table(&self) -> String {
+    fn table(&self) -> String {
         let wall = self.cpu.wall.as_secs_f64().max(1e-9);
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
+        let mut table = HumanTable::new(format!(
             "tether-load echo  {}  {} conns x {} in flight, {} B {}, {:.2} s",
             self.target,
             self.opened,
@@ -157,33 +287,40 @@ impl EchoReport {
             self.size,
             if self.text { "text" } else { "binary" },
             wall
+        ));
+        table.row(
+            "messages",
+            format!(
+                "{:>12}   {:>12.0} msg/s",
+                self.messages,
+                self.messages as f64 / wall
+            ),
         );
-        let _ = writeln!(
-            out,
-            "  messages      {:>12}   {:>12.0} msg/s",
-            self.messages,
-            self.messages as f64 / wall
+        table.row(
+            "payload",
+            format!(
+                "{:>9.2} MB   {:>12.2} MB/s each way",
+                self.bytes as f64 / 1e6,
+                self.bytes as f64 / wall / 1e6
+            ),
         );
-        let _ = writeln!(
-            out,
-            "  payload       {:>9.2} MB   {:>12.2} MB/s each way",
-            self.bytes as f64 / 1e6,
-            self.bytes as f64 / wall / 1e6
-        );
-        write_latency(&mut out, "latency", &self.latency);
-        let _ = writeln!(
-            out,
-            "  errors        verify {}, connect {}, connection {}",
-            self.verify_errors,
-            total(&self.connect_errors),
-            total(&self.connection_errors)
+        table.latency("latency", &self.latency);
+        table.row(
+            "errors",
+            format!(
+                "verify {}, connect {}, connection {}",
+                self.verify_errors,
+                total(&self.connect_errors),
+                total(&self.connection_errors)
+            ),
         );
         if let Some(first) = &self.first_verify_error {
-            let _ = writeln!(out, "                first mismatch: {first}");
+            table.row("", format!("first mismatch: {first}"));
         }
-        write_error_lines(&mut out, &self.connect_errors, &self.connection_errors);
-        self.cpu.write_table(&mut out);
-        out
+        table.errors("connect", &self.connect_errors);
+        table.errors("connection", &self.connection_errors);
+        self.cpu.add_rows(&mut table);
+        table.render(&[])
     }
 }
 
@@ -232,8 +369,10 @@ impl IdleReport {
     fn handshake_rate(&self) -> f64 {
         self.opened as f64 / self.open_wall.as_secs_f64().max(1e-9)
     }
+}
 
-    pub(crate) fn to_json(&self) -> Value {
+impl Report for IdleReport {
+    fn to_json(&self) -> Value {
         let memory = self.memory.map(|memory| {
             json!({
                 "pid": memory.pid,
@@ -266,71 +405,68 @@ impl IdleReport {
         })
     }
 
-    pub(crate) fn table(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "tether-load idle  {}  {} conns from {} source address{} in {} process{}",
+    fn table(&self) -> String {
+        let mut table = HumanTable::new(format!(
+            "tether-load idle  {}  {} conns {}",
             self.target,
             self.conns,
-            self.sources,
-            if self.sources == 1 { "" } else { "es" },
-            self.processes,
-            if self.processes == 1 { "" } else { "es" },
+            fleet_title(self.sources, self.processes),
+        ));
+        table.row(
+            "opened",
+            format!(
+                "{:>12}   failed {}",
+                self.opened,
+                total(&self.connect_errors)
+            ),
         );
-        let _ = writeln!(
-            out,
-            "  opened        {:>12}   failed {}",
-            self.opened,
-            total(&self.connect_errors)
+        table.row(
+            "handshakes",
+            format!(
+                "{:>12.0}/s  in {:.2} s",
+                self.handshake_rate(),
+                self.open_wall.as_secs_f64()
+            ),
         );
-        let _ = writeln!(
-            out,
-            "  handshakes    {:>12.0}/s  in {:.2} s",
-            self.handshake_rate(),
-            self.open_wall.as_secs_f64()
-        );
-        write_latency(&mut out, "hs latency", &self.handshake);
+        table.latency("hs latency", &self.handshake);
         if let Some(memory) = self.memory {
-            let _ = write!(
-                out,
-                "  server RSS    {} before, {} open",
-                mib(memory.before),
-                mib(memory.open)
-            );
+            let mut rss = format!("{} before, {} open", mib(memory.before), mib(memory.open));
             if let Some(closed) = memory.closed {
-                let _ = write!(out, ", {} after close", mib(closed));
+                rss += &format!(", {} after close", mib(closed));
             }
-            out.push('\n');
+            table.row("server RSS", rss);
             if let Some(per) = memory.per_connection(self.opened) {
-                let _ = writeln!(
-                    out,
-                    "  RSS per conn  {per:>12.0} B   ({:.2} KiB)",
-                    per / 1024.0
+                table.row(
+                    "RSS per conn",
+                    format!("{per:>12.0} B   ({:.2} KiB)", per / 1024.0),
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "  held          {:>10.2} s   pongs {}, dropped {}",
-            self.hold.as_secs_f64(),
-            self.pongs,
-            total(&self.dropped)
+        table.row(
+            "held",
+            format!(
+                "{:>10.2} s   pongs {}, dropped {}",
+                self.hold.as_secs_f64(),
+                self.pongs,
+                total(&self.dropped)
+            ),
         );
-        let _ = writeln!(
-            out,
-            "  closed        {:>12}   clean, {} unclean",
-            self.closed_clean,
-            total(&self.closed_unclean)
+        table.row(
+            "closed",
+            format!(
+                "{:>12}   clean, {} unclean",
+                self.closed_clean,
+                total(&self.closed_unclean)
+            ),
         );
-        write_error_lines(&mut out, &self.connect_errors, &self.dropped);
-        for (error, count) in &self.closed_unclean {
-            let _ = writeln!(out, "                {count} x close: {error}");
-        }
-        out
+        table.errors("connect", &self.connect_errors);
+        table.errors("connection", &self.dropped);
+        table.errors("close", &self.closed_unclean);
+        table.render(&[])
     }
 }
 
+/// How many errors there were, of every kind.
 pub(crate) fn total(errors: &ErrorCounts) -> u64 {
     errors.values().sum()
 }
@@ -339,22 +475,7 @@ fn errors_json(connect: &ErrorCounts, connection: &ErrorCounts) -> Value {
     json!({ "connect": connect, "connection": connection })
 }
 
-fn write_error_lines(out: &mut String, connect: &ErrorCounts, connection: &ErrorCounts) {
-    for (error, count) in connect {
-        let _ = writeln!(out, "                {count} x connect: {error}");
-    }
-    for (error, count) in connection {
-        let _ = writeln!(out, "                {count} x connection: {error}");
-    }
-}
-
-/// One line per error of `kind`, with its count.
-pub(crate) fn write_errors(out: &mut String, kind: &str, errors: &ErrorCounts) {
-    for (error, count) in errors {
-        let _ = writeln!(out, "                {count} x {kind}: {error}");
-    }
-}
-
+/// A latency histogram's percentiles, in microseconds, for a JSON report.
 pub(crate) fn percentiles_us(histogram: &Histogram<u64>) -> Value {
     if histogram.is_empty() {
         return Value::Null;
@@ -369,21 +490,6 @@ pub(crate) fn percentiles_us(histogram: &Histogram<u64>) -> Value {
     })
 }
 
-pub(crate) fn write_latency(out: &mut String, label: &str, histogram: &Histogram<u64>) {
-    if histogram.is_empty() {
-        let _ = writeln!(out, "  {label:<13} -");
-        return;
-    }
-    let _ = writeln!(
-        out,
-        "  {label:<13} p50 {}  p99 {}  p99.9 {}  max {}",
-        nanos(histogram.value_at_quantile(0.50)),
-        nanos(histogram.value_at_quantile(0.99)),
-        nanos(histogram.value_at_quantile(0.999)),
-        nanos(histogram.max()),
-    );
-}
-
 /// A duration in nanoseconds, in the unit that suits it.
 fn nanos(ns: u64) -> String {
     match ns {
@@ -394,6 +500,7 @@ fn nanos(ns: u64) -> String {
     }
 }
 
+/// Bytes in MiB, for people.
 pub(crate) fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
@@ -417,6 +524,63 @@ mod tests {
             histogram.value_at_quantile(0.5)
         );
         assert!(histogram.equivalent(merged.max(), 5_000_000));
+    }
+
+    #[test]
+    fn echo_table_shows_every_row() {
+        let mut latency = latency_histogram();
+        latency.record(12_000).unwrap();
+        let report = EchoReport {
+            target: "ws://127.0.0.1:9001/".into(),
+            conns: 2,
+            opened: 2,
+            size: 16,
+            inflight: 4,
+            text: false,
+            messages: 123_456,
+            bytes: 1_975_296,
+            latency,
+            verify_errors: 1,
+            connect_errors: ErrorCounts::from([("refused".to_owned(), 2)]),
+            connection_errors: ErrorCounts::new(),
+            first_verify_error: Some("connection 0, message 5: wrong payload".into()),
+            cpu: Cpu {
+                wall: Duration::from_secs(2),
+                own: Duration::from_millis(1900),
+                cores: 1,
+                server: Some(Duration::from_secs(1)),
+            },
+        };
+        let table = report.table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].starts_with("tether-load echo  ws://127.0.0.1:9001/  2 conns x 4 in flight")
+        );
+        let rows = [
+            ("messages", "123456          61728 msg/s"),
+            ("payload", "1.98 MB           0.99 MB/s each way"),
+            ("latency", "p50 12 us  p99 12 us  p99.9 12 us  max 12 us"),
+            ("errors", "verify 1, connect 2, connection 0"),
+            ("", "first mismatch: connection 0, message 5: wrong payload"),
+            ("", "2 x connect: refused"),
+            (
+                "cpu",
+                "tether-load 1.90 s in 2.00 s wall (95% of 1 core), server 1.00 s (0.50 cores)",
+            ),
+            ("WARNING", "tether-load used >= 90% of its cores"),
+        ];
+        assert_eq!(lines.len(), 1 + rows.len(), "{table}");
+        for (line, (label, value)) in lines[1..].iter().zip(rows) {
+            assert!(line.trim_start().starts_with(label), "{line:?} in\n{table}");
+            assert!(line.contains(value), "{line:?} in\n{table}");
+        }
+    }
+
+    #[test]
+    fn titles_count_in_words() {
+        assert_eq!(fleet_title(1, 1), "from 1 source address in 1 process");
+        assert_eq!(fleet_title(3, 2), "from 3 source addresses in 2 processes");
+        assert_eq!(counted(0, "channel", "s"), "0 channels");
     }
 
     #[test]

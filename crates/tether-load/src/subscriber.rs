@@ -20,7 +20,8 @@ use std::{
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use tether::{ClientConfig, CloseCode, Keepalive, Message, WebSocket};
+use tether::{ClientConfig, Keepalive, Message, WebSocket};
+use tether_load_os as os;
 use tokio::{
     net::TcpStream,
     sync::{mpsc, watch},
@@ -30,43 +31,51 @@ use tokio::{
 
 use crate::{
     gateway::{self, Event, SeqTracker},
+    held,
     report::{ErrorCounts, histogram_to_json, latency_histogram, merge_histogram_json},
-    spread::{Dialer, Target},
-    sys,
+    sources::Dialer,
+    target::Target,
     workers::{self, merge_counts},
 };
 
 /// How long connecting and subscribing may take per connection.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long closing may take.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(15);
-
 /// Latency samples a connection collects before adding them to the shared
 /// histogram.
 const SAMPLE_BATCH: usize = 256;
 
-/// Options of the hidden `broadcast-worker` subcommand.
+/// Options of the hidden `broadcast-worker` subcommand: the subscribers of
+/// one process.
 #[derive(Debug, clap::Args)]
 pub(crate) struct WorkerArgs {
     #[arg(long, value_parser = Target::parse)]
-    url: Target,
-    #[arg(long)]
-    conns: usize,
-    #[arg(long)]
-    first_source: usize,
-    #[arg(long)]
-    per_source: usize,
-    #[arg(long)]
-    concurrency: usize,
+    pub(crate) url: Target,
+    #[command(flatten)]
+    pub(crate) shard: workers::Shard,
     /// The channel publications arrive on.
     #[arg(long)]
-    channel: String,
+    pub(crate) channel: String,
     /// Subscriptions per connection, the broadcast channel included.
     #[arg(long)]
-    channels: usize,
+    pub(crate) channels: usize,
+    /// Seconds to wait for missing publications once the count is known.
     #[arg(long, value_parser = crate::parse_seconds)]
-    drain: Duration,
+    pub(crate) drain: Duration,
+}
+
+impl WorkerArgs {
+    /// The command line that runs these subscribers in a worker process.
+    pub(crate) fn command_line(&self) -> Vec<String> {
+        let mut args = vec!["broadcast-worker".to_owned()];
+        args.extend(self.shard.flags(&self.url));
+        args.extend([
+            format!("--channel={}", self.channel),
+            format!("--channels={}", self.channels),
+            format!("--drain={}", self.drain.as_secs_f64()),
+        ]);
+        args
+    }
 }
 
 /// The channels connection `index` subscribes to: the broadcast channel,
@@ -111,11 +120,11 @@ async fn subscribe_all(args: &WorkerArgs) -> Result<(Ready, Running), String> {
     let dialer = Dialer::new(
         args.url.clone(),
         config,
-        args.first_source,
-        args.per_source,
-        args.concurrency,
+        args.shard.first_source,
+        args.shard.per_source,
+        args.shard.concurrency,
     );
-    dialer.check_capacity(args.conns)?;
+    dialer.check_capacity(args.shard.conns)?;
     let dialer = Arc::new(dialer);
     let latency = Arc::new(Mutex::new(latency_histogram()));
     let (published_tx, published_rx) = watch::channel(None);
@@ -123,7 +132,7 @@ async fn subscribe_all(args: &WorkerArgs) -> Result<(Ready, Running), String> {
     let (receipts_tx, receipts) = mpsc::unbounded_channel();
     let (close_tx, close_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    for index in 0..args.conns {
+    for index in 0..args.shard.conns {
         let subscriber = Subscriber {
             index,
             channels: channels_of(&args.channel, args.channels, index),
@@ -445,13 +454,13 @@ impl Subscriber {
         });
         drop(receipts);
         if was_dropped {
-            // Let the stream finish the close handshake and shut down.
-            let _ = timeout(CLOSE_TIMEOUT, async { while ws.recv().await.is_some() {} }).await;
+            held::wind_down(&mut ws).await;
             return None;
         }
         // A closed sender (the worker is gone) closes too.
         let _ = close.wait_for(|&close| close).await;
-        Some(close_connection(ws).await)
+        // Pongs are not counted here: the subscribers send no pings.
+        Some(held::close(&mut ws, &mut 0).await)
     }
 
     /// Sends `connect` and the `subscribe`s, and waits for every reply.
@@ -463,15 +472,8 @@ impl Subscriber {
         .map_err(|error| error.to_string())?;
         let mut waiting = self.channels.len() + 1;
         while waiting > 0 {
-            let text = match ws.recv().await {
-                Some(Ok(Message::Text(text))) => text,
-                Some(Ok(Message::Close(frame))) => {
-                    let code = frame.map_or(1005, |frame| frame.code.0);
-                    return Err(format!("server closed the connection ({code})"));
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(error)) => return Err(error.to_string()),
-                None => return Err("connection ended without a close frame".into()),
+            let Message::Text(text) = held::message(ws.recv().await)? else {
+                continue;
             };
             for event in gateway::events(&text) {
                 match event? {
@@ -530,17 +532,10 @@ impl Receiving<'_> {
                 () = sleep_until(until), if expected.is_some() => return Ok(()),
                 received = ws.recv() => received,
             };
-            let text = match received {
-                Some(Ok(Message::Text(text))) => text,
-                Some(Ok(Message::Close(frame))) => {
-                    let code = frame.map_or(1005, |frame| frame.code.0);
-                    return Err(format!("server closed the connection ({code})"));
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(error)) => return Err(error.to_string()),
-                None => return Err("connection ended without a close frame".into()),
+            let Message::Text(text) = held::message(received)? else {
+                continue;
             };
-            let now = sys::monotonic_ns();
+            let now = os::monotonic_ns();
             for event in gateway::events(&text) {
                 match event? {
                     Event::Publication { channel, stamp } if channel == self.channel => {
@@ -569,31 +564,6 @@ impl Receiving<'_> {
         drop(latency);
         self.samples.clear();
     }
-}
-
-/// Closes cleanly: our close frame, the server's answer, the end.
-async fn close_connection(mut ws: WebSocket<TcpStream>) -> Result<(), String> {
-    let closing = async {
-        ws.close(CloseCode::NORMAL, "done")
-            .await
-            .map_err(|error| error.to_string())?;
-        let mut answered = false;
-        while let Some(received) = ws.recv().await {
-            match received {
-                Ok(Message::Close(_)) => answered = true,
-                Ok(_) => {}
-                Err(error) => return Err(error.to_string()),
-            }
-        }
-        if answered {
-            Ok(())
-        } else {
-            Err("no close frame from the server".to_owned())
-        }
-    };
-    timeout(CLOSE_TIMEOUT, closing)
-        .await
-        .unwrap_or_else(|_| Err("close timed out".to_owned()))
 }
 
 #[cfg(test)]

@@ -25,18 +25,28 @@ use std::{
 };
 
 use serde_json::Value;
+use tether_load_os as os;
 use tokio::runtime::Runtime;
 
-use crate::{report::ErrorCounts, sys};
+use crate::{report::ErrorCounts, sources, target::Target};
+
+/// Connections per process by default, leaving room under a 20,000
+/// open-file limit.
+pub(crate) const DEFAULT_PER_PROCESS: usize = 15_000;
 
 /// The connections one process opens: `conns` of them from source addresses
-/// `first_source`, `first_source + 1`, …, `per_source` per address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `first_source`, `first_source + 1`, …, `per_source` per address. As flags,
+/// what every worker subcommand takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub(crate) struct Shard {
+    #[arg(long)]
     pub(crate) conns: usize,
+    #[arg(long)]
     pub(crate) first_source: usize,
+    #[arg(long)]
     pub(crate) per_source: usize,
     /// Connection attempts in flight at once in this process.
+    #[arg(long)]
     pub(crate) concurrency: usize,
 }
 
@@ -44,6 +54,17 @@ impl Shard {
     /// Source addresses this shard uses.
     pub(crate) fn sources(&self) -> usize {
         self.conns.div_ceil(self.per_source)
+    }
+
+    /// The flags that hand a worker this shard of connections to `url`.
+    pub(crate) fn flags(&self, url: &Target) -> [String; 5] {
+        [
+            format!("--url={url}"),
+            format!("--conns={}", self.conns),
+            format!("--first-source={}", self.first_source),
+            format!("--per-source={}", self.per_source),
+            format!("--concurrency={}", self.concurrency),
+        ]
     }
 }
 
@@ -78,6 +99,37 @@ pub(crate) fn sources_used(shards: &[Shard]) -> usize {
     shards
         .last()
         .map_or(0, |shard| shard.first_source + shard.sources())
+}
+
+/// How `idle` and `broadcast` spread their connections over source
+/// addresses and worker processes.
+#[derive(Debug, clap::Args)]
+pub(crate) struct FleetArgs {
+    /// Connections per source address (127.0.0.1, 127.0.0.2, …).
+    #[arg(long, default_value_t = sources::DEFAULT_PER_SOURCE)]
+    pub(crate) per_source: usize,
+    /// Connections per process; more are opened by worker processes.
+    #[arg(long, default_value_t = DEFAULT_PER_PROCESS)]
+    pub(crate) per_process: usize,
+    /// Connection attempts in flight at once, over all processes.
+    #[arg(long, default_value_t = sources::DEFAULT_CONCURRENCY)]
+    pub(crate) concurrency: usize,
+}
+
+impl FleetArgs {
+    /// Splits `conns` connections to `target` (`what` they are, in errors)
+    /// into shards, one per process; fails if `target` has too few source
+    /// addresses for them.
+    pub(crate) fn plan(
+        &self,
+        target: &Target,
+        what: &str,
+        conns: usize,
+    ) -> Result<Vec<Shard>, String> {
+        let shards = plan_shards(conns, self.per_process, self.per_source, self.concurrency);
+        sources::check_source_count(target, sources_used(&shards), conns, what, self.per_source)?;
+        Ok(shards)
+    }
 }
 
 /// The tokio runtime connections run on: one thread per core.
@@ -158,7 +210,7 @@ impl Worker {
 
     /// CPU time the worker has used so far (zero once it is gone).
     pub(crate) fn cpu_time(&self) -> Duration {
-        sys::cpu_time_of(self.pid()).unwrap_or_default()
+        os::cpu_time_of(self.pid()).unwrap_or_default()
     }
 
     /// Writes one line to the worker's stdin, leaving it open.

@@ -3,19 +3,16 @@
 //! `Authorization: apikey KEY`). Answers `{"result": …}` or
 //! `{"error": {"code", "message"}}`.
 
-use std::{collections::BTreeMap, sync::atomic::Ordering, time::Instant};
+use std::collections::BTreeMap;
 
-use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json, value::RawValue};
 use tether::CloseFrame;
 
 use crate::{
-    broker::{BrokerError, ClientInfo, HistoryOptions, HistoryQuery, Publication, StreamPosition},
-    config::Namespace,
-    hub::Disconnect,
-    node::Node,
-    wire::{self, ReplyError},
+    broker::{ClientInfo, HistoryQuery, Publication, StreamPosition},
+    node::{Node, PublishOptions, broker_error, history_options},
+    wire::{self, Disconnect, ReplyError},
 };
 
 /// Why an API call failed.
@@ -38,16 +35,6 @@ fn bad_request(why: impl Into<String>) -> ReplyError {
     ReplyError {
         message: why.into().into(),
         ..ReplyError::BAD_REQUEST
-    }
-}
-
-fn from_broker(error: BrokerError) -> ReplyError {
-    match error {
-        BrokerError::UnrecoverablePosition => ReplyError::UNRECOVERABLE_POSITION,
-        BrokerError::Unavailable(why) => ReplyError {
-            message: why.into(),
-            ..ReplyError::INTERNAL
-        },
     }
 }
 
@@ -84,24 +71,6 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
         .map_err(|error| ApiError::Malformed(format!("bad request body: {error}")))
 }
 
-/// The namespace of a valid channel name.
-pub(crate) fn namespace<'a>(node: &'a Node, channel: &str) -> Result<&'a Namespace, ReplyError> {
-    if channel.is_empty() || channel.len() > 255 {
-        return Err(bad_request("channel name must be 1 to 255 bytes"));
-    }
-    node.config
-        .namespace_for(channel)
-        .ok_or(ReplyError::UNKNOWN_CHANNEL)
-}
-
-/// The history a namespace keeps, if any.
-pub(crate) fn history_options(namespace: &Namespace) -> Option<HistoryOptions> {
-    (namespace.history_size > 0 && !namespace.history_ttl.is_zero()).then_some(HistoryOptions {
-        size: namespace.history_size,
-        ttl: namespace.history_ttl,
-    })
-}
-
 #[derive(Deserialize)]
 struct PublishRequest<'a> {
     channel: String,
@@ -111,39 +80,6 @@ struct PublishRequest<'a> {
     skip_history: bool,
     #[serde(default)]
     tags: BTreeMap<String, String>,
-}
-
-/// Publishes `data` (raw JSON) into `channel`; shared by the API and
-/// client-side publications.
-pub(crate) async fn publish(
-    node: &Node,
-    channel: &str,
-    data: Bytes,
-    info: Option<ClientInfo>,
-    tags: Vec<(String, String)>,
-    skip_history: bool,
-) -> Result<StreamPosition, ReplyError> {
-    let namespace = namespace(node, channel)?;
-    let history = if skip_history {
-        None
-    } else {
-        history_options(namespace)
-    };
-    let started = Instant::now();
-    let publication = Publication {
-        offset: 0,
-        data,
-        info,
-        tags,
-    };
-    let position = node
-        .broker
-        .publish(channel, publication, history)
-        .await
-        .map_err(from_broker)?;
-    node.metrics.publish_latency.observe(started.elapsed());
-    node.metrics.publications.fetch_add(1, Ordering::Relaxed);
-    Ok(position)
 }
 
 fn position_json(position: &StreamPosition) -> Value {
@@ -160,16 +96,12 @@ fn position_json(position: &StreamPosition) -> Value {
 async fn publish_api(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
     let request: PublishRequest<'_> = parse(body)?;
     let data = wire::compact_json(request.data.get().as_bytes());
-    let tags = request.tags.into_iter().collect();
-    let position = publish(
-        node,
-        &request.channel,
-        data,
-        None,
-        tags,
-        request.skip_history,
-    )
-    .await?;
+    let options = PublishOptions {
+        info: None,
+        tags: request.tags.into_iter().collect(),
+        skip_history: request.skip_history,
+    };
+    let position = node.publish(&request.channel, data, options).await?;
     Ok(position_json(&position))
 }
 
@@ -187,18 +119,14 @@ struct BroadcastRequest<'a> {
 async fn broadcast(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
     let request: BroadcastRequest<'_> = parse(body)?;
     let data = wire::compact_json(request.data.get().as_bytes());
-    let tags: Vec<_> = request.tags.into_iter().collect();
+    let options = PublishOptions {
+        info: None,
+        tags: request.tags.into_iter().collect(),
+        skip_history: request.skip_history,
+    };
     let mut responses = Vec::with_capacity(request.channels.len());
     for channel in &request.channels {
-        let published = publish(
-            node,
-            channel,
-            data.clone(),
-            None,
-            tags.clone(),
-            request.skip_history,
-        )
-        .await;
+        let published = node.publish(channel, data.clone(), options.clone()).await;
         responses.push(match published {
             Ok(position) => json!({ "result": position_json(&position) }),
             Err(error) => error_json(&error),
@@ -217,10 +145,10 @@ struct UserChannel {
 
 async fn subscribe(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
     let request: UserChannel = parse(body)?;
-    namespace(node, &request.channel)?;
-    for outbox in node.sessions() {
-        if outbox.belongs_to(&request.user, request.client.as_deref()) {
-            outbox.command(crate::hub::ServerCommand::Subscribe(
+    node.namespace(&request.channel)?;
+    for handle in node.sessions() {
+        if handle.belongs_to(&request.user, request.client.as_deref()) {
+            handle.command(crate::handle::ServerCommand::Subscribe(
                 request.channel.clone(),
             ));
         }
@@ -230,9 +158,9 @@ async fn subscribe(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
 
 async fn unsubscribe(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
     let request: UserChannel = parse(body)?;
-    for outbox in node.sessions() {
-        if outbox.belongs_to(&request.user, request.client.as_deref()) {
-            outbox.command(crate::hub::ServerCommand::Unsubscribe(
+    for handle in node.sessions() {
+        if handle.belongs_to(&request.user, request.client.as_deref()) {
+            handle.command(crate::handle::ServerCommand::Unsubscribe(
                 request.channel.clone(),
             ));
         }
@@ -277,9 +205,9 @@ async fn disconnect(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
         },
         None => Disconnect::FORCE_NO_RECONNECT,
     };
-    for outbox in node.sessions() {
-        if outbox.belongs_to(&request.user, request.client.as_deref()) {
-            outbox.close(disconnect.clone());
+    for handle in node.sessions() {
+        if handle.belongs_to(&request.user, request.client.as_deref()) {
+            handle.close(disconnect.clone());
         }
     }
     Ok(json!({}))
@@ -291,7 +219,7 @@ struct ChannelRequest {
 }
 
 fn presence_enabled(node: &Node, channel: &str) -> Result<(), ReplyError> {
-    if namespace(node, channel)?.presence {
+    if node.namespace(channel)?.presence {
         Ok(())
     } else {
         Err(ReplyError::NOT_AVAILABLE)
@@ -310,7 +238,7 @@ async fn presence(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
         .broker
         .presence(&request.channel)
         .await
-        .map_err(from_broker)?;
+        .map_err(broker_error)?;
     let presence: serde_json::Map<_, _> = clients
         .iter()
         .map(|info| (info.client.clone(), client_info_json(info)))
@@ -325,7 +253,7 @@ async fn presence_stats(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
         .broker
         .presence_stats(&request.channel)
         .await
-        .map_err(from_broker)?;
+        .map_err(broker_error)?;
     Ok(json!({ "num_clients": stats.clients, "num_users": stats.users }))
 }
 
@@ -355,7 +283,7 @@ fn publication_json(publication: &Publication) -> Value {
 
 async fn history(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
     let request: HistoryRequest = parse(body)?;
-    if history_options(namespace(node, &request.channel)?).is_none() {
+    if history_options(node.namespace(&request.channel)?).is_none() {
         return Err(ReplyError::NOT_AVAILABLE.into());
     }
     let query = HistoryQuery {
@@ -379,7 +307,7 @@ async fn history(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
         .broker
         .history(&request.channel, query)
         .await
-        .map_err(from_broker)?;
+        .map_err(broker_error)?;
     let publications: Vec<_> = history.publications.iter().map(publication_json).collect();
     let mut result = position_json(&history.position);
     if let Value::Object(object) = &mut result {
@@ -390,11 +318,11 @@ async fn history(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
 
 async fn history_remove(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
     let request: ChannelRequest = parse(body)?;
-    namespace(node, &request.channel)?;
+    node.namespace(&request.channel)?;
     node.broker
         .remove_history(&request.channel)
         .await
-        .map_err(from_broker)?;
+        .map_err(broker_error)?;
     Ok(json!({}))
 }
 

@@ -4,12 +4,12 @@
 //! encoding queues the same bytes.
 //!
 //! ```text
-//!  hub::Frame ─┬─ subscriber A (deflate, 15 bits) ─► Encodings::frame ─► compress, keep
+//!  handle::Frame ─┬─ subscriber A (deflate, 15 bits) ─► Encodings::frame ─► compress, keep
 //!   (shared    ├─ subscriber B (deflate, 15 bits) ─► Encodings::frame ─► the same bytes
 //!   Encodings) └─ subscriber C (no deflate) ───────► plain text frame, as without compression
 //! ```
 
-use std::sync::{Mutex, PoisonError, atomic::Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use tether::{
     Message, Utf8Bytes,
@@ -45,7 +45,7 @@ impl Encodings {
             None => {
                 let frame = encode(encoding, text);
                 if frame.is_compressed() {
-                    metrics.deflate_compressions.fetch_add(1, Ordering::Relaxed);
+                    metrics.deflate_compressions.inc();
                 }
                 frames.push((encoding, frame.clone()));
                 frame
@@ -54,12 +54,10 @@ impl Encodings {
         drop(frames);
         if frame.is_compressed() {
             let payload = frame.payload().len();
-            metrics
-                .deflate_bytes_out
-                .fetch_add(payload as u64, Ordering::Relaxed);
+            metrics.deflate_bytes_out.inc_by(payload as u64);
             metrics
                 .deflate_bytes_out_uncompressed
-                .fetch_add(text.len() as u64, Ordering::Relaxed);
+                .inc_by(text.len() as u64);
         }
         frame
     }
@@ -100,7 +98,7 @@ mod tests {
             "shared, not copied"
         );
         assert_ne!(first, narrow);
-        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        let load = |counter: &prometheus_client::metrics::counter::Counter| counter.get();
         assert_eq!(load(&metrics.deflate_compressions), 2);
         assert_eq!(
             load(&metrics.deflate_bytes_out_uncompressed),
@@ -119,7 +117,7 @@ mod tests {
         let frame = encodings.frame(deflate(15), &text, &metrics);
         assert!(!frame.is_compressed());
         assert_eq!(&frame.as_bytes()[2..], text.as_bytes());
-        assert_eq!(metrics.deflate_compressions.load(Ordering::Relaxed), 0);
-        assert_eq!(metrics.deflate_bytes_out.load(Ordering::Relaxed), 0);
+        assert_eq!(metrics.deflate_compressions.get(), 0);
+        assert_eq!(metrics.deflate_bytes_out.get(), 0);
     }
 }

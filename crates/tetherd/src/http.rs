@@ -10,7 +10,12 @@ use serde_json::json;
 use tether::server::ConnectionPermit;
 use tracing::info;
 
-use crate::{api, metrics::Gauges, node::Node, pages, session};
+use crate::{
+    api,
+    metrics::{self, Gauges},
+    node::Node,
+    pages, session,
+};
 
 /// Largest HTTP API request body.
 const MAX_API_BODY: usize = 1 << 20;
@@ -184,7 +189,7 @@ fn metrics(node: &Node) -> Response<Body> {
         draining: node.is_draining(),
     };
     let body = node.metrics.render(gauges);
-    respond(StatusCode::OK, "text/plain; version=0.0.4", body)
+    respond(StatusCode::OK, metrics::CONTENT_TYPE, body)
 }
 
 /// A response with `status`, `content_type` and `body`.

@@ -15,18 +15,22 @@
 //!  gateway   accept, connection limits, TLS, HTTP/1.1 with the head limits
 //!    │
 //!  http      routes: /connection/websocket, /api/*, /health, /metrics, pages
-//!    │  └──▶ api      server API: publish, subscribe, disconnect, history, …
+//!    │  └──▶ api      the server API (publish, subscribe, disconnect, …)
 //!  session   one client: commands (wire), subscriptions, deadlines
 //!    │
-//!  node      the process: config, hub, broker, sessions, metrics, lifecycle
-//!    │  hub       local channel → subscribers, each with a bounded outbox
-//!    │  broker    memory or Redis: fan-out between nodes, history, presence
+//!  node      the process: config, sessions, metrics, lifecycle; channels:
+//!    │       namespaces and Node::publish, for the API and sessions alike
+//!  broker    memory or Redis: fan-out between nodes, history, presence
+//!    │
+//!  hub       channel → local subscribers ──▶ each one's handle (outbox)
 //!    ▼
-//!  hub::broadcast ──▶ each subscriber's outbox ──▶ session ──▶ socket
+//!  session ──▶ socket
 //! ```
 //!
-//! Beside them: `auth` (tokens), `config`, `wire` (the client protocol's
-//! codec), `compression`, `metrics`, `logging`, `tls`, `echo`, `runtime`.
+//! Beside them: `handle` (what the node holds of a session), `auth`
+//! (tokens), `config`, `wire` (the client protocol's codec),
+//! `compression`, `metrics`, `logging`, `tls`, `echo`, `runtime`.
+//! `docs/architecture.md` follows one publication through the functions.
 
 use std::process::ExitCode;
 
@@ -41,6 +45,7 @@ mod echo;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod gateway;
+mod handle;
 mod http;
 mod hub;
 mod logging;
@@ -50,10 +55,6 @@ mod pages;
 mod runtime;
 mod session;
 mod tls;
-#[allow(
-    dead_code,
-    reason = "the protocol's whole vocabulary: not every code and push is sent yet"
-)]
 mod wire;
 
 /// Every connection is a file descriptor: lift the soft limit to the hard
@@ -90,7 +91,7 @@ fn raise_open_file_limit() {
 #[command(version, about)]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Option<CliCommand>,
     /// `tetherd [FLAGS]` is `tetherd serve [FLAGS]`.
     #[command(flatten)]
     serve: config::Flags,
@@ -100,27 +101,27 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+enum CliCommand {
     /// Run the gateway (the default).
     Serve(config::Flags),
     /// Echo every text and binary message back, on every path.
     Echo(echo::Args),
     /// Check a config file, or print a commented example.
     #[command(subcommand)]
-    Config(config::Command),
+    Config(config::ConfigCommand),
 }
 
 /// Runs the `tetherd` command line.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Echo(args)) => {
+        Some(CliCommand::Echo(args)) => {
             logging::init(cli.log_format.unwrap_or(logging::Format::Text));
             raise_open_file_limit();
             echo::run(args)
         }
-        Some(Command::Config(command)) => return config::run(command),
-        Some(Command::Serve(flags)) => return serve(&flags, cli.log_format),
+        Some(CliCommand::Config(command)) => return config::run(command),
+        Some(CliCommand::Serve(flags)) => return serve(&flags, cli.log_format),
         None => return serve(&cli.serve, cli.log_format),
     };
     match result {

@@ -1,5 +1,10 @@
 //! One gateway node: its configuration, hub, broker, sessions and counters,
-//! and its lifecycle (ready → draining → stopped).
+//! and its lifecycle (ready → draining → stopped). Its channels (namespaces,
+//! history, publishing) are in [`channels`].
+
+mod channels;
+
+pub(crate) use self::channels::{PublishOptions, broker_error, history_options};
 
 use std::{
     collections::{HashMap, HashSet},
@@ -11,16 +16,16 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::{
     auth::Verifier,
     broker::{Broker, BrokerEvents, ClientInfo, NodeInfo, Publication},
     config::Config,
-    hub::{ConnId, Disconnect, Frame, Hub, Outbox, Position, epoch_tag},
+    handle::{ConnId, Frame, Position, SessionHandle, epoch_tag},
+    hub::Hub,
     metrics::Metrics,
-    wire::{self, Push, PushBody},
+    wire::{self, Disconnect, PushBody},
 };
 
 /// Shared state of the node; one per process.
@@ -34,7 +39,7 @@ pub(crate) struct Node {
     pub(crate) name: String,
     pub(crate) started: Instant,
     /// Every session from its upgrade on, connected or not yet.
-    sessions: Mutex<HashMap<ConnId, Arc<Outbox>>>,
+    sessions: Mutex<HashMap<ConnId, Arc<SessionHandle>>>,
     draining: AtomicBool,
     /// Wakes the announcer when draining starts, to withdraw at once.
     drain_started: Notify,
@@ -134,13 +139,13 @@ impl Node {
     pub(crate) fn start_drain(&self) {
         self.draining.store(true, Ordering::Relaxed);
         self.drain_started.notify_one();
-        for outbox in self.sessions() {
-            outbox.close(Disconnect::SHUTDOWN);
+        for handle in self.sessions() {
+            handle.close(Disconnect::SHUTDOWN);
         }
     }
 
-    pub(crate) fn register(&self, conn: ConnId, outbox: Arc<Outbox>) {
-        self.lock_sessions().insert(conn, outbox);
+    pub(crate) fn register(&self, conn: ConnId, handle: Arc<SessionHandle>) {
+        self.lock_sessions().insert(conn, handle);
     }
 
     pub(crate) fn unregister(&self, conn: ConnId) {
@@ -148,7 +153,7 @@ impl Node {
     }
 
     /// A snapshot of the sessions, connected or not yet.
-    pub(crate) fn sessions(&self) -> Vec<Arc<Outbox>> {
+    pub(crate) fn sessions(&self) -> Vec<Arc<SessionHandle>> {
         self.lock_sessions().values().cloned().collect()
     }
 
@@ -157,7 +162,7 @@ impl Node {
         self.lock_sessions().len()
     }
 
-    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, Arc<Outbox>>> {
+    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, Arc<SessionHandle>>> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -170,12 +175,10 @@ impl Node {
             frame = frame.shared_encodings();
         }
         let delivered = self.hub.broadcast(channel, &frame);
-        self.metrics
-            .messages_out
-            .fetch_add(delivered as u64, Ordering::Relaxed);
+        self.metrics.messages_out.inc_by(delivered as u64);
         self.metrics
             .bytes_out
-            .fetch_add((delivered * frame.text.len()) as u64, Ordering::Relaxed);
+            .inc_by((delivered * frame.text.len()) as u64);
     }
 }
 
@@ -237,8 +240,8 @@ async fn tick(node: Weak<Node>) {
             return;
         };
         let now = node.clock_ms();
-        for outbox in node.lock_sessions().values() {
-            outbox.tick(now);
+        for handle in node.lock_sessions().values() {
+            handle.tick(now);
         }
     }
 }
@@ -267,9 +270,9 @@ impl BrokerEvents for Events {
         let Some(node) = self.0.upgrade() else {
             return;
         };
-        let recoverable = crate::api::namespace(&node, channel).is_ok_and(|namespace| {
-            namespace.recovery && crate::api::history_options(namespace).is_some()
-        });
+        let recoverable = node
+            .namespace(channel)
+            .is_ok_and(|namespace| namespace.recovery && history_options(namespace).is_some());
         if recoverable {
             let closed = node
                 .hub
@@ -284,7 +287,7 @@ impl BrokerEvents for Events {
         if let Some(node) = self.0.upgrade() {
             node.fan_out(
                 channel,
-                Frame::plain(encode_push(channel, PushBody::Join(&info))),
+                Frame::plain(wire::encode_push(channel, PushBody::Join(&info))),
             );
         }
     }
@@ -293,15 +296,8 @@ impl BrokerEvents for Events {
         if let Some(node) = self.0.upgrade() {
             node.fan_out(
                 channel,
-                Frame::plain(encode_push(channel, PushBody::Leave(&info))),
+                Frame::plain(wire::encode_push(channel, PushBody::Leave(&info))),
             );
         }
     }
-}
-
-/// A push as its own JSON object.
-pub(crate) fn encode_push(channel: &str, body: PushBody<'_>) -> Bytes {
-    let mut out = Vec::with_capacity(64);
-    Push { channel, body }.encode_into(&mut out);
-    Bytes::from(out)
 }

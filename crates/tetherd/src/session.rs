@@ -27,7 +27,7 @@ use std::{
     net::SocketAddr,
     num::NonZeroU32,
     pin::Pin,
-    sync::{Arc, atomic::Ordering},
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -44,9 +44,9 @@ use tracing::{debug, info};
 use self::deadlines::Timers;
 use crate::{
     broker::ClientInfo,
-    hub::{Frame, Item, Outbox, ServerCommand},
-    node::{Node, encode_push},
-    wire::{Disconnect, PushBody},
+    handle::{ConnId, Frame, Item, ServerCommand, SessionHandle},
+    node::Node,
+    wire::{Disconnect, PushBody, encode_push},
 };
 
 /// Starts the session of an upgraded connection in a task of its own.
@@ -56,18 +56,16 @@ pub(crate) fn spawn(
     peer: SocketAddr,
     permit: Arc<ConnectionPermit>,
 ) {
-    node.metrics
-        .connections_total
-        .fetch_add(1, Ordering::Relaxed);
+    node.metrics.connections_total.inc();
     let conn = node.next_conn_id();
-    let outbox = Arc::new(Outbox::new(node.config.client.outbound_queue_bytes));
-    node.register(conn, outbox.clone());
+    let handle = Arc::new(SessionHandle::new(node.config.client.outbound_queue_bytes));
+    node.register(conn, handle.clone());
     let timers = Timers::new(&node);
-    outbox.set_deadline(timers.answer_by());
+    handle.set_deadline(timers.answer_by());
     let session = Box::new(Session {
         ws,
         node,
-        outbox,
+        handle,
         conn,
         peer,
         conn_info: None,
@@ -82,7 +80,7 @@ pub(crate) fn spawn(
 async fn run(mut session: Box<Session>) {
     let ending = loop {
         let work = match poll_fn(|cx| session.poll_wake(cx)).await {
-            Wake::Outbox => session.take_outbox(),
+            Wake::SessionHandle => session.take_outbox(),
             Wake::Received(received) => session.received(received),
         };
         let done = match work {
@@ -105,7 +103,7 @@ async fn run(mut session: Box<Session>) {
 /// Why the session's task woke up.
 enum Wake {
     /// The outbox has something to take.
-    Outbox,
+    SessionHandle,
     /// The socket delivered a message, an error or its end.
     Received(Option<Result<Message, tether::Error>>),
 }
@@ -134,7 +132,7 @@ struct Sub {
     /// Publications up to this offset were delivered (in the subscribe
     /// reply or live); copies of them still in the outbox are dropped.
     offset: u64,
-    /// [`crate::hub::epoch_tag`] of the stream's epoch, on channels with
+    /// [`crate::handle::epoch_tag`] of the stream's epoch, on channels with
     /// recovery: the stream is checked for continuity.
     epoch: Option<u64>,
     /// When the subscription token's grace ends, in whole node clock
@@ -152,8 +150,8 @@ pub(crate) struct Session {
     ws: WebSocket<Upgraded>,
     node: Arc<Node>,
     /// Also holds the client's identity once connected.
-    outbox: Arc<Outbox>,
-    conn: crate::hub::ConnId,
+    handle: Arc<SessionHandle>,
+    conn: ConnId,
     peer: SocketAddr,
     /// The connection token's `info`.
     conn_info: Option<Box<Bytes>>,
@@ -164,8 +162,8 @@ pub(crate) struct Session {
 
 impl Session {
     fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
-        if self.outbox.poll_ready(cx).is_ready() {
-            return Poll::Ready(Wake::Outbox);
+        if self.handle.poll_ready(cx).is_ready() {
+            return Poll::Ready(Wake::SessionHandle);
         }
         // Also writes out what was queued, all in one go.
         Pin::new(&mut self.ws).poll_next(cx).map(Wake::Received)
@@ -175,7 +173,7 @@ impl Session {
     /// in place; returns the first thing that needs waiting for. `Err`
     /// ends the connection.
     fn take_outbox(&mut self) -> Result<Option<Work>, Disconnect> {
-        while let Some(item) = self.outbox.take() {
+        while let Some(item) = self.handle.take() {
             match item {
                 Item::Frame(frame) => {
                     if self.admits(&frame)? {
@@ -226,10 +224,8 @@ impl Session {
         match received {
             Some(Ok(Message::Text(text))) => {
                 let metrics = &self.node.metrics;
-                metrics.messages_in.fetch_add(1, Ordering::Relaxed);
-                metrics
-                    .bytes_in
-                    .fetch_add(text.len() as u64, Ordering::Relaxed);
+                metrics.messages_in.inc();
+                metrics.bytes_in.inc_by(text.len() as u64);
                 Ok(Some(Work::Commands(text)))
             }
             Some(Ok(Message::Binary(_))) => Err(Disconnect::BAD_REQUEST),
@@ -259,18 +255,18 @@ impl Session {
     }
 
     fn connected(&self) -> bool {
-        self.outbox.identity().is_some()
+        self.handle.identity().is_some()
     }
 
     /// The client id as shown, or `-` before `connect`.
     fn client(&self) -> String {
-        self.outbox
+        self.handle
             .identity()
             .map_or_else(|| "-".to_owned(), |id| id.client.to_string())
     }
 
     fn user(&self) -> &str {
-        self.outbox.identity().map_or("", |id| &id.user)
+        self.handle.identity().map_or("", |id| &id.user)
     }
 
     fn sub(&self, channel: &str) -> Option<&Sub> {
@@ -295,7 +291,7 @@ impl Session {
     /// in its outbox and whatever its socket has not written yet. Replies
     /// count against the same budget (`client.outbound_queue_bytes`).
     fn held_bytes(&self) -> usize {
-        self.outbox.queued_bytes() + self.ws.buffered_amount()
+        self.handle.queued_bytes() + self.ws.buffered_amount()
     }
 
     /// Queues one text frame, or hands it back while the socket's queue
@@ -382,10 +378,7 @@ impl Session {
             ending.close_frame()
         };
         if *ending == Disconnect::SLOW {
-            self.node
-                .metrics
-                .slow_disconnects
-                .fetch_add(1, Ordering::Relaxed);
+            self.node.metrics.slow_disconnects.inc();
         }
         // Bounded: a client that stopped reading has no room for our close
         // frame either; then the socket is simply dropped.
@@ -436,9 +429,9 @@ mod tests {
         );
         assert!(size_of::<Sub>() <= 56, "Sub: {}", size_of::<Sub>());
         assert!(
-            size_of::<Outbox>() <= 176,
-            "Outbox: {}",
-            size_of::<Outbox>()
+            size_of::<SessionHandle>() <= 176,
+            "SessionHandle: {}",
+            size_of::<SessionHandle>()
         );
     }
 }

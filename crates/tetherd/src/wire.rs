@@ -3,14 +3,14 @@
 //! `tetherd` unchanged.
 //!
 //! It does not touch sockets, clocks, tokens or channels: it turns a text
-//! frame into [`Command`]s and [`Reply`]s / [`Push`]es into bytes. The
+//! frame into [`ClientCommand`]s and [`Reply`]s / [`Push`]es into bytes. The
 //! protobuf flavour of the protocol (`centrifuge-protobuf` subprotocol),
 //! channel compaction (numeric push ids), deltas, map subscriptions and
 //! tags filters are not implemented; the SDKs fall back or the caller
 //! refuses (see [`SubscribeRequest::unsupported_feature`]).
 //!
 //! ```text
-//!  text frame ──decode_commands──▶ Command, one at a time ──▶ session / hub
+//!  text frame ──decode_commands──▶ ClientCommand, one at a time ──▶ session / hub
 //!                                                        │
 //!  WebSocket ◀── FrameBuilder ◀── Reply, Push ◀──────────┘
 //!      ▲
@@ -29,29 +29,14 @@ mod codes;
 mod command;
 mod reply;
 
-// Until the session uses it, the codec's API is only used by its tests.
-#[allow(
-    unused_imports,
-    reason = "the session that uses the codec lands separately"
-)]
 pub(crate) use codes::{Disconnect, ReplyError, Unsubscribe};
-#[allow(
-    unused_imports,
-    reason = "the session that uses the codec lands separately"
-)]
 pub(crate) use command::{
-    ChannelRequest, Command, ConnectRequest, ConnectSub, HistoryRequest, PublishRequest,
-    RefreshRequest, Request, RpcRequest, SendRequest, SubRefreshRequest, SubscribeRequest,
-    WireError, decode_commands,
+    ClientCommand, ConnectRequest, Request, SubscribeRequest, decode_commands,
 };
-#[allow(
-    unused_imports,
-    reason = "the session that uses the codec lands separately"
-)]
 pub(crate) use reply::{
-    ConnectResult, FrameBuilder, Push, PushBody, RefreshResult, Reply, ReplyResult, SERVER_PING,
+    ConnectResult, FrameBuilder, PushBody, RefreshResult, Reply, ReplyResult, SERVER_PING,
     SubscribeResult, compact_json, encode_client_info, encode_publication, encode_publication_push,
-    encode_reply,
+    encode_push,
 };
 
 #[cfg(test)]

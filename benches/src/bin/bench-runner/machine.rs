@@ -2,6 +2,8 @@
 
 use std::{fs, process::Command};
 
+use tether_load_os as os;
+
 /// The machine and toolchain, read at the start of a run.
 #[derive(Debug)]
 pub(crate) struct Machine {
@@ -24,7 +26,7 @@ impl Machine {
             .find_map(|line| line.strip_prefix("model name"))
             .and_then(|rest| rest.split_once(':'))
             .map_or_else(|| "unknown".into(), |(_, model)| model.trim().to_string());
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let cores = os::cores();
         Self {
             cpu_model,
             cores,

@@ -68,14 +68,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("bench-runner: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    tether_benches::exit_code("bench-runner", run(&Args::parse()))
 }
 
 /// The command line for the results page, without the note's text (which

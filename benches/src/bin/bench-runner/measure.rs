@@ -103,6 +103,25 @@ pub(crate) struct Measured {
 }
 
 impl Measured {
+    /// Records `value` as `metric`, if it is a number.
+    fn put(&mut self, metric: Metric, value: &Value) {
+        if let Some(value) = value.as_f64() {
+            self.values.insert(metric, value);
+        }
+    }
+
+    /// A warning for each of `keys` whose count in `report` is not zero,
+    /// such as `3 verify errors`.
+    fn warn_counts(&mut self, report: &Value, keys: &[&str]) {
+        for key in keys {
+            let count = report[key].as_u64().unwrap_or(0);
+            if count > 0 {
+                self.warnings
+                    .push(format!("{count} {}", key.replace('_', " ")));
+            }
+        }
+    }
+
     /// A short progress line.
     pub(crate) fn one_line(&self) -> String {
         let mut parts: Vec<String> = self
@@ -294,23 +313,14 @@ fn echo_figures(report: &Value) -> Result<Measured, String> {
         return Err(format!("no message was echoed: {report}"));
     }
     let mut measured = Measured::default();
-    let mut put = |metric, value: &Value| {
-        if let Some(value) = value.as_f64() {
-            measured.values.insert(metric, value);
-        }
-    };
-    put(Metric::MessagesPerSecond, &report["messages_per_s"]);
-    put(Metric::MegabytesPerSecond, &report["mb_per_s"]);
-    put(Metric::LatencyP99, &report["latency_us"]["p99"]);
+    measured.put(Metric::MessagesPerSecond, &report["messages_per_s"]);
+    measured.put(Metric::MegabytesPerSecond, &report["mb_per_s"]);
+    measured.put(Metric::LatencyP99, &report["latency_us"]["p99"]);
     cpu_figures(report, messages, &mut measured);
-    for key in ["verify_errors", "connect_errors", "connection_errors"] {
-        let count = report[key].as_u64().unwrap_or(0);
-        if count > 0 {
-            measured
-                .warnings
-                .push(format!("{count} {}", key.replace('_', " ")));
-        }
-    }
+    measured.warn_counts(
+        report,
+        &["verify_errors", "connect_errors", "connection_errors"],
+    );
     Ok(measured)
 }
 
@@ -320,17 +330,8 @@ fn idle_figures(report: &Value) -> Result<Measured, String> {
         .as_f64()
         .ok_or_else(|| format!("no server memory in the report: {report}"))?;
     measured.values.insert(Metric::RssPerConnection, rss);
-    if let Some(rate) = report["handshakes_per_s"].as_f64() {
-        measured.values.insert(Metric::OpenRate, rate);
-    }
-    for key in ["failed", "dropped", "closed_unclean"] {
-        let count = report[key].as_u64().unwrap_or(0);
-        if count > 0 {
-            measured
-                .warnings
-                .push(format!("{count} {}", key.replace('_', " ")));
-        }
-    }
+    measured.put(Metric::OpenRate, &report["handshakes_per_s"]);
+    measured.warn_counts(report, &["failed", "dropped", "closed_unclean"]);
     Ok(measured)
 }
 
@@ -340,17 +341,10 @@ fn handshake_figures(report: &Value) -> Result<Measured, String> {
         return Err(format!("no handshake succeeded: {report}"));
     }
     let mut measured = Measured::default();
-    if let Some(rate) = report["handshakes_per_s"].as_f64() {
-        measured.values.insert(Metric::HandshakesPerSecond, rate);
-    }
-    if let Some(p99) = report["handshake_latency_us"]["p99"].as_f64() {
-        measured.values.insert(Metric::LatencyP99, p99);
-    }
+    measured.put(Metric::HandshakesPerSecond, &report["handshakes_per_s"]);
+    measured.put(Metric::LatencyP99, &report["handshake_latency_us"]["p99"]);
     cpu_figures(report, succeeded, &mut measured);
-    let failed = report["failed"].as_u64().unwrap_or(0);
-    if failed > 0 {
-        measured.warnings.push(format!("{failed} failed"));
-    }
+    measured.warn_counts(report, &["failed"]);
     Ok(measured)
 }
 

@@ -183,10 +183,18 @@ fn cell(inputs: &Inputs<'_>, scenario: usize, server: usize, metric: Metric) -> 
         .map_or_else(|| "—".into(), |spread| spread_cell(spread, metric))
 }
 
+/// A Markdown table's header: `first`, then `headers`, and the line under
+/// them.
 fn header_row(out: &mut String, first: &str, headers: impl Iterator<Item = String>) {
     let headers: Vec<String> = headers.collect();
-    let _ = writeln!(out, "| {first} | {} |", headers.join(" | "));
+    row(out, first, &headers);
     let _ = writeln!(out, "|---|{}", "---|".repeat(headers.len()));
+}
+
+/// A Markdown table row: `first`, then `cells`. Cells are not padded to
+/// their column's width, so that each row reads on its own in a diff.
+fn row(out: &mut String, first: &str, cells: &[String]) {
+    let _ = writeln!(out, "| {first} | {} |", cells.join(" | "));
 }
 
 fn summary(out: &mut String, inputs: &Inputs<'_>, columns: &[Column]) {
@@ -201,7 +209,7 @@ fn summary(out: &mut String, inputs: &Inputs<'_>, columns: &[Column]) {
             .iter()
             .map(|column| cell(inputs, column.scenario, server, column.metric))
             .collect();
-        let _ = writeln!(out, "| {} | {} |", SERVERS[server].name, cells.join(" | "));
+        row(out, SERVERS[server].name, &cells);
     }
     out.push('\n');
 }
@@ -250,7 +258,7 @@ fn ratios(out: &mut String, inputs: &Inputs<'_>, columns: &[Column]) {
                 }
             })
             .collect();
-        let _ = writeln!(out, "| {} | {} |", SERVERS[peer].name, cells.join(" | "));
+        row(out, SERVERS[peer].name, &cells);
     }
     out.push('\n');
 }
@@ -312,21 +320,21 @@ fn scaling(out: &mut String, inputs: &Inputs<'_>) {
             }
             _ => ("—".into(), "—"),
         };
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {scaling} | {met} |",
-            scenario.title,
+        let cells = [
             cell(inputs, index, TETHERD, Metric::MessagesPerSecond),
             cell(inputs, index, TETHERD, Metric::ServerCpuEach),
             cell(
                 inputs,
                 index,
                 TETHERD_TWO_THREADS,
-                Metric::MessagesPerSecond
+                Metric::MessagesPerSecond,
             ),
             cell(inputs, index, TETHERD_TWO_THREADS, Metric::ServerCpuEach),
             cell(inputs, index, TETHERD_TWO_THREADS, Metric::ServerCpu),
-        );
+            scaling,
+            met.to_string(),
+        ];
+        row(out, &scenario.title, &cells);
     }
     out.push('\n');
 }
@@ -393,7 +401,7 @@ fn details(out: &mut String, inputs: &Inputs<'_>) {
                     (ok + usize::from(sample.result.is_ok()), total + 1)
                 });
             cells.push(format!("{ok}/{total}"));
-            let _ = writeln!(out, "| {} | {} |", SERVERS[server].name, cells.join(" | "));
+            row(out, SERVERS[server].name, &cells);
         }
         out.push('\n');
     }
@@ -510,14 +518,7 @@ mod tests {
             hold: 1.0,
             settings: &settings,
             machine: &machine,
-            floor: &Ok(Floor {
-                conns: 9000,
-                size: 30,
-                rounds: 5,
-                median_us: 6.4,
-                min_us: 6.3,
-                max_us: 6.8,
-            }),
+            floor: &Ok(Floor::example()),
             load_after: "0",
             scenarios: &scenarios,
             servers: &servers,

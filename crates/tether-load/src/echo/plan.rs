@@ -3,6 +3,10 @@
 
 use std::ops::Range;
 
+use tether_proto::frame::OpCode;
+
+use crate::framing::Outbox;
+
 /// Patterns repeat after this many sequence numbers (a prime, so the pattern
 /// shifts by a different amount for each of them).
 const PATTERN_PERIOD: usize = 251;
@@ -14,6 +18,8 @@ const PATTERN_PERIOD: usize = 251;
 pub(super) struct Plan {
     pub(super) size: usize,
     pub(super) text: bool,
+    /// `Text` or `Binary`, as `text` says.
+    data: OpCode,
     /// `size + PATTERN_PERIOD` bytes; message `seq` takes its body from
     /// offset `seq % PATTERN_PERIOD`.
     pattern: Vec<u8>,
@@ -33,6 +39,7 @@ impl Plan {
         Self {
             size,
             text,
+            data: if text { OpCode::Text } else { OpCode::Binary },
             pattern,
         }
     }
@@ -70,6 +77,12 @@ impl Plan {
     fn body(&self, seq: u64, header_len: usize) -> &[u8] {
         let offset = (seq % PATTERN_PERIOD as u64) as usize;
         &self.pattern[offset..offset + self.size - header_len]
+    }
+
+    /// Appends message `seq` to `outbox` as one masked data frame.
+    #[inline]
+    pub(super) fn push_message(&self, outbox: &mut Outbox, seq: u64) {
+        outbox.push_frame_with(self.data, self.size, |out| self.put_payload(seq, out));
     }
 
     /// Appends the payload of message `seq` to `out`.
@@ -131,7 +144,64 @@ impl Header {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
+    use bytes::BytesMut;
+    use tether_proto::{
+        Config, Connection, Event as ProtoEvent, Message, Role, frame::FrameHeader,
+    };
+
     use super::*;
+
+    /// What a real server-side connection makes of `bytes`.
+    fn server_events(bytes: &[u8]) -> Vec<ProtoEvent> {
+        let now = Instant::now();
+        let mut server = Connection::new(Role::Server, Config::default(), now);
+        server.receive(now, &mut BytesMut::from(bytes)).unwrap();
+        std::iter::from_fn(|| server.poll_event()).collect()
+    }
+
+    #[test]
+    fn frames_are_what_a_server_accepts_each_with_a_fresh_key() {
+        for (size, text) in [(0, false), (16, false), (126, true), (70_000, false)] {
+            let plan = Plan::new(size, text);
+            let mut outbox = Outbox::new();
+            for seq in 0..64 {
+                plan.push_message(&mut outbox, seq);
+            }
+            outbox.push_control(OpCode::Pong, b"pong");
+            outbox.push_close(1000, "done");
+            let wire = outbox.pending().to_vec();
+
+            let mut keys = std::collections::HashSet::new();
+            let mut at = 0;
+            while at < wire.len() {
+                let (header, len) = FrameHeader::parse(&wire[at..]).unwrap().unwrap();
+                assert!(keys.insert(header.mask.expect("every frame is masked")));
+                at += len + header.payload_len as usize;
+            }
+            assert_eq!(keys.len(), 66, "one key per frame, none repeated");
+
+            let events = server_events(&wire);
+            assert_eq!(events.len(), 66, "size {size}");
+            for (seq, event) in events.iter().take(64).enumerate() {
+                let ProtoEvent::Message(message) = event else {
+                    panic!("{event:?}")
+                };
+                assert_eq!(matches!(message, Message::Text(_)), text);
+                assert!(
+                    plan.matches(seq as u64, message.as_bytes()),
+                    "message {seq}"
+                );
+            }
+            assert!(matches!(&events[64], ProtoEvent::Pong(payload) if payload == "pong"));
+            assert!(
+                matches!(&events[65], ProtoEvent::Closed { code, .. } if code.0 == 1000),
+                "{:?}",
+                events[65]
+            );
+        }
+    }
 
     #[test]
     fn payloads_carry_their_sequence_number() {

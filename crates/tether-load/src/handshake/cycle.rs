@@ -6,30 +6,25 @@
 //! measures (its connection state, queues and a shutdown call). Here the
 //! request is one write, the response is checked by `tether_proto`'s
 //! handshake (status, `Upgrade`, `Connection`, `Sec-WebSocket-Accept` for a
-//! fresh random key) and frames are parsed with its header decoder, with
-//! the rules a client enforces on server frames (§5.1 unmasked, §5.2 no
-//! reserved bits, §5.4 fragment order, §5.5 control frames, §7.4 close
-//! codes).
+//! fresh random key), and frames go through the load generator's own client
+//! framing ([`crate::framing`]), which enforces the rules a client enforces
+//! on server frames (§5.1 unmasked, §5.2 no reserved bits, §5.4 fragment
+//! order, §5.5 control frames); the server's close is checked here (§7.4
+//! close codes).
 
 use std::{
     io,
     net::{IpAddr, SocketAddr},
-    ops::Range,
     time::Duration,
 };
 
-use tether_proto::{
-    CloseCode, CloseFrame,
-    frame::{FrameHeader, OpCode, apply_mask},
-    handshake::client::ClientRequest,
-};
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpSocket, TcpStream},
-    time::timeout,
-};
+use tether_proto::{CloseCode, CloseFrame, frame::OpCode, handshake::client::ClientRequest};
+use tokio::{io::AsyncReadExt as _, net::TcpStream, time::timeout};
 
-use crate::echo::check_server_header;
+use crate::{
+    framing::{self, Frame, Outbox, ServerFrames, UpgradeError},
+    sources::connect_from,
+};
 
 /// How long connect plus upgrade may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,12 +35,15 @@ const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the message exchanged with `--message` holds.
 const PROBE: &[u8] = b"tether-load handshake probe";
 
-/// Longest frame read whole; nothing this tool expects is longer, so a
-/// longer one is an error rather than a reason to buffer without bound.
+/// Longest data frame accepted; nothing this tool expects is longer, so a
+/// longer one is an error rather than a reason to read on.
 const MAX_FRAME: usize = 4096;
 
 /// What a cycle reports when the server ends the connection too early.
 const CLOSED: &str = "the server closed the connection";
+
+/// What a cycle reports when the echo is not the message.
+const DIFFERS: &str = "the reply differs from the message";
 
 /// One cycle's handshake and whole-cycle latency, or what failed.
 pub(super) type CycleResult = Result<(Duration, Duration), String>;
@@ -68,20 +66,15 @@ impl Churn {
             .unwrap_or_else(|_| Err("connect: timed out".to_owned()))?;
         let handshake = start.elapsed();
         let exchange = async {
+            let mut outbox = Outbox::new();
             if self.message {
-                write_frame(&mut tcp, OpCode::Binary, PROBE)
-                    .await
-                    .map_err(|error| format!("echo: {error}"))?;
                 inbound
-                    .echo(&mut tcp)
+                    .echo(&mut tcp, &mut outbox)
                     .await
                     .map_err(|error| format!("echo: {error}"))?;
             }
-            write_frame(&mut tcp, OpCode::Close, &CloseCode::NORMAL.0.to_be_bytes())
-                .await
-                .map_err(|error| format!("close: {error}"))?;
             inbound
-                .close(&mut tcp)
+                .close(&mut tcp, &mut outbox)
                 .await
                 .map_err(|error| format!("close: {error}"))
         };
@@ -93,65 +86,30 @@ impl Churn {
 
     /// TCP connect from `source` and the upgrade (RFC 6455 §4.1).
     async fn open(&self, source: IpAddr) -> Result<(TcpStream, Inbound), String> {
-        let connect = async {
-            let socket = match source {
-                IpAddr::V4(_) => TcpSocket::new_v4()?,
-                IpAddr::V6(_) => TcpSocket::new_v6()?,
-            };
-            socket.bind(SocketAddr::new(source, 0))?;
-            // No TCP_NODELAY: each write follows a read that acknowledged
-            // everything sent before, so Nagle's algorithm never holds one.
-            socket.connect(self.addr).await
-        };
-        let mut tcp = connect.await.map_err(|error| format!("connect: {error}"))?;
-        let (request, pending) = self.request.encode();
-        tcp.write_all(&request)
+        // No TCP_NODELAY: each write follows a read that acknowledged
+        // everything sent before, so Nagle's algorithm never holds one.
+        let mut tcp = connect_from(source, self.addr)
             .await
-            .map_err(|error| format!("upgrade: {error}"))?;
+            .map_err(|error| format!("connect: {error}"))?;
         let mut inbound = Inbound::new();
-        loop {
-            if inbound
-                .fill(&mut tcp)
-                .await
-                .map_err(|error| format!("upgrade: {error}"))?
-                == 0
-            {
-                return Err(format!("upgrade: {CLOSED}"));
+        match framing::upgrade(&mut tcp, &self.request, &mut inbound.buf).await {
+            Ok(consumed) => {
+                inbound.start = consumed;
+                Ok((tcp, inbound))
             }
-            match pending.parse(inbound.unread()) {
-                Ok(Some((_response, consumed))) => {
-                    inbound.start += consumed;
-                    return Ok((tcp, inbound));
-                }
-                Ok(None) => {}
-                Err(error) => return Err(format!("upgrade: {error}")),
-            }
+            Err(UpgradeError::Io(error)) => Err(format!("upgrade: {error}")),
+            Err(UpgradeError::Closed) => Err(format!("upgrade: {CLOSED}")),
+            Err(UpgradeError::Refused(error)) => Err(format!("upgrade: {error}")),
         }
     }
 }
 
-/// Writes one frame masked with a fresh key (§5.3), in one write.
-async fn write_frame(tcp: &mut TcpStream, opcode: OpCode, payload: &[u8]) -> io::Result<()> {
-    let key = rand::random();
-    let mut frame = Vec::with_capacity(14 + payload.len());
-    FrameHeader {
-        fin: true,
-        rsv: 0,
-        opcode,
-        mask: Some(key),
-        payload_len: payload.len() as u64,
-    }
-    .encode(&mut frame);
-    let start = frame.len();
-    frame.extend_from_slice(payload);
-    apply_mask(&mut frame[start..], key, 0);
-    tcp.write_all(&frame).await
-}
-
-/// Bytes read from one connection, parsed from `start`.
+/// Bytes read from one connection, decoded from `start`; the steps of the
+/// exchange that read them also send what the server is to answer.
 struct Inbound {
     buf: Vec<u8>,
     start: usize,
+    frames: ServerFrames,
 }
 
 impl Inbound {
@@ -159,6 +117,7 @@ impl Inbound {
         Self {
             buf: Vec::with_capacity(1024),
             start: 0,
+            frames: ServerFrames::with_max_data_frame(MAX_FRAME as u64),
         }
     }
 
@@ -168,8 +127,8 @@ impl Inbound {
 
     /// Reads more; returns how many bytes came, 0 at end of stream.
     async fn fill(&mut self, tcp: &mut TcpStream) -> io::Result<usize> {
-        // What is left is at most one partial frame or response head, so
-        // the buffer stays bounded however many frames the server sends.
+        // What is left is at most a partial frame header or control frame,
+        // so the buffer stays bounded however many frames the server sends.
         self.buf.drain(..self.start);
         self.start = 0;
         if self.buf.len() == self.buf.capacity() {
@@ -178,78 +137,77 @@ impl Inbound {
         tcp.read_buf(&mut self.buf).await
     }
 
-    /// The next whole frame: its header and where its payload is in `buf`.
-    async fn frame(&mut self, tcp: &mut TcpStream) -> Result<(FrameHeader, Range<usize>), String> {
+    /// Hands each piece the server sends to `on_frame`, reading as needed,
+    /// until it returns a value; [`CLOSED`] if the connection ends first.
+    async fn until<T>(
+        &mut self,
+        tcp: &mut TcpStream,
+        mut on_frame: impl FnMut(Frame<'_>) -> Result<Option<T>, String>,
+    ) -> Result<T, String> {
         loop {
-            if let Some((header, header_len)) =
-                FrameHeader::parse(self.unread()).map_err(|error| error.to_string())?
-            {
-                check_server_frame(&header)?;
-                let end = header_len + header.payload_len as usize;
-                if self.unread().len() >= end {
-                    let payload = self.start + header_len..self.start + end;
-                    self.start += end;
-                    return Ok((header, payload));
+            let (used, frame) = self.frames.decode(&self.buf[self.start..])?;
+            self.start += used;
+            if let Some(frame) = frame {
+                if let Some(done) = on_frame(frame)? {
+                    return Ok(done);
                 }
-            }
-            if self.fill(tcp).await.map_err(|error| error.to_string())? == 0 {
+            } else if used == 0 && self.fill(tcp).await.map_err(|error| error.to_string())? == 0 {
                 return Err(CLOSED.to_owned());
             }
         }
     }
 
-    /// Reads the echo of [`PROBE`], however the server fragments it.
-    async fn echo(&mut self, tcp: &mut TcpStream) -> Result<(), String> {
-        let mut echoed: Option<usize> = None;
-        loop {
-            let (header, payload) = self.frame(tcp).await?;
-            let payload = &self.buf[payload];
-            match (header.opcode, echoed) {
-                (OpCode::Close, _) => return Err(CLOSED.to_owned()),
-                (OpCode::Ping | OpCode::Pong, _) => continue,
-                (OpCode::Text, None) => {
-                    return Err("the reply differs from the message".to_owned());
+    /// Sends [`PROBE`] and reads its echo, however the server fragments it.
+    async fn echo(&mut self, tcp: &mut TcpStream, outbox: &mut Outbox) -> Result<(), String> {
+        outbox.push_frame(OpCode::Binary, PROBE);
+        outbox
+            .write_all(tcp)
+            .await
+            .map_err(|error| error.to_string())?;
+        let mut echoed = 0;
+        self.until(tcp, |frame| match frame {
+            Frame::Close(_) => Err(CLOSED.to_owned()),
+            Frame::Ping(_) | Frame::Pong(_) => Ok(None),
+            Frame::Data {
+                start: Some(OpCode::Text),
+                ..
+            } => Err(DIFFERS.to_owned()),
+            Frame::Data { bytes, last, .. } => {
+                if PROBE.get(echoed..echoed + bytes.len()) != Some(bytes) {
+                    return Err(DIFFERS.to_owned());
                 }
-                (OpCode::Binary, None) => echoed = Some(0),
-                (OpCode::Continuation, Some(_)) => {}
-                (OpCode::Continuation, None) => {
-                    return Err(
-                        "a continuation frame with no message to continue (RFC 6455 §5.4)".into(),
-                    );
+                echoed += bytes.len();
+                match last {
+                    false => Ok(None),
+                    true if echoed == PROBE.len() => Ok(Some(())),
+                    true => Err(DIFFERS.to_owned()),
                 }
-                _ => return Err("a new message before the last one ended (RFC 6455 §5.4)".into()),
             }
-            // Invariant: set just above for every data frame.
-            let offset = echoed.expect("a message is open");
-            if PROBE.get(offset..offset + payload.len()) != Some(payload) {
-                return Err("the reply differs from the message".to_owned());
-            }
-            echoed = Some(offset + payload.len());
-            if header.fin {
-                return if offset + payload.len() == PROBE.len() {
-                    Ok(())
-                } else {
-                    Err("the reply differs from the message".to_owned())
-                };
-            }
-        }
+        })
+        .await
     }
 
-    /// After our close frame: reads the server's close, then waits for the
-    /// server to close TCP (§7.1.1); data frames still in flight are
-    /// skipped.
-    async fn close(&mut self, tcp: &mut TcpStream) -> Result<(), String> {
-        loop {
-            let (header, payload) = match self.frame(tcp).await {
-                Err(error) if error == CLOSED => {
-                    return Err("no close frame from the server".to_owned());
-                }
-                frame => frame?,
-            };
-            if header.opcode == OpCode::Close {
-                CloseFrame::parse(&self.buf[payload]).map_err(|error| error.to_string())?;
-                break;
+    /// Sends our close frame, reads the server's, then waits for the server
+    /// to close TCP (§7.1.1); data frames still in flight are skipped.
+    async fn close(&mut self, tcp: &mut TcpStream, outbox: &mut Outbox) -> Result<(), String> {
+        outbox.push_close(CloseCode::NORMAL.0, "");
+        outbox
+            .write_all(tcp)
+            .await
+            .map_err(|error| error.to_string())?;
+        let closed = self
+            .until(tcp, |frame| match frame {
+                Frame::Close(payload) => CloseFrame::parse(payload)
+                    .map(|_| Some(()))
+                    .map_err(|error| error.to_string()),
+                _ => Ok(None),
+            })
+            .await;
+        match closed {
+            Err(error) if error == CLOSED => {
+                return Err("no close frame from the server".to_owned());
             }
+            closed => closed?,
         }
         if !self.unread().is_empty() {
             return Err("data after the server's close frame".to_owned());
@@ -262,23 +220,10 @@ impl Inbound {
     }
 }
 
-/// The rules a client checks on every server frame header, and a bound on
-/// what this tool reads whole.
-fn check_server_frame(header: &FrameHeader) -> Result<(), String> {
-    check_server_header(header)?;
-    if header.payload_len > MAX_FRAME as u64 {
-        return Err(format!(
-            "an unexpected {}-byte frame from the server",
-            header.payload_len
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use tether::{Message, ServerConfig};
-    use tokio::net::TcpListener;
+    use tokio::{io::AsyncWriteExt as _, net::TcpListener};
 
     use super::*;
 

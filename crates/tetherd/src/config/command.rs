@@ -6,7 +6,7 @@ use super::{Config, EXAMPLE, Flags};
 
 /// Checks a config file or prints an example.
 #[derive(Debug, clap::Subcommand)]
-pub(crate) enum Command {
+pub(crate) enum ConfigCommand {
     /// Check FILE over the built-in defaults (environment variables and
     /// flags are not applied): print `ok`, or each problem with its key and
     /// exit with 1.
@@ -19,9 +19,9 @@ pub(crate) enum Command {
 }
 
 /// Runs a `tetherd config` command.
-pub(crate) fn run(command: Command) -> ExitCode {
+pub(crate) fn run(command: ConfigCommand) -> ExitCode {
     match command {
-        Command::Check { file } => {
+        ConfigCommand::Check { file } => {
             let flags = Flags {
                 config: Some(file),
                 ..Flags::default()
@@ -39,7 +39,7 @@ pub(crate) fn run(command: Command) -> ExitCode {
                 }
             }
         }
-        Command::Example => {
+        ConfigCommand::Example => {
             print!("{EXAMPLE}");
             ExitCode::SUCCESS
         }

@@ -37,7 +37,7 @@ mod tests {
     /// every field appears in the example.
     #[test]
     fn the_example_comments_every_field_with_its_doc() {
-        let docs = field_docs(include_str!("mod.rs"));
+        let docs = field_docs(include_str!("../config.rs"));
         let comments = example_comments(EXAMPLE);
         let sections = [
             ("Config", ""),

@@ -24,14 +24,13 @@ use tracing::info;
 
 use super::{Session, deadlines::ttl, subscriptions::MAX_CHANNELS};
 use crate::{
-    api::{self, history_options},
     auth::TokenError,
     broker::{BrokerError, HistoryQuery},
-    hub::{ClientId, Identity},
-    node::unix_now,
+    handle::{ClientId, Identity},
+    node::{PublishOptions, history_options, unix_now},
     wire::{
-        self, Command, ConnectRequest, ConnectResult, Disconnect, FrameBuilder, RefreshResult,
-        Reply, ReplyError, ReplyResult, Request, SubscribeResult,
+        self, ClientCommand, ConnectRequest, ConnectResult, Disconnect, FrameBuilder,
+        RefreshResult, Reply, ReplyError, ReplyResult, Request, SubscribeResult,
     },
 };
 
@@ -56,7 +55,7 @@ impl Session {
     ) -> Result<(), Disconnect> {
         let budget = self.node.config.client.outbound_queue_bytes;
         for command in wire::decode_commands(text) {
-            let Command { id, request } = command.map_err(|error| {
+            let ClientCommand { id, request } = command.map_err(|error| {
                 info!(peer = %self.peer, client = %self.client(), %error, "bad command");
                 error.disconnect()
             })?;
@@ -70,7 +69,7 @@ impl Session {
             }
             // What one reply may take: the budget less the pushes waiting
             // in the outbox (everything else can be written out first).
-            let room = budget.saturating_sub(self.outbox.queued_bytes());
+            let room = budget.saturating_sub(self.handle.queued_bytes());
             let Some(result) = self.command(request, room).await? else {
                 continue;
             };
@@ -172,7 +171,7 @@ impl Session {
                 }
             }
         }
-        self.outbox.set_identity(Identity {
+        self.handle.set_identity(Identity {
             client: ClientId::random(),
             user,
         });
@@ -211,7 +210,7 @@ impl Session {
     }
 
     async fn publish(&mut self, channel: String, data: Bytes) -> ReplyResult {
-        let namespace = match api::namespace(&self.node, &channel) {
+        let namespace = match self.node.namespace(&channel) {
             Ok(namespace) => namespace,
             Err(error) => return ReplyResult::Error(error),
         };
@@ -222,14 +221,18 @@ impl Session {
             .sub(&channel)
             .and_then(|sub| sub.chan_info.as_deref().cloned());
         let info = self.client_info(chan_info);
-        match api::publish(&self.node, &channel, data, Some(info), Vec::new(), false).await {
+        let options = PublishOptions {
+            info: Some(info),
+            ..PublishOptions::default()
+        };
+        match self.node.publish(&channel, data, options).await {
             Ok(_) => ReplyResult::Publish,
             Err(_) => ReplyResult::Error(ReplyError::INTERNAL),
         }
     }
 
     async fn presence(&mut self, channel: &str, stats: bool) -> ReplyResult {
-        match api::namespace(&self.node, channel) {
+        match self.node.namespace(channel) {
             Err(error) => return ReplyResult::Error(error),
             Ok(namespace) if !namespace.presence => {
                 return ReplyResult::Error(ReplyError::NOT_AVAILABLE);
@@ -252,7 +255,7 @@ impl Session {
     }
 
     async fn history(&mut self, channel: &str, mut query: HistoryQuery) -> ReplyResult {
-        match api::namespace(&self.node, channel) {
+        match self.node.namespace(channel) {
             Err(error) => return ReplyResult::Error(error),
             Ok(namespace) if history_options(namespace).is_none() => {
                 return ReplyResult::Error(ReplyError::NOT_AVAILABLE);

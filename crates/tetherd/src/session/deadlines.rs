@@ -200,7 +200,7 @@ impl Session {
         .flatten()
         .chain(subs)
         .min();
-        self.outbox.set_deadline(next);
+        self.handle.set_deadline(next);
     }
 
     /// When the next protocol ping is due, if pings are on.

@@ -9,15 +9,14 @@ use tracing::info;
 
 use super::{Session, Sub, deadlines::sub_expire_by};
 use crate::{
-    api::{self, history_options},
     auth::{SubscriptionClaims, TokenError},
     broker::{BrokerError, HistoryQuery, StreamPosition},
-    hub::{ServerCommand, epoch_tag},
-    node::unix_now,
+    handle::{Frame, ServerCommand, epoch_tag},
+    node::{history_options, unix_now},
     session::commands::expires_in,
     wire::{
         Disconnect, PushBody, RefreshResult, ReplyError, ReplyResult, SubscribeRequest,
-        SubscribeResult, Unsubscribe,
+        SubscribeResult, Unsubscribe, encode_push,
     },
 };
 
@@ -41,7 +40,7 @@ impl Session {
         if request.unsupported_feature().is_some() {
             return refuse(ReplyError::NOT_AVAILABLE);
         }
-        let namespace = match api::namespace(&self.node, &request.channel) {
+        let namespace = match self.node.namespace(&request.channel) {
             Ok(namespace) => namespace,
             Err(error) => return refuse(error),
         };
@@ -155,7 +154,7 @@ impl Session {
         room: usize,
     ) -> Result<SubscribeResult, ReplyError> {
         let node = self.node.clone();
-        let namespace = api::namespace(&node, channel)?;
+        let namespace = node.namespace(channel)?;
         let info = self.client_info(chan_info.clone());
         // Most connections hold a channel or two: no spare capacity.
         self.subs.reserve_exact(1);
@@ -168,7 +167,7 @@ impl Session {
             join_leave: namespace.join_leave,
             chan_info: chan_info.map(Box::new),
         });
-        if node.hub.subscribe(channel, self.conn, self.outbox.clone()) {
+        if node.hub.subscribe(channel, self.conn, self.handle.clone()) {
             if let Err(error) = node.broker.subscribe(channel).await {
                 info!(%channel, %error, "broker subscribe failed");
                 self.unsubscribe(channel).await;
@@ -265,18 +264,18 @@ impl Session {
             ServerCommand::Subscribe(channel) if self.sub(&channel).is_none() => {
                 let room = self.node.config.client.outbound_queue_bytes;
                 match self.join_channel(&channel, None, None, room).await {
-                    Ok(result) => crate::node::encode_push(&channel, PushBody::Subscribe(&result)),
+                    Ok(result) => encode_push(&channel, PushBody::Subscribe(&result)),
                     Err(_) => return,
                 }
             }
             ServerCommand::Unsubscribe(channel) if self.sub(&channel).is_some() => {
                 self.unsubscribe(&channel).await;
-                crate::node::encode_push(&channel, PushBody::Unsubscribe(&Unsubscribe::SERVER))
+                encode_push(&channel, PushBody::Unsubscribe(&Unsubscribe::SERVER))
             }
             _ => return,
         };
-        if let Some(frame) = crate::hub::Frame::plain(push) {
-            self.outbox.push(frame);
+        if let Some(frame) = Frame::plain(push) {
+            self.handle.push(frame);
         }
     }
 

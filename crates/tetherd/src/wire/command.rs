@@ -16,7 +16,7 @@ use crate::broker::{HistoryQuery, StreamPosition};
 
 /// One decoded command.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Command {
+pub(crate) struct ClientCommand {
     /// Echoed in the reply; 0 only for `send` and the pong, which get none.
     pub(crate) id: u32,
     pub(crate) request: Request,
@@ -213,7 +213,7 @@ impl std::error::Error for WireError {}
 /// stops at the first error).
 pub(crate) fn decode_commands(
     frame: &[u8],
-) -> impl Iterator<Item = Result<Command, WireError>> + '_ {
+) -> impl Iterator<Item = Result<ClientCommand, WireError>> + '_ {
     frame
         .split(|&b| b == b'\n')
         .enumerate()
@@ -377,7 +377,7 @@ struct RawSubRefresh {
 }
 
 impl RawCommand {
-    fn into_command(self, line: usize) -> Result<Command, WireError> {
+    fn into_command(self, line: usize) -> Result<ClientCommand, WireError> {
         let present = [
             self.connect.is_some(),
             self.subscribe.is_some(),
@@ -510,7 +510,7 @@ impl RawCommand {
         if self.id == 0 && !matches!(request, Request::Send(_) | Request::Pong) {
             return Err(WireError::MissingId { line });
         }
-        Ok(Command {
+        Ok(ClientCommand {
             id: self.id,
             request,
         })

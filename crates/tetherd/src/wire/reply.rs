@@ -42,6 +42,10 @@ pub(crate) enum ReplyResult {
     History(History),
     Ping,
     /// The RPC handler's raw JSON answer.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the rpc command is answered 108 until RPC lands")
+    )]
     Rpc(Option<Bytes>),
     Refresh(RefreshResult),
     SubRefresh(RefreshResult),
@@ -119,15 +123,24 @@ pub(crate) enum PushBody<'a> {
     /// The server added a server-side subscription.
     Subscribe(&'a SubscribeResult),
     /// An asynchronous message with raw JSON data.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "for the server API's send, not built yet; tested")
+    )]
     Message(&'a [u8]),
     /// The connection ends. Over WebSocket the close frame
     /// ([`Disconnect::close_frame`]) carries the same; this push is for
     /// transports without one.
     Disconnect(&'a Disconnect),
     /// The server refreshed the connection itself.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "for the server API's refresh, not built yet; tested"
+        )
+    )]
     Refresh(RefreshResult),
-    /// A connect result pushed on unidirectional transports.
-    Connect(&'a ConnectResult),
 }
 
 /// The server's ping: an empty object. The client answers with the same
@@ -135,10 +148,18 @@ pub(crate) enum PushBody<'a> {
 pub(crate) const SERVER_PING: &str = "{}";
 
 /// Encodes one reply as a JSON object.
+#[cfg(test)]
 pub(crate) fn encode_reply(reply: &Reply) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     reply.encode_into(&mut out);
     out
+}
+
+/// A push as its own JSON object.
+pub(crate) fn encode_push(channel: &str, body: PushBody<'_>) -> Bytes {
+    let mut out = Vec::with_capacity(64);
+    Push { channel, body }.encode_into(&mut out);
+    Bytes::from(out)
 }
 
 /// Encodes a publication push once, for every subscriber of `channel`.
@@ -189,13 +210,8 @@ impl FrameBuilder {
         self
     }
 
-    pub(crate) fn push(&mut self, push: &Push<'_>) -> &mut Self {
-        self.separate();
-        push.encode_into(&mut self.buf);
-        self
-    }
-
     /// Adds an object encoded before (a shared publication push).
+    #[cfg(test)]
     pub(crate) fn encoded(&mut self, object: &[u8]) -> &mut Self {
         self.separate();
         self.buf.extend_from_slice(object);
@@ -371,7 +387,6 @@ impl Push<'_> {
                     o.bool("reconnect", d.reconnect());
                 }),
                 PushBody::Refresh(r) => o.obj("refresh", |o| expires(o, r.expires_in)),
-                PushBody::Connect(c) => o.obj("connect", |o| connect_fields(o, c)),
             }
         });
         o.close();

@@ -5,11 +5,11 @@
 
 use bytes::Bytes;
 
-use super::*;
+use super::{codes::*, command::*, reply::*};
 use crate::broker::{ClientInfo, History, PresenceStats, Publication, StreamPosition};
 
 /// Every command of a frame, or the first error.
-fn decode_commands(frame: &[u8]) -> Result<Vec<Command>, WireError> {
+fn decode_commands(frame: &[u8]) -> Result<Vec<ClientCommand>, WireError> {
     super::decode_commands(frame).collect()
 }
 
@@ -60,7 +60,7 @@ const PY_FRAMES: &[&str] = &[
     r#"{"id": 11, "subscribe": {"channel": "news", "token": "py-sub-refreshed", "data": {"sub": "py"}, "positioned": true, "recoverable": true, "join_leave": true, "recover": true, "epoch": "ep1", "offset": 4, "flag": 1}}"#,
 ];
 
-fn one(frame: &str) -> Command {
+fn one(frame: &str) -> ClientCommand {
     let mut commands = decode_commands(frame.as_bytes()).expect("decodes");
     assert_eq!(commands.len(), 1, "{frame}");
     commands.remove(0)
@@ -83,7 +83,7 @@ fn js_connect_frame_holds_three_commands() {
     assert_eq!(
         commands,
         vec![
-            Command {
+            ClientCommand {
                 id: 1,
                 request: Request::Connect(ConnectRequest {
                     token: "conn-token-1".into(),
@@ -93,7 +93,7 @@ fn js_connect_frame_holds_three_commands() {
                     version: "1.2.3".into(),
                 }),
             },
-            Command {
+            ClientCommand {
                 id: 2,
                 request: Request::Subscribe(SubscribeRequest {
                     channel: "news".into(),
@@ -105,7 +105,7 @@ fn js_connect_frame_holds_three_commands() {
                     ..Default::default()
                 }),
             },
-            Command {
+            ClientCommand {
                 id: 3,
                 request: Request::Subscribe(SubscribeRequest {
                     channel: "plain".into(),
@@ -163,12 +163,12 @@ fn js_since_option_recovers_on_first_subscribe() {
 
 #[test]
 fn js_single_commands() {
-    let decoded: Vec<Command> = JS_SINGLE_FRAMES.iter().map(|f| one(f)).collect();
+    let decoded: Vec<ClientCommand> = JS_SINGLE_FRAMES.iter().map(|f| one(f)).collect();
     let channel = |c: &str| ChannelRequest { channel: c.into() };
     assert_eq!(
         decoded,
         vec![
-            Command {
+            ClientCommand {
                 id: 4,
                 request: Request::Publish(PublishRequest {
                     channel: "news".into(),
@@ -176,15 +176,15 @@ fn js_single_commands() {
                     kind: 0,
                 }),
             },
-            Command {
+            ClientCommand {
                 id: 5,
                 request: Request::Presence(channel("news")),
             },
-            Command {
+            ClientCommand {
                 id: 6,
                 request: Request::PresenceStats(channel("news")),
             },
-            Command {
+            ClientCommand {
                 id: 7,
                 request: Request::History(HistoryRequest {
                     channel: "news".into(),
@@ -193,27 +193,27 @@ fn js_single_commands() {
                     reverse: true,
                 }),
             },
-            Command {
+            ClientCommand {
                 id: 8,
                 request: Request::History(HistoryRequest {
                     channel: "news".into(),
                     ..Default::default()
                 }),
             },
-            Command {
+            ClientCommand {
                 id: 9,
                 request: Request::Rpc(RpcRequest {
                     method: "getUser".into(),
                     data: json(r#"{"id":7}"#),
                 }),
             },
-            Command {
+            ClientCommand {
                 id: 0,
                 request: Request::Send(SendRequest {
                     data: json(r#"{"fire":"forget"}"#),
                 }),
             },
-            Command {
+            ClientCommand {
                 id: 10,
                 request: Request::Publish(PublishRequest {
                     channel: "other".into(),
@@ -221,24 +221,24 @@ fn js_single_commands() {
                     kind: 0,
                 }),
             },
-            Command {
+            ClientCommand {
                 id: 0,
                 request: Request::Pong,
             },
-            Command {
+            ClientCommand {
                 id: 11,
                 request: Request::Refresh(RefreshRequest {
                     token: "conn-token-refreshed".into(),
                 }),
             },
-            Command {
+            ClientCommand {
                 id: 12,
                 request: Request::SubRefresh(SubRefreshRequest {
                     channel: "news".into(),
                     token: "sub-token-refreshed".into(),
                 }),
             },
-            Command {
+            ClientCommand {
                 id: 13,
                 request: Request::Unsubscribe(channel("plain")),
             },
@@ -266,7 +266,7 @@ fn history_limits_map_to_broker_queries() {
 
 #[test]
 fn python_frames_decode_like_js_ones() {
-    let decoded: Vec<Command> = PY_FRAMES.iter().map(|f| one(f)).collect();
+    let decoded: Vec<ClientCommand> = PY_FRAMES.iter().map(|f| one(f)).collect();
     let Request::Connect(c) = &decoded[0].request else {
         panic!()
     };

@@ -11,83 +11,13 @@ use std::{
 use bytes::Bytes;
 
 use super::*;
-
-/// What a [`Recorder`] saw.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Seen {
-    /// Channel, publication, epoch.
-    Publication(String, Publication, String),
-    Interrupted(String),
-    Join(String, ClientInfo),
-    Leave(String, ClientInfo),
-}
-
-/// Records every event.
-#[derive(Default)]
-struct Recorder(Mutex<Vec<Seen>>);
-
-impl Recorder {
-    fn take(&self) -> Vec<Seen> {
-        std::mem::take(&mut self.0.lock().expect("no test panics holding it"))
-    }
-
-    fn offsets(&self, channel: &str) -> Vec<u64> {
-        self.take()
-            .into_iter()
-            .filter_map(|seen| match seen {
-                Seen::Publication(c, p, _) if c == channel => Some(p.offset),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn push(&self, seen: Seen) {
-        self.0.lock().expect("no test panics holding it").push(seen);
-    }
-}
-
-impl BrokerEvents for Recorder {
-    fn publication(&self, channel: &str, publication: Publication, epoch: &str) {
-        self.push(Seen::Publication(
-            channel.to_owned(),
-            publication,
-            epoch.to_owned(),
-        ));
-    }
-    fn interrupted(&self, channel: &str) {
-        self.push(Seen::Interrupted(channel.to_owned()));
-    }
-    fn join(&self, channel: &str, info: ClientInfo) {
-        self.push(Seen::Join(channel.to_owned(), info));
-    }
-    fn leave(&self, channel: &str, info: ClientInfo) {
-        self.push(Seen::Leave(channel.to_owned(), info));
-    }
-}
+use crate::broker::testing::{Recorder, Seen, client, publication};
 
 fn broker() -> (Arc<MemoryBroker>, Arc<Recorder>) {
     let broker = Arc::new(MemoryBroker::new());
     let recorder = Arc::new(Recorder::default());
     broker.set_events(recorder.clone());
     (broker, recorder)
-}
-
-fn publication(data: &str) -> Publication {
-    Publication {
-        offset: 0,
-        data: Bytes::from(format!("\"{data}\"")),
-        info: None,
-        tags: Vec::new(),
-    }
-}
-
-fn client(id: &str, user: &str) -> ClientInfo {
-    ClientInfo {
-        client: id.to_owned(),
-        user: user.to_owned(),
-        conn_info: None,
-        chan_info: None,
-    }
 }
 
 fn keep(size: usize, ttl_secs: u64) -> Option<HistoryOptions> {

@@ -35,9 +35,9 @@ use futures_core::Stream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
+    codec::{Decoded, decode},
     connection::{CALL_TIMEOUT, bounded, timed_out},
     keys::{ChannelKeys, channel_of_pubsub},
-    wire::{Decoded, decode},
 };
 use crate::broker::{BrokerError, BrokerEvents, BrokerFuture};
 

@@ -7,12 +7,13 @@ use std::{
     time::Instant,
 };
 
-use std::sync::Mutex;
-
 use bytes::Bytes;
 
 use super::*;
-use crate::broker::{BrokerError, ClientInfo, NodeInfo};
+use crate::broker::{
+    BrokerError, NodeInfo,
+    testing::{Recorder, Seen, client, publication},
+};
 
 /// A `redis-server` child on a loopback port, killed on drop.
 struct RedisServer {
@@ -82,65 +83,6 @@ impl Drop for RedisServer {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Seen {
-    /// Channel, publication, epoch.
-    Publication(String, Publication, String),
-    Interrupted(String),
-    Join(String, ClientInfo),
-    Leave(String, ClientInfo),
-}
-
-#[derive(Default)]
-struct Recorder(Mutex<Vec<Seen>>);
-
-impl Recorder {
-    fn seen(&self) -> Vec<Seen> {
-        self.0.lock().expect("no test panics holding it").clone()
-    }
-
-    fn take(&self) -> Vec<Seen> {
-        std::mem::take(&mut self.0.lock().expect("no test panics holding it"))
-    }
-
-    fn push(&self, seen: Seen) {
-        self.0.lock().expect("no test panics holding it").push(seen);
-    }
-
-    /// Waits until at least `count` events arrived, then takes them.
-    async fn wait_for(&self, count: usize) -> Vec<Seen> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.seen().len() < count {
-            assert!(
-                Instant::now() < deadline,
-                "only {:?} arrived, expected {count}",
-                self.seen()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        self.take()
-    }
-}
-
-impl BrokerEvents for Recorder {
-    fn publication(&self, channel: &str, publication: Publication, epoch: &str) {
-        self.push(Seen::Publication(
-            channel.to_owned(),
-            publication,
-            epoch.to_owned(),
-        ));
-    }
-    fn interrupted(&self, channel: &str) {
-        self.push(Seen::Interrupted(channel.to_owned()));
-    }
-    fn join(&self, channel: &str, info: ClientInfo) {
-        self.push(Seen::Join(channel.to_owned(), info));
-    }
-    fn leave(&self, channel: &str, info: ClientInfo) {
-        self.push(Seen::Leave(channel.to_owned(), info));
-    }
-}
-
 async fn node(server: &RedisServer) -> (Arc<RedisBroker>, Arc<Recorder>) {
     node_over(RedisServers::Instances(vec![server.url()])).await
 }
@@ -152,24 +94,6 @@ async fn node_over(servers: RedisServers) -> (Arc<RedisBroker>, Arc<Recorder>) {
     let recorder = Arc::new(Recorder::default());
     broker.set_events(recorder.clone());
     (broker, recorder)
-}
-
-fn publication(data: &str) -> Publication {
-    Publication {
-        offset: 0,
-        data: Bytes::from(format!("\"{data}\"")),
-        info: None,
-        tags: Vec::new(),
-    }
-}
-
-fn client(id: &str, user: &str) -> ClientInfo {
-    ClientInfo {
-        client: id.to_owned(),
-        user: user.to_owned(),
-        conn_info: Some(Bytes::from_static(br#"{"name":"Ann"}"#)),
-        chan_info: None,
-    }
 }
 
 const KEEP: HistoryOptions = HistoryOptions {

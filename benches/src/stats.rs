@@ -1,4 +1,4 @@
-//! Median, least and greatest of repeated measurements.
+//! Statistics of repeated measurements: median, least and greatest.
 
 /// Median, least and greatest of a set of runs.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -16,6 +16,8 @@ pub(crate) mod memory;
 #[cfg(test)]
 mod paging_tests;
 pub(crate) mod redis;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::{fmt, sync::Arc, time::Duration};
 

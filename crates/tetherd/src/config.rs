@@ -42,7 +42,7 @@ use tether::{
 
 pub(crate) use self::{
     broker::{Broker, RedisServers},
-    command::{Command, run},
+    command::{ConfigCommand, run},
     example::EXAMPLE,
     load::Flags,
 };

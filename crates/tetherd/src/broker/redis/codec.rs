@@ -180,24 +180,7 @@ fn is_zero(offset: &u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn publication(data: &str) -> Publication {
-        Publication {
-            offset: 0,
-            data: Bytes::from(format!("\"{data}\"")),
-            info: None,
-            tags: Vec::new(),
-        }
-    }
-
-    fn client(id: &str, user: &str) -> ClientInfo {
-        ClientInfo {
-            client: id.to_owned(),
-            user: user.to_owned(),
-            conn_info: Some(Bytes::from_static(br#"{"name":"Ann"}"#)),
-            chan_info: None,
-        }
-    }
+    use crate::broker::testing::{client, publication};
 
     #[test]
     fn wire_round_trips_json_and_other_bytes() {

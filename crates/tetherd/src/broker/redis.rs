@@ -34,6 +34,7 @@
 //! have happened.
 
 mod cluster;
+mod codec;
 mod connection;
 mod keys;
 mod registry;
@@ -41,7 +42,6 @@ mod scripts;
 mod subscriber;
 #[cfg(test)]
 mod tests;
-mod wire;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
@@ -49,14 +49,14 @@ use ::redis::{AsyncCommands, Client, aio::ConnectionManagerConfig};
 use rand::distr::{Alphanumeric, SampleString};
 
 use self::{
+    codec::{
+        Decoded, Kind, decode, decode_client_info, encode_client_info, encode_presence_event,
+        encode_publication,
+    },
     connection::{CALL_TIMEOUT, CONNECT_TIMEOUT, Commands, bounded},
     keys::{ChannelKeys, channel_hash, jump_bucket},
     scripts::Scripts,
     subscriber::Subscriptions,
-    wire::{
-        Decoded, Kind, decode, decode_client_info, encode_client_info, encode_presence_event,
-        encode_publication,
-    },
 };
 use super::{
     Broker, BrokerError, BrokerEvents, BrokerFuture, ClientInfo, History, HistoryOptions,

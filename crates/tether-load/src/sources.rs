@@ -1,10 +1,9 @@
-//! Where connections go and where they come from: the loopback target, the
-//! source addresses 127.0.0.1, 127.0.0.2, … that spread connections past
-//! one address's ephemeral ports, and the dialer that opens them with
-//! bounded concurrency and a few retries.
+//! Where connections come from: the source addresses 127.0.0.1, 127.0.0.2,
+//! … that spread connections past one address's ephemeral ports, and the
+//! dialer that opens them with bounded concurrency and a few retries.
 
 use std::{
-    fmt, io,
+    io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::Arc,
     time::Duration,
@@ -17,13 +16,11 @@ use tokio::{
     time::{Instant, sleep, timeout},
 };
 
+use crate::target::Target;
+
 /// Connections per source address by default: well under the ~28,000
 /// ephemeral ports (32768–60999) one source address has towards one target.
 pub(crate) const DEFAULT_PER_SOURCE: usize = 10_000;
-
-/// Connections per process by default, leaving room under a 20,000
-/// open-file limit.
-pub(crate) const DEFAULT_PER_PROCESS: usize = 15_000;
 
 /// Connection attempts in flight at once by default, so the server's accept
 /// queue is not overrun: 128 is the backlog tokio's `TcpListener::bind` (and
@@ -33,98 +30,6 @@ pub(crate) const DEFAULT_CONCURRENCY: usize = 128;
 
 /// Attempts per connection before it counts as failed.
 const ATTEMPTS: u32 = 4;
-
-/// A `ws://` URL on a loopback address: the only kind of target this tool
-/// accepts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Target {
-    pub(crate) addr: SocketAddr,
-    /// The `Host` header: the URL's authority.
-    pub(crate) host: String,
-    /// The request target: path and query.
-    pub(crate) path: String,
-}
-
-impl Target {
-    /// Parses `ws://host[:port][/path]`, where host is a loopback IP literal
-    /// or `localhost`.
-    pub(crate) fn parse(url: &str) -> Result<Self, String> {
-        match url.split_once("://") {
-            Some(("ws", rest)) => Self::parse_rest(url, rest),
-            Some(("wss", _)) => Err(format!(
-                "{url}: wss:// is not supported; tether-load speaks plain ws:// to loopback addresses"
-            )),
-            _ => Err(format!("{url}: the URL must start with ws://")),
-        }
-    }
-
-    /// Parses `http://host[:port][/path]` like [`Target::parse`] does
-    /// `ws://` (an HTTP API next to the WebSocket endpoint).
-    pub(crate) fn parse_http(url: &str) -> Result<Self, String> {
-        match url.split_once("://") {
-            Some(("http", rest)) => Self::parse_rest(url, rest),
-            _ => Err(format!("{url}: the URL must start with http://")),
-        }
-    }
-
-    /// Parses what follows the scheme of `url`.
-    fn parse_rest(url: &str, rest: &str) -> Result<Self, String> {
-        let (authority, path) = match rest.find(['/', '?', '#']) {
-            Some(at) => (&rest[..at], &rest[at..]),
-            None => (rest, ""),
-        };
-        let path = path.split('#').next().unwrap_or_default();
-        let path = match path.strip_prefix('?') {
-            Some(_) => format!("/{path}"),
-            None if path.is_empty() => "/".to_owned(),
-            None => path.to_owned(),
-        };
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6
-                .split_once(']')
-                .ok_or_else(|| format!("{url}: unclosed IPv6 bracket"))?;
-            let port = after.strip_prefix(':');
-            if port.is_none() && !after.is_empty() {
-                return Err(format!("{url}: junk after the IPv6 address"));
-            }
-            (host, port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
-            }
-        };
-        let port = match port {
-            Some(port) => port
-                .parse()
-                .map_err(|_| format!("{url}: bad port {port:?}"))?,
-            None => 80,
-        };
-        let ip = if host.eq_ignore_ascii_case("localhost") {
-            IpAddr::V4(Ipv4Addr::LOCALHOST)
-        } else {
-            host.parse::<IpAddr>().map_err(|_| {
-                format!("{url}: the host must be a loopback IP address or localhost, not {host:?}")
-            })?
-        };
-        if !ip.is_loopback() {
-            return Err(format!(
-                "{url}: {ip} is not a loopback address; tether-load only targets loopback addresses"
-            ));
-        }
-        Ok(Self {
-            addr: SocketAddr::new(ip, port),
-            host: authority.to_owned(),
-            path,
-        })
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ws://{}{}", self.host, self.path)
-    }
-}
 
 /// The `index`-th source address for connections to `target`: 127.0.0.1,
 /// 127.0.0.2, … for an IPv4 target; only `::1` exists for IPv6.
@@ -146,6 +51,25 @@ pub(crate) fn source_count(target: &Target) -> usize {
         SocketAddr::V4(_) => (1 << 24) - 2,
         SocketAddr::V6(_) => 1,
     }
+}
+
+/// Checks that `target` has the `needed` source addresses that `conns`
+/// connections (`what` they are, in the error) take at `per_source` each.
+pub(crate) fn check_source_count(
+    target: &Target,
+    needed: usize,
+    conns: usize,
+    what: &str,
+    per_source: usize,
+) -> Result<(), String> {
+    if needed > source_count(target) {
+        return Err(format!(
+            "{conns} {what} at {per_source} per source address need {needed} source addresses; {} has {}",
+            target.addr.ip(),
+            source_count(target)
+        ));
+    }
+    Ok(())
 }
 
 /// Opens connections to one target, `per_source` per source address starting
@@ -186,15 +110,7 @@ impl Dialer {
     /// Checks that `conns` connections have source addresses.
     pub(crate) fn check_capacity(&self, conns: usize) -> Result<(), String> {
         let needed = self.first_source + conns.div_ceil(self.per_source);
-        if needed > source_count(&self.target) {
-            return Err(format!(
-                "{conns} connections at {} per source address need {needed} source addresses; {} has {}",
-                self.per_source,
-                self.target.addr.ip(),
-                source_count(&self.target)
-            ));
-        }
-        Ok(())
+        check_source_count(&self.target, needed, conns, "connections", self.per_source)
     }
 
     /// The target connections go to.
@@ -258,13 +174,8 @@ impl Dialer {
     where
         Upgrading: Future<Output = Result<T, Error>>,
     {
-        let socket = match source {
-            IpAddr::V4(_) => TcpSocket::new_v4()?,
-            IpAddr::V6(_) => TcpSocket::new_v6()?,
-        };
-        socket.bind(SocketAddr::new(source, 0))?;
         let connecting = async {
-            let tcp = socket.connect(self.target.addr).await?;
+            let tcp = connect_from(source, self.target.addr).await?;
             tcp.set_nodelay(true)?;
             upgrade(tcp).await
         };
@@ -280,6 +191,16 @@ impl Dialer {
                 .await?;
         Ok(ws)
     }
+}
+
+/// Connects to `addr` from `source`, on a port the kernel picks.
+pub(crate) async fn connect_from(source: IpAddr, addr: SocketAddr) -> io::Result<TcpStream> {
+    let socket = match source {
+        IpAddr::V4(_) => TcpSocket::new_v4()?,
+        IpAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
 }
 
 /// Whether another attempt may succeed: the server was busy, not wrong.
@@ -304,53 +225,6 @@ fn is_transient(error: &Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_loopback_urls() {
-        let target = Target::parse("ws://127.0.0.1:9001").unwrap();
-        assert_eq!(target.addr, "127.0.0.1:9001".parse().unwrap());
-        assert_eq!(
-            (target.host.as_str(), target.path.as_str()),
-            ("127.0.0.1:9001", "/")
-        );
-        let target = Target::parse("ws://localhost/echo?x=1#frag").unwrap();
-        assert_eq!(target.addr, "127.0.0.1:80".parse().unwrap());
-        assert_eq!(target.path, "/echo?x=1");
-        let target = Target::parse("ws://[::1]:8000?q").unwrap();
-        assert_eq!(target.addr, "[::1]:8000".parse().unwrap());
-        assert_eq!(target.path, "/?q");
-        assert_eq!(
-            Target::parse("ws://127.3.4.5:1/").unwrap().addr.ip(),
-            Ipv4Addr::new(127, 3, 4, 5)
-        );
-    }
-
-    #[test]
-    fn refuses_other_targets() {
-        for url in [
-            "ws://10.0.0.1:80/",
-            "ws://example.com/",
-            "ws://[2001:db8::1]/",
-            "wss://127.0.0.1/",
-            "http://127.0.0.1/",
-            "ws://127.0.0.1:port/",
-        ] {
-            assert!(Target::parse(url).is_err(), "{url}");
-        }
-        assert!(Target::parse_http("ws://127.0.0.1/").is_err());
-        assert!(Target::parse_http("http://192.168.1.1/").is_err());
-        assert_eq!(
-            Target::parse_http("http://127.0.0.1:8000/api")
-                .unwrap()
-                .path,
-            "/api"
-        );
-        assert!(
-            Target::parse("ws://192.168.1.1/")
-                .unwrap_err()
-                .contains("not a loopback address")
-        );
-    }
 
     #[test]
     fn spreads_sources() {
