@@ -3,7 +3,7 @@
 //! `Authorization: apikey KEY`). Answers `{"result": …}` or
 //! `{"error": {"code", "message"}}`.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use serde::Deserialize;
 use serde_json::{Value, json, value::RawValue};
@@ -11,7 +11,7 @@ use tether::CloseFrame;
 
 use crate::{
     broker::{ClientInfo, HistoryQuery, Publication, StreamPosition},
-    node::{Node, PublishOptions, broker_error, history_options},
+    node::{ControlMessage, Node, PublishOptions, broker_error, history_options},
     wire::{self, Disconnect, ReplyError},
 };
 
@@ -39,27 +39,82 @@ fn bad_request(why: impl Into<String>) -> ReplyError {
 }
 
 /// Runs `method` with the JSON `body`; returns the HTTP status and the
-/// response body.
-pub(crate) async fn call(node: &Node, method: &str, body: &[u8]) -> (u16, Value) {
-    let result = match method {
+/// response body: `{"result": …}` or `{"error": …}`, and for `batch`
+/// `{"replies": […]}`.
+pub(crate) async fn call(node: &Arc<Node>, method: &str, body: &[u8]) -> (u16, Value) {
+    if method == "batch" {
+        return match batch(node, body).await {
+            Ok(replies) => (200, replies),
+            Err(why) => (400, error_json(&bad_request(why))),
+        };
+    }
+    match run(node, method, body).await {
+        None => (404, error_json(&ReplyError::METHOD_NOT_FOUND)),
+        Some(Ok(result)) => (200, json!({ "result": result })),
+        Some(Err(ApiError::Reply(error))) => (200, error_json(&error)),
+        Some(Err(ApiError::Malformed(why))) => (400, error_json(&bad_request(why))),
+    }
+}
+
+/// Runs one method; `None` when there is no such method.
+async fn run(node: &Arc<Node>, method: &str, body: &[u8]) -> Option<Result<Value, ApiError>> {
+    Some(match method {
         "publish" => publish_api(node, body).await,
         "broadcast" => broadcast(node, body).await,
         "subscribe" => subscribe(node, body).await,
         "unsubscribe" => unsubscribe(node, body).await,
         "disconnect" => disconnect(node, body).await,
+        "refresh" => refresh(node, body).await,
         "presence" => presence(node, body).await,
         "presence_stats" => presence_stats(node, body).await,
         "history" => history(node, body).await,
         "history_remove" => history_remove(node, body).await,
         "channels" => channels(node, body).await,
         "info" => Ok(info(node).await),
-        _ => return (404, error_json(&ReplyError::METHOD_NOT_FOUND)),
-    };
-    match result {
-        Ok(result) => (200, json!({ "result": result })),
-        Err(ApiError::Reply(error)) => (200, error_json(&error)),
-        Err(ApiError::Malformed(why)) => (400, error_json(&bad_request(why))),
+        _ => return None,
+    })
+}
+
+#[derive(Deserialize)]
+struct BatchRequest {
+    /// Each an object with one method name and its request.
+    commands: Vec<serde_json::Map<String, Value>>,
+    /// Centrifugo may run the commands concurrently; they run in order here
+    /// either way.
+    #[serde(default)]
+    #[expect(
+        dead_code,
+        reason = "accepted for compatibility; commands always run in order"
+    )]
+    parallel: bool,
+}
+
+/// Centrifugo's `batch`: the commands run in order, each answered in its
+/// place as `{"METHOD": result}` or `{"error": …}`; one that is not a
+/// known method with a request is an error of its own, not of the batch.
+async fn batch(node: &Arc<Node>, body: &[u8]) -> Result<Value, String> {
+    let request: BatchRequest =
+        serde_json::from_slice(body).map_err(|error| format!("bad request body: {error}"))?;
+    let mut replies = Vec::with_capacity(request.commands.len());
+    for command in request.commands {
+        let mut methods = command.into_iter();
+        let reply = match (methods.next(), methods.next()) {
+            (Some((method, params)), None) if method != "batch" => {
+                let params = params.to_string();
+                match run(node, &method, params.as_bytes()).await {
+                    None => error_json(&ReplyError::METHOD_NOT_FOUND),
+                    Some(Ok(result)) => json!({ method: result }),
+                    Some(Err(ApiError::Reply(error))) => error_json(&error),
+                    Some(Err(ApiError::Malformed(why))) => error_json(&bad_request(why)),
+                }
+            }
+            _ => error_json(&bad_request(
+                "a command names exactly one method, not batch",
+            )),
+        };
+        replies.push(reply);
     }
+    Ok(json!({ "replies": replies }))
 }
 
 fn error_json(error: &ReplyError) -> Value {
@@ -143,28 +198,28 @@ struct UserChannel {
     client: Option<String>,
 }
 
+/// Subscribes the user's connections, on whichever node they are.
 async fn subscribe(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
     let request: UserChannel = parse(body)?;
     node.namespace(&request.channel)?;
-    for handle in node.sessions() {
-        if handle.belongs_to(&request.user, request.client.as_deref()) {
-            handle.command(crate::handle::ServerCommand::Subscribe(
-                request.channel.clone(),
-            ));
-        }
-    }
+    node.control(ControlMessage::Subscribe {
+        user: request.user,
+        client: request.client,
+        channel: request.channel,
+    })
+    .await?;
     Ok(json!({}))
 }
 
+/// Unsubscribes the user's connections, on whichever node they are.
 async fn unsubscribe(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
     let request: UserChannel = parse(body)?;
-    for handle in node.sessions() {
-        if handle.belongs_to(&request.user, request.client.as_deref()) {
-            handle.command(crate::handle::ServerCommand::Unsubscribe(
-                request.channel.clone(),
-            ));
-        }
-    }
+    node.control(ControlMessage::Unsubscribe {
+        user: request.user,
+        client: request.client,
+        channel: request.channel,
+    })
+    .await?;
     Ok(json!({}))
 }
 
@@ -175,6 +230,9 @@ struct DisconnectRequest {
     client: Option<String>,
     #[serde(default)]
     disconnect: Option<DisconnectBody>,
+    /// Client ids of the user to keep connected.
+    #[serde(default)]
+    whitelist: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -184,6 +242,7 @@ struct DisconnectBody {
     reason: String,
 }
 
+/// Ends the user's connections, on whichever node they are.
 async fn disconnect(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
     let request: DisconnectRequest = parse(body)?;
     let disconnect = match request.disconnect {
@@ -205,11 +264,41 @@ async fn disconnect(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
         },
         None => Disconnect::FORCE_NO_RECONNECT,
     };
-    for handle in node.sessions() {
-        if handle.belongs_to(&request.user, request.client.as_deref()) {
-            handle.close(disconnect.clone());
-        }
-    }
+    node.control(ControlMessage::Disconnect {
+        user: request.user,
+        client: request.client,
+        code: disconnect.code,
+        reason: disconnect.reason.into_owned(),
+        whitelist: request.whitelist,
+    })
+    .await?;
+    Ok(json!({}))
+}
+
+#[derive(Deserialize)]
+struct RefreshRequest {
+    user: String,
+    #[serde(default)]
+    client: Option<String>,
+    /// End the connections now as expired (3005).
+    #[serde(default)]
+    expired: bool,
+    /// When the connections expire, Unix seconds; 0 or absent: never.
+    #[serde(default)]
+    expire_at: u64,
+}
+
+/// Expires the user's connections, or moves their expiry, on whichever
+/// node they are (Centrifugo's `refresh`).
+async fn refresh(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
+    let request: RefreshRequest = parse(body)?;
+    node.control(ControlMessage::Refresh {
+        user: request.user,
+        client: request.client,
+        expired: request.expired,
+        expire_at: (request.expire_at > 0).then_some(request.expire_at),
+    })
+    .await?;
     Ok(json!({}))
 }
 
@@ -218,11 +307,13 @@ struct ChannelRequest {
     channel: String,
 }
 
-fn presence_enabled(node: &Node, channel: &str) -> Result<(), ReplyError> {
-    if node.namespace(channel)?.presence {
-        Ok(())
+/// The channel of a presence request, if its namespace has presence.
+fn presence_channel(node: &Node, body: &[u8]) -> Result<String, ApiError> {
+    let request: ChannelRequest = parse(body)?;
+    if node.namespace(&request.channel)?.presence {
+        Ok(request.channel)
     } else {
-        Err(ReplyError::NOT_AVAILABLE)
+        Err(ReplyError::NOT_AVAILABLE.into())
     }
 }
 
@@ -232,13 +323,8 @@ fn client_info_json(info: &ClientInfo) -> Value {
 }
 
 async fn presence(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
-    let request: ChannelRequest = parse(body)?;
-    presence_enabled(node, &request.channel)?;
-    let clients = node
-        .broker
-        .presence(&request.channel)
-        .await
-        .map_err(broker_error)?;
+    let channel = presence_channel(node, body)?;
+    let clients = node.broker.presence(&channel).await.map_err(broker_error)?;
     let presence: serde_json::Map<_, _> = clients
         .iter()
         .map(|info| (info.client.clone(), client_info_json(info)))
@@ -247,11 +333,10 @@ async fn presence(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
 }
 
 async fn presence_stats(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
-    let request: ChannelRequest = parse(body)?;
-    presence_enabled(node, &request.channel)?;
+    let channel = presence_channel(node, body)?;
     let stats = node
         .broker
-        .presence_stats(&request.channel)
+        .presence_stats(&channel)
         .await
         .map_err(broker_error)?;
     Ok(json!({ "num_clients": stats.clients, "num_users": stats.users }))
@@ -332,44 +417,26 @@ struct ChannelsRequest {
     pattern: String,
 }
 
-async fn channels(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
+/// Channels with subscribers on any node, with their counts summed. Nodes
+/// that did not answer in time are named in `missing_nodes` (absent when
+/// every live node answered).
+async fn channels(node: &Arc<Node>, body: &[u8]) -> Result<Value, ApiError> {
     let request: ChannelsRequest = if body.is_empty() {
         ChannelsRequest::default()
     } else {
         parse(body)?
     };
-    let channels: serde_json::Map<_, _> = node
-        .hub
-        .channels()
+    let cluster = node.cluster_channels(&request.pattern).await?;
+    let channels: serde_json::Map<_, _> = cluster
+        .channels
         .into_iter()
-        .filter(|(name, _)| glob(&request.pattern, name))
         .map(|(name, clients)| (name, json!({ "num_clients": clients })))
         .collect();
-    Ok(json!({ "channels": channels }))
-}
-
-/// Centrifugo's channel pattern: `*` matches any run of characters; an
-/// empty pattern matches everything.
-fn glob(pattern: &str, name: &str) -> bool {
-    if pattern.is_empty() {
-        return true;
+    let mut result = json!({ "channels": channels });
+    if !cluster.missing_nodes.is_empty() {
+        result["missing_nodes"] = json!(cluster.missing_nodes);
     }
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or_default();
-    let Some(mut rest) = name.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<_> = parts.collect();
-    for (i, part) in parts.iter().enumerate() {
-        if i == parts.len() - 1 {
-            return rest.ends_with(part);
-        }
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    rest.is_empty()
+    Ok(result)
 }
 
 /// The live nodes: this one (counters as of now) and those in the
@@ -388,19 +455,4 @@ pub(crate) async fn info(node: &Node) -> Value {
     nodes.retain(|other| other.uid != local.uid);
     nodes.insert(0, local);
     json!({ "nodes": nodes })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn glob_patterns() {
-        assert!(glob("", "chat:a"));
-        assert!(glob("chat:*", "chat:a"));
-        assert!(!glob("chat:*", "news:a"));
-        assert!(glob("*:a", "chat:a"));
-        assert!(glob("c*t:*", "chat:lobby"));
-        assert!(!glob("chat", "chat:a"));
-    }
 }

@@ -143,6 +143,9 @@ pub(crate) trait BrokerEvents: Send + Sync + 'static {
     fn join(&self, channel: &str, info: ClientInfo);
     /// A client left a channel.
     fn leave(&self, channel: &str, info: ClientInfo);
+    /// A control message from a node (this one included), as it was sent
+    /// with [`Broker::publish_control`].
+    fn control(&self, message: Bytes);
 }
 
 /// Why a broker call failed.
@@ -186,6 +189,14 @@ pub(crate) trait Broker: Send + Sync + 'static {
         publication: Publication,
         history: Option<HistoryOptions>,
     ) -> BrokerFuture<'a, StreamPosition>;
+
+    /// Sends `message` (JSON) to every node's [`BrokerEvents::control`],
+    /// this one's included: the cluster's control channel, through which a
+    /// server API call reaches the node that holds the connection. Messages
+    /// from one node arrive everywhere in the order it sent them; like
+    /// publications, at most once (a node whose subscription is being
+    /// restored misses what is sent meanwhile).
+    fn publish_control<'a>(&'a self, message: Bytes) -> BrokerFuture<'a, ()>;
 
     /// Sends a join push to the channel's subscribers on every node.
     fn publish_join<'a>(&'a self, channel: &'a str, info: ClientInfo) -> BrokerFuture<'a, ()>;

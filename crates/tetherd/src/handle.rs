@@ -19,14 +19,20 @@ use tether::Utf8Bytes;
 
 use crate::{compression::Encodings, wire::Disconnect};
 
-/// What the node asks of a session besides delivering frames (HTTP API
-/// server-side subscriptions).
+/// What the node asks of a session besides delivering frames: the server
+/// API's subscribe, unsubscribe and refresh, from any node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ServerCommand {
     /// Subscribe the session to this channel.
     Subscribe(String),
     /// Unsubscribe the session from this channel.
     Unsubscribe(String),
+    /// End the connection as expired (`expired`), or move its expiry to
+    /// `expire_at` (Unix seconds; `None`: it no longer expires).
+    Refresh {
+        expired: bool,
+        expire_at: Option<u64>,
+    },
 }
 
 /// One encoded push for a connection.

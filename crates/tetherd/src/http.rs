@@ -38,6 +38,7 @@ pub(crate) async fn handle(
         (&Method::GET, "/") => html(pages::DEMO),
         (&Method::GET, "/admin") => html(pages::ADMIN),
         (&Method::GET, "/tether.js") => javascript(pages::CLIENT_JS),
+        (&Method::GET, "/tether.svg") => respond(StatusCode::OK, "image/svg+xml", pages::LOGO_SVG),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     })
 }

@@ -3,8 +3,12 @@
 //! history, publishing) are in [`channels`].
 
 mod channels;
+mod control;
 
-pub(crate) use self::channels::{PublishOptions, broker_error, history_options};
+pub(crate) use self::{
+    channels::{PublishOptions, broker_error, history_options},
+    control::ControlMessage,
+};
 
 use std::{
     collections::{HashMap, HashSet},
@@ -16,6 +20,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::{
@@ -47,6 +52,9 @@ pub(crate) struct Node {
     /// one, whose port may be 0).
     address: OnceLock<SocketAddr>,
     next_conn: AtomicU64,
+    /// Cluster-wide reads waiting for other nodes' answers.
+    pending: control::Pending,
+    next_request: AtomicU64,
 }
 
 impl Node {
@@ -76,6 +84,8 @@ impl Node {
             drain_started: Notify::new(),
             address: OnceLock::new(),
             next_conn: AtomicU64::new(1),
+            pending: control::Pending::default(),
+            next_request: AtomicU64::new(1),
         });
         node.broker
             .set_events(Arc::new(Events(Arc::downgrade(&node))));
@@ -289,6 +299,12 @@ impl BrokerEvents for Events {
                 channel,
                 Frame::plain(wire::encode_push(channel, PushBody::Join(&info))),
             );
+        }
+    }
+
+    fn control(&self, message: Bytes) {
+        if let Some(node) = self.0.upgrade() {
+            node.on_control(&message);
         }
     }
 

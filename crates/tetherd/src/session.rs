@@ -246,10 +246,7 @@ impl Session {
                 sent(tokio::time::timeout(limit, self.ws.send_encoded(&frame)).await)
             }
             Work::Commands(text) => self.commands(text.as_bytes()).await,
-            Work::Server(command) => {
-                self.server_command(command).await;
-                Ok(())
-            }
+            Work::Server(command) => self.server_command(command).await,
             Work::Due => self.deadline_passed().await,
         }
     }

@@ -29,6 +29,11 @@ const BROWSER_DEADLINE: Duration = Duration::from_secs(180);
 #[test]
 fn demo_page_shows_api_publications_and_dashboard_shows_the_node() {
     let server = Tetherd::gateway(CONFIG, &[]);
+    let logo = server.http("GET", "/tether.svg", "", "");
+    assert!(
+        logo.starts_with("HTTP/1.1 200") && logo.contains("image/svg+xml") && logo.contains("<svg"),
+        "both pages' logo: {logo}"
+    );
 
     let report = run_demo(&server.http_url());
 

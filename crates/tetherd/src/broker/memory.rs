@@ -42,6 +42,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use rand::distr::{Alphanumeric, SampleString};
 use tokio::time::Instant;
 
@@ -490,6 +491,16 @@ impl Broker for MemoryBroker {
         history: Option<HistoryOptions>,
     ) -> BrokerFuture<'a, StreamPosition> {
         Box::pin(async move { Ok(self.publish_now(channel, publication, history)) })
+    }
+
+    fn publish_control<'a>(&'a self, message: Bytes) -> BrokerFuture<'a, ()> {
+        Box::pin(async move {
+            // One process: every node is this one.
+            if let Some(events) = self.events.get() {
+                events.control(message);
+            }
+            Ok(())
+        })
     }
 
     fn publish_join<'a>(&'a self, channel: &'a str, info: ClientInfo) -> BrokerFuture<'a, ()> {

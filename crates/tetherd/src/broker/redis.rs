@@ -46,12 +46,13 @@ mod tests;
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use ::redis::{AsyncCommands, Client, aio::ConnectionManagerConfig};
+use bytes::Bytes;
 use rand::distr::{Alphanumeric, SampleString};
 
 use self::{
     codec::{
-        Decoded, Kind, decode, decode_client_info, encode_client_info, encode_presence_event,
-        encode_publication,
+        Decoded, Kind, decode, decode_client_info, encode_client_info, encode_control,
+        encode_presence_event, encode_publication,
     },
     connection::{CALL_TIMEOUT, CONNECT_TIMEOUT, Commands, bounded},
     keys::{ChannelKeys, channel_hash, jump_bucket},
@@ -63,6 +64,12 @@ use super::{
     HistoryQuery, NodeInfo, PresenceStats, Publication, StreamPosition,
 };
 use crate::config::RedisServers;
+
+/// The channel that carries control messages between nodes: the empty
+/// name, which no client can use (a channel name has 1 to 255 bytes), so
+/// it goes through the same subscriptions, reconnects and shards as any
+/// channel, and lives on one instance (or one cluster slot) for all nodes.
+const CONTROL_CHANNEL: &str = "";
 
 /// Length of a stream epoch (alphanumeric characters).
 const EPOCH_LEN: usize = 8;
@@ -112,11 +119,19 @@ impl RedisBroker {
                 }]
             }
         };
-        Ok(Arc::new(Self {
+        let broker = Self {
             shards,
             scripts: Scripts::new(),
             empty_stream_ttl: Self::DEFAULT_EMPTY_STREAM_TTL,
-        }))
+        };
+        // For as long as the node lives: its messages are delivered once
+        // the events are set.
+        broker
+            .shard(CONTROL_CHANNEL)
+            .subscriptions
+            .subscribe(CONTROL_CHANNEL)
+            .await?;
+        Ok(Arc::new(broker))
     }
 
     /// The instance that holds `channel`.
@@ -290,6 +305,14 @@ impl Broker for RedisBroker {
         history: Option<HistoryOptions>,
     ) -> BrokerFuture<'a, StreamPosition> {
         Box::pin(self.publish_now(channel, publication, history))
+    }
+
+    fn publish_control<'a>(&'a self, message: Bytes) -> BrokerFuture<'a, ()> {
+        Box::pin(async move {
+            self.shard(CONTROL_CHANNEL)
+                .publish_raw(&ChannelKeys::new(CONTROL_CHANNEL), encode_control(&message))
+                .await
+        })
     }
 
     fn publish_join<'a>(&'a self, channel: &'a str, info: ClientInfo) -> BrokerFuture<'a, ()> {

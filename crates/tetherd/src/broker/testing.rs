@@ -18,6 +18,7 @@ pub(crate) enum Seen {
     Interrupted(String),
     Join(String, ClientInfo),
     Leave(String, ClientInfo),
+    Control(Bytes),
 }
 
 /// Records every event.
@@ -81,6 +82,9 @@ impl BrokerEvents for Recorder {
     }
     fn leave(&self, channel: &str, info: ClientInfo) {
         self.push(Seen::Leave(channel.to_owned(), info));
+    }
+    fn control(&self, message: Bytes) {
+        self.push(Seen::Control(message));
     }
 }
 

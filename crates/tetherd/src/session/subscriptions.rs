@@ -258,25 +258,43 @@ impl Session {
         }
     }
 
-    /// A command from the HTTP API (server-side subscribe/unsubscribe).
-    pub(super) async fn server_command(&mut self, command: ServerCommand) {
+    /// A command from the server API, through the control channel:
+    /// server-side subscribe and unsubscribe (told to the client with a
+    /// push), and refresh (an expiry moved, told with a push, or the
+    /// connection ended as expired).
+    pub(super) async fn server_command(
+        &mut self,
+        command: ServerCommand,
+    ) -> Result<(), Disconnect> {
         let push = match command {
             ServerCommand::Subscribe(channel) if self.sub(&channel).is_none() => {
                 let room = self.node.config.client.outbound_queue_bytes;
                 match self.join_channel(&channel, None, None, room).await {
                     Ok(result) => encode_push(&channel, PushBody::Subscribe(&result)),
-                    Err(_) => return,
+                    Err(_) => return Ok(()),
                 }
             }
             ServerCommand::Unsubscribe(channel) if self.sub(&channel).is_some() => {
                 self.unsubscribe(&channel).await;
                 encode_push(&channel, PushBody::Unsubscribe(&Unsubscribe::SERVER))
             }
-            _ => return,
+            ServerCommand::Refresh { expired: true, .. } => {
+                info!(peer = %self.peer, client = %self.client(), user = %self.user(), "expired through the server API");
+                return Err(Disconnect::EXPIRED);
+            }
+            ServerCommand::Refresh {
+                expired: false,
+                expire_at,
+            } => {
+                let expires_in = self.timers.token_expires(&self.node, expire_at);
+                encode_push("", PushBody::Refresh(RefreshResult { expires_in }))
+            }
+            _ => return Ok(()),
         };
         if let Some(frame) = Frame::plain(push) {
             self.handle.push(frame);
         }
+        Ok(())
     }
 
     pub(super) async fn refresh_presence(&mut self) {

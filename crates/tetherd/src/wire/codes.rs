@@ -30,13 +30,6 @@ pub(crate) struct ReplyError {
     pub(crate) temporary: bool,
 }
 
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the protocol's whole vocabulary, each code tested; not every one is sent yet"
-    )
-)]
 impl ReplyError {
     /// 100: the server failed; the client is not at fault. Temporary.
     pub(crate) const INTERNAL: Self = Self::named(100, "internal server error", true);
@@ -93,13 +86,6 @@ pub(crate) struct Disconnect {
     pub(crate) reason: Cow<'static, str>,
 }
 
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the protocol's whole vocabulary, each code tested; not every one is sent yet"
-    )
-)]
 impl Disconnect {
     /// 3000: closed with no advice from the server (used for metrics).
     pub(crate) const CONNECTION_CLOSED: Self = Self::named(3000, "connection closed");
@@ -178,13 +164,6 @@ pub(crate) struct Unsubscribe {
     pub(crate) reason: Cow<'static, str>,
 }
 
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the protocol's whole vocabulary, each code tested; not every one is sent yet"
-    )
-)]
 impl Unsubscribe {
     /// 2000: the server unsubscribed the client; the subscription ends.
     pub(crate) const SERVER: Self = Self::named(2000, "server unsubscribe");

@@ -132,14 +132,7 @@ pub(crate) enum PushBody<'a> {
     /// ([`Disconnect::close_frame`]) carries the same; this push is for
     /// transports without one.
     Disconnect(&'a Disconnect),
-    /// The server refreshed the connection itself.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "for the server API's refresh, not built yet; tested"
-        )
-    )]
+    /// The server moved the connection's expiry (the server API's refresh).
     Refresh(RefreshResult),
 }
 

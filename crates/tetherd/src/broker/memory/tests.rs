@@ -564,6 +564,7 @@ struct Reentrant {
 }
 
 impl BrokerEvents for Reentrant {
+    fn control(&self, _: Bytes) {}
     fn publication(&self, channel: &str, publication: Publication, epoch: &str) {
         let broker = self
             .broker
@@ -632,6 +633,7 @@ fn events_may_call_back_into_the_broker() {
             Seen::Interrupted(..) => "interrupted".to_owned(),
             Seen::Join(..) => "join".to_owned(),
             Seen::Leave(..) => "leave".to_owned(),
+            Seen::Control(..) => "control".to_owned(),
         })
         .collect();
     assert_eq!(
@@ -653,6 +655,7 @@ struct PanicsOnce {
 }
 
 impl BrokerEvents for PanicsOnce {
+    fn control(&self, _: Bytes) {}
     fn publication(&self, channel: &str, publication: Publication, epoch: &str) {
         let first = !std::mem::replace(&mut *self.panicked.lock().unwrap(), true);
         assert!(!first, "events callback fails");

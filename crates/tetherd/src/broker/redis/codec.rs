@@ -48,6 +48,9 @@ pub(super) enum Kind {
     Join,
     #[serde(rename = "l")]
     Leave,
+    /// A message between nodes (see [`crate::broker::Broker::publish_control`]).
+    #[serde(rename = "c")]
+    Control,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -95,6 +98,8 @@ pub(super) enum Decoded {
     Publication(Publication, Option<String>),
     Join(ClientInfo),
     Leave(ClientInfo),
+    /// A control message's JSON, as the node wrote it.
+    Control(Bytes),
 }
 
 pub(super) fn encode_publication(publication: &Publication) -> Vec<u8> {
@@ -124,6 +129,21 @@ pub(super) fn encode_presence_event(kind: Kind, info: &ClientInfo) -> Vec<u8> {
     serde_json::to_vec(&wire).expect("a Wire always serializes: strings and valid raw JSON")
 }
 
+/// A control message (JSON) for the reserved control channel.
+pub(super) fn encode_control(message: &Bytes) -> Vec<u8> {
+    let (d, db) = raw(Some(message));
+    let wire = Wire {
+        k: Kind::Control,
+        o: 0,
+        e: None,
+        d,
+        db,
+        i: None,
+        t: Cow::Borrowed(&[]),
+    };
+    serde_json::to_vec(&wire).expect("a Wire always serializes: strings and valid raw JSON")
+}
+
 pub(super) fn decode(bytes: &[u8]) -> Option<Decoded> {
     let wire: Wire<'_> = serde_json::from_slice(bytes).ok()?;
     match wire.k {
@@ -138,6 +158,7 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Decoded> {
         )),
         Kind::Join => Some(Decoded::Join(wire.i?.into_info())),
         Kind::Leave => Some(Decoded::Leave(wire.i?.into_info())),
+        Kind::Control => Some(Decoded::Control(unraw(wire.d, wire.db)?)),
     }
 }
 

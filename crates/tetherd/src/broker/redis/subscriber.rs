@@ -164,7 +164,17 @@ impl Shared {
         if !self.wanted().contains(channel) {
             return;
         }
-        match decode(payload) {
+        let decoded = decode(payload);
+        if channel.is_empty() {
+            // The control channel (see `CONTROL_CHANNEL`): control messages
+            // only, and a bad one is dropped, never taken for a channel's.
+            match decoded {
+                Some(Decoded::Control(message)) => events.control(message),
+                _ => tracing::warn!("redis broker: undecodable control message dropped"),
+            }
+            return;
+        }
+        match decoded {
             Some(Decoded::Publication(publication, Some(epoch))) => {
                 events.publication(channel, publication, &epoch);
             }
@@ -177,7 +187,7 @@ impl Shared {
             }
             Some(Decoded::Join(info)) => events.join(channel, info),
             Some(Decoded::Leave(info)) => events.leave(channel, info),
-            None => {
+            Some(Decoded::Control(_)) | None => {
                 tracing::warn!(%channel, "redis broker: undecodable message; channel interrupted");
                 events.interrupted(channel);
             }
@@ -194,7 +204,9 @@ impl Shared {
             let wanted = self.wanted();
             channels
                 .into_iter()
-                .filter(|channel| wanted.contains(*channel))
+                // The control channel (the empty name) has no stream to
+                // recover.
+                .filter(|channel| !channel.is_empty() && wanted.contains(*channel))
                 .collect()
         };
         for channel in wanted {
