@@ -11,7 +11,10 @@
 //!   the opposite role.
 #![no_main]
 
-use std::time::{Duration, Instant};
+use std::{
+    io::IoSlice,
+    time::{Duration, Instant},
+};
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
@@ -28,20 +31,20 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn decode(role: Role, control: u8, sizes: &[u8], input: &[u8]) {
-    let limits = if control & 1 == 0 {
-        Limits::default()
-    } else {
+    let mut limits = Limits::default();
+    if control & 1 == 1 {
         // Small enough for short inputs to reach every limit.
-        Limits::default()
-            .max_frame_size(64)
-            .max_message_size(200)
-            .max_fragments(5)
-    };
+        limits.max_frame_size = 64;
+        limits.max_message_size = 200;
+        limits.max_fragments = 5;
+    }
     let keepalive = Keepalive {
         interval: Some(Duration::from_secs(1)),
         timeout: Duration::from_secs(1),
     };
-    let config = Config::default().limits(limits).keepalive(keepalive);
+    let mut config = Config::default();
+    config.limits = limits;
+    config.keepalive = keepalive;
     let step = Duration::from_millis(250 * u64::from((control >> 1) & 7));
     let mut now = Instant::now();
     let mut conn = Connection::new(role, config, now);
@@ -70,8 +73,17 @@ fn decode(role: Role, control: u8, sizes: &[u8], input: &[u8]) {
     };
     let mut peer = Connection::new(peer_role, Config::default(), now);
     let mut written = BytesMut::new();
-    while let Some(chunk) = conn.poll_transmit() {
-        written.extend_from_slice(&chunk);
+    loop {
+        let mut slices = [IoSlice::new(&[]); 16];
+        let count = conn.transmit_slices(&mut slices);
+        if count == 0 {
+            break;
+        }
+        let before = written.len();
+        for slice in &slices[..count] {
+            written.extend_from_slice(slice);
+        }
+        conn.advance_transmit(written.len() - before);
     }
     assert_eq!(conn.buffered_amount(), 0);
     if let Err(error) = peer.receive(now, &mut written) {

@@ -10,13 +10,13 @@
 //!   (with the threshold at zero, so every message is compressed).
 #![no_main]
 
-use std::time::Instant;
+use std::{io::IoSlice, time::Instant};
 
 use bytes::BytesMut;
 use flate2::{Decompress, FlushDecompress, Status};
 use libfuzzer_sys::fuzz_target;
 use tether_proto::{
-    Config, Connection, Event, Limits, Message, Role,
+    Config, Connection, Event, Message, Role,
     deflate::{DeflateConfig, PerMessageDeflate},
     handshake::extensions::ExtensionOffer,
 };
@@ -34,10 +34,10 @@ fuzz_target!(|data: &[u8]| {
 
 /// The two ends of a negotiation, with or without context takeover.
 fn negotiate(keep_context: bool) -> (PerMessageDeflate, PerMessageDeflate) {
-    let config = DeflateConfig::default()
-        .server_no_context_takeover(!keep_context)
-        .client_no_context_takeover(!keep_context)
-        .threshold(0);
+    let mut config = DeflateConfig::default();
+    config.server_no_context_takeover = !keep_context;
+    config.client_no_context_takeover = !keep_context;
+    config.threshold = 0;
     let offer = ExtensionOffer::new("permessage-deflate").param("client_max_window_bits", None);
     let (response, server) = config.accept(&[offer]).expect("a plain offer is accepted");
     let client = DeflateConfig::check_response(&[config], &[response])
@@ -47,8 +47,9 @@ fn negotiate(keep_context: bool) -> (PerMessageDeflate, PerMessageDeflate) {
 }
 
 fn connection(role: Role, deflate: PerMessageDeflate) -> Connection {
-    let limits = Limits::default().max_message_size(MAX_MESSAGE);
-    let mut conn = Connection::new(role, Config::default().limits(limits), Instant::now());
+    let mut config = Config::default();
+    config.limits.max_message_size = MAX_MESSAGE;
+    let mut conn = Connection::new(role, config, Instant::now());
     conn.set_deflate(deflate);
     conn
 }
@@ -139,8 +140,17 @@ fn round_trip(client: PerMessageDeflate, server: PerMessageDeflate, control: u8,
     for _ in 0..2 {
         sender.send(now, message.clone()).expect("open");
         let mut wire = BytesMut::new();
-        while let Some(chunk) = sender.poll_transmit() {
-            wire.extend_from_slice(&chunk);
+        loop {
+            let mut slices = [IoSlice::new(&[]); 16];
+            let count = sender.transmit_slices(&mut slices);
+            if count == 0 {
+                break;
+            }
+            let before = wire.len();
+            for slice in &slices[..count] {
+                wire.extend_from_slice(slice);
+            }
+            sender.advance_transmit(wire.len() - before);
         }
         receiver
             .receive(now, &mut wire)

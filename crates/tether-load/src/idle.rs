@@ -207,13 +207,12 @@ impl WorkerArgs {
             },
             None => Keepalive::OFF,
         };
-        let config =
-            ClientConfig::default().connection(tether::Config::default().keepalive(keepalive));
+        let mut config = ClientConfig::default();
+        config.connection.keepalive = keepalive;
         if self.deflate {
-            config.deflate(DeflateConfig::default())
-        } else {
-            config
+            config.deflate.push(DeflateConfig::default());
         }
+        config
     }
 }
 

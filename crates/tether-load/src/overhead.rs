@@ -321,16 +321,16 @@ async fn websocket(url: &Target, stream: &Stream, start: Instant) -> Result<Wire
         .await
         .map_err(|error| format!("cannot connect to {url}: {error}"))?;
     tcp.set_nodelay(true).map_err(|error| error.to_string())?;
-    let config = BROWSER_HEADERS
+    let mut config = ClientConfig::default();
+    config.headers = BROWSER_HEADERS
         .iter()
         // What a browser sends on an upgrade besides the WebSocket headers.
         .filter(|(name, _)| {
             ["User-Agent", "Accept-Encoding", "Accept-Language", "Cookie"].contains(name)
         })
-        .fold(ClientConfig::default(), |config, (name, value)| {
-            config.header(*name, *value)
-        })
-        .connection(tether::Config::default().keepalive(Keepalive::OFF));
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect();
+    config.connection.keepalive = Keepalive::OFF;
     let (mut ws, _) = tether::client::handshake(Counting::new(tcp), &url.host, &url.path, &config)
         .await
         .map_err(|error| format!("WebSocket: {error}"))?;
@@ -381,8 +381,8 @@ async fn websocket(url: &Target, stream: &Stream, start: Instant) -> Result<Wire
         Ok(Err(error)) => return Err(format!("WebSocket close: {error}")),
         Err(_) => return Err("WebSocket close timed out".into()),
     }
-    wire.up = ws.get_ref().written;
-    wire.down = ws.get_ref().read;
+    wire.up = ws.transport().written;
+    wire.down = ws.transport().read;
     Ok(wire)
 }
 

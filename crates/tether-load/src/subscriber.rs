@@ -115,8 +115,8 @@ pub(crate) fn worker(args: WorkerArgs) -> Result<(), String> {
 }
 
 async fn subscribe_all(args: &WorkerArgs) -> Result<(Ready, Running), String> {
-    let config =
-        ClientConfig::default().connection(tether::Config::default().keepalive(Keepalive::OFF));
+    let mut config = ClientConfig::default();
+    config.connection.keepalive = Keepalive::OFF;
     let dialer = Dialer::new(
         args.url.clone(),
         config,

@@ -10,6 +10,9 @@
     reason = "criterion's macros generate the undocumented entry points"
 )]
 
+#[expect(dead_code, reason = "this benchmark uses criterion's own clock")]
+mod common;
+
 use std::{hint::black_box, time::Instant};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
@@ -77,9 +80,7 @@ fn subscribers(deflate: bool) -> Vec<(Connection, Vec<u8>)> {
 /// write would.
 fn drain(conn: &mut Connection, buffer: &mut Vec<u8>) {
     buffer.clear();
-    while let Some(chunk) = conn.poll_transmit() {
-        buffer.extend_from_slice(&chunk);
-    }
+    common::write_out(conn, |bytes| buffer.extend_from_slice(bytes));
 }
 
 fn encode_once(subs: &mut [(Connection, Vec<u8>)], message: &Message) {

@@ -2,7 +2,9 @@
 //! small frames and bytes per second for large ones. `receive` runs the
 //! sans-IO `Connection::receive` on masked client frames (header checks,
 //! unmasking, message assembly, events); `header` is the header parser
-//! alone; `send` is `Connection::send` + `poll_transmit` on a server.
+//! alone; `send` is `Connection::send` on a server, its
+//! output taken as the `tether` pump takes it (`transmit_slices`, then
+//! `advance_transmit`).
 //! Times are this thread's CPU time (see `common`).
 //!
 //! ```sh
@@ -45,9 +47,10 @@ fn start() -> Instant {
 
 /// No keepalive or idle timeout: nothing but the frames happens.
 fn quiet() -> Config {
-    Config::default()
-        .keepalive(Keepalive::OFF)
-        .idle_timeout(None)
+    let mut config = Config::default();
+    config.keepalive = Keepalive::OFF;
+    config.idle_timeout = None;
+    config
 }
 
 fn throughput(size: usize, count: usize) -> Throughput {
@@ -67,9 +70,7 @@ fn client_frames(size: usize, count: usize, now: Instant) -> Bytes {
         client
             .send(now, Message::binary(payload.clone()))
             .expect("a new connection is open");
-        while let Some(bytes) = client.poll_transmit() {
-            wire.extend_from_slice(&bytes);
-        }
+        common::write_out(&mut client, |bytes| wire.extend_from_slice(bytes));
     }
     wire.freeze()
 }
@@ -150,9 +151,9 @@ fn send(c: &mut Criterion) {
                             .send(now, Message::binary(payload.clone()))
                             .expect("the connection is open");
                     }
-                    while let Some(bytes) = server.poll_transmit() {
+                    common::write_out(&mut server, |bytes| {
                         black_box(bytes);
-                    }
+                    });
                 })
             });
         });

@@ -17,7 +17,10 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tether_proto::frame::apply_mask;
 
-#[expect(dead_code, reason = "this benchmark needs no batched inputs")]
+#[expect(
+    dead_code,
+    reason = "this benchmark needs no batched inputs and no connection"
+)]
 mod common;
 
 const SIZES: [usize; 5] = [16, 125, 1024, 64 * 1024, 1024 * 1024];

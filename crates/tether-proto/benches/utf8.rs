@@ -18,7 +18,10 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tether_proto::utf8::{Validator, validate};
 
-#[expect(dead_code, reason = "this benchmark needs no batched inputs")]
+#[expect(
+    dead_code,
+    reason = "this benchmark needs no batched inputs and no connection"
+)]
 mod common;
 
 const SIZES: [usize; 3] = [1024, 64 * 1024, 1024 * 1024];

@@ -15,26 +15,6 @@ pub struct Limits {
     pub max_fragments: usize,
 }
 
-impl Limits {
-    /// Sets [`Limits::max_frame_size`].
-    pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        self.max_frame_size = bytes;
-        self
-    }
-
-    /// Sets [`Limits::max_message_size`].
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.max_message_size = bytes;
-        self
-    }
-
-    /// Sets [`Limits::max_fragments`].
-    pub fn max_fragments(mut self, count: usize) -> Self {
-        self.max_fragments = count;
-        self
-    }
-}
-
 impl Default for Limits {
     fn default() -> Self {
         Self {

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{CLOSE, Pair, decode_frames, events, quiet, transmit};
+use common::{CLOSE, Pair, decode_frames, events, quiet, transmit, with};
 use tether_proto::{
     CloseCode, Config, Event, Initiator, Keepalive, Message, ProtocolError, RateLimit, State,
 };
@@ -20,7 +20,7 @@ fn closed_with(events: &[Event]) -> Option<(CloseCode, Initiator)> {
 
 #[test]
 fn idle_connection_is_closed_with_going_away() {
-    let server = quiet().idle_timeout(Some(Duration::from_secs(60)));
+    let server = with(quiet(), |c| c.idle_timeout = Some(Duration::from_secs(60)));
     let mut pair = Pair::with_config(quiet(), server);
     pair.advance(Duration::from_secs(59));
     assert_eq!(pair.server.state(), State::Open);
@@ -43,9 +43,10 @@ fn traffic_including_pongs_keeps_a_connection_from_idling() {
         interval: Some(Duration::from_secs(20)),
         timeout: Duration::from_secs(20),
     };
-    let server = Config::default()
-        .keepalive(keepalive)
-        .idle_timeout(Some(Duration::from_secs(30)));
+    let server = with(Config::default(), |c| {
+        c.keepalive = keepalive;
+        c.idle_timeout = Some(Duration::from_secs(30));
+    });
     let mut pair = Pair::with_config(quiet(), server);
     for _ in 0..10 {
         // The server pings after 20 s of silence; the client's pong resets
@@ -67,7 +68,7 @@ fn message_flood_beyond_the_rate_limit_closes_with_1008() {
         per_second: 10,
         burst: 20,
     };
-    let server = quiet().rate_limit(Some(limit));
+    let server = with(quiet(), |c| c.rate_limit = Some(limit));
     let mut pair = Pair::with_config(quiet(), server);
     for i in 0..20 {
         pair.client

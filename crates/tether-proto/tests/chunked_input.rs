@@ -412,5 +412,5 @@ fn receive_with_empty_input_does_nothing() {
     let mut conn = Connection::new(Role::Server, quiet(), now);
     conn.receive(now, &mut BytesMut::new()).unwrap();
     assert!(events(&mut conn).is_empty());
-    assert!(conn.poll_transmit().is_none());
+    assert!(transmit(&mut conn).is_empty());
 }

@@ -13,7 +13,7 @@ use tether_proto::{
 
 use common::{
     CLOSE, PING, TEXT, assert_refused, close_payload, decode_frames, events, feed, from_client,
-    from_server, quiet, start, transmit,
+    from_server, quiet, start, transmit, with,
 };
 
 fn server() -> Connection {
@@ -171,7 +171,7 @@ fn second_close_from_peer_gets_no_second_reply() {
         &from_client(true, CLOSE, &close_payload(1001, b"")),
     )
     .unwrap();
-    assert!(conn.poll_transmit().is_none());
+    assert!(transmit(&mut conn).is_empty());
     assert_eq!(events(&mut conn).len(), 1);
 }
 
@@ -202,7 +202,7 @@ fn close_reply_completes_our_close() {
             closed(CloseCode::GOING_AWAY, "ok", Initiator::Local),
         ]
     );
-    assert!(conn.poll_transmit().is_none(), "our close is not repeated");
+    assert!(transmit(&mut conn).is_empty(), "our close is not repeated");
     assert!(conn.is_finished());
     assert_eq!(conn.poll_timeout(), None);
 }
@@ -217,10 +217,7 @@ fn ping_while_closing_is_still_answered() {
     let _ = transmit(&mut conn);
     feed(&mut conn, now, &from_client(true, PING, b"p")).unwrap();
     assert_eq!(events(&mut conn), [Event::Ping(Bytes::from_static(b"p"))]);
-    assert_eq!(
-        conn.poll_transmit().as_deref(),
-        Some(&[0x8a, 0x01, b'p'][..])
-    );
+    assert_eq!(transmit(&mut conn), [0x8a, 0x01, b'p']);
 }
 
 #[test]
@@ -238,7 +235,7 @@ fn protocol_error_while_closing_sends_no_second_close() {
         Err(ProtocolError::UnmaskedFrame)
     );
     assert_eq!(conn.state(), State::Closed);
-    assert!(conn.poll_transmit().is_none());
+    assert!(transmit(&mut conn).is_empty());
     assert!(conn.is_finished());
 }
 
@@ -285,7 +282,7 @@ fn unsendable_close_codes_are_refused() {
             Err(UsageError::UnsendableCloseCode(code))
         );
         assert_eq!(conn.state(), State::Open, "a refused close changes nothing");
-        assert!(conn.poll_transmit().is_none());
+        assert!(transmit(&mut conn).is_empty());
     }
 }
 
@@ -394,7 +391,7 @@ fn eof_while_waiting_for_the_close_reply_is_abnormal() {
 #[test]
 fn close_timer_is_armed_by_our_close() {
     let now = start();
-    let config = quiet().close_timeout(Duration::from_secs(3));
+    let config = with(quiet(), |c| c.close_timeout = Duration::from_secs(3));
     let mut conn = Connection::new(Role::Server, config, now);
     assert_eq!(conn.poll_timeout(), None);
     conn.send(now, Message::Close(None)).unwrap();

@@ -16,7 +16,7 @@ use tether_proto::{
 
 use common::{
     BINARY, CONTINUATION, KEY, PING, Pair, TEXT, decode_frames, events, feed, frame, quiet, start,
-    transmit,
+    transmit, with,
 };
 
 const RSV1: u8 = 0b100;
@@ -27,13 +27,19 @@ const RSV1: u8 = 0b100;
 fn negotiate(config: DeflateConfig) -> (PerMessageDeflate, PerMessageDeflate) {
     let offer = ExtensionOffer::new("permessage-deflate").param("client_max_window_bits", None);
     let (response, server) = config.accept(&[offer]).expect("accepted");
-    let client = DeflateConfig::default()
-        .server_no_context_takeover(false)
-        .client_no_context_takeover(false);
+    let client = keep_context();
     let client = DeflateConfig::check_response(&[client], &[response])
         .expect("valid response")
         .expect("deflate accepted");
     (client, server)
+}
+
+/// Deflate with context takeover allowed both ways.
+fn keep_context() -> DeflateConfig {
+    with(DeflateConfig::default(), |config| {
+        config.server_no_context_takeover = false;
+        config.client_no_context_takeover = false;
+    })
 }
 
 fn deflate_pair(config: DeflateConfig) -> Pair {
@@ -45,7 +51,7 @@ fn deflate_pair(config: DeflateConfig) -> Pair {
 }
 
 fn server(limits: Limits) -> Connection {
-    let mut conn = Connection::new(Role::Server, quiet().limits(limits), start());
+    let mut conn = Connection::new(Role::Server, with(quiet(), |c| c.limits = limits), start());
     conn.set_deflate(negotiate(DeflateConfig::default()).1);
     conn
 }
@@ -129,14 +135,14 @@ fn rsv1_marks_compressed_messages_only_and_never_control_frames() {
 
 #[test]
 fn threshold_is_configurable() {
-    let (_, mut negotiated) = negotiate(DeflateConfig::default().threshold(0));
+    let (_, mut negotiated) = negotiate(with(DeflateConfig::default(), |c| c.threshold = 0));
     let now = start();
     let mut conn = Connection::new(Role::Server, quiet(), now);
     conn.set_deflate(negotiated);
     conn.send(now, Message::text("a")).unwrap();
     assert_eq!(decode_frames(&transmit(&mut conn))[0].rsv, RSV1);
 
-    negotiated = negotiate(DeflateConfig::default().threshold(1000)).1;
+    negotiated = negotiate(with(DeflateConfig::default(), |c| c.threshold = 1000)).1;
     let mut conn = Connection::new(Role::Server, quiet(), now);
     conn.set_deflate(negotiated);
     conn.send(now, Message::text("b".repeat(999))).unwrap();
@@ -221,7 +227,7 @@ fn a_small_frame_that_inflates_past_the_limit_is_closed_with_1009() {
     // About 16 KiB on the wire; deflate cannot do much better than 1:1032.
     let bomb = compressed(&vec![0u8; 16 << 20]);
     assert!(bomb.len() <= 17 << 10, "{}", bomb.len());
-    let mut conn = server(Limits::default().max_message_size(max));
+    let mut conn = server(with(Limits::default(), |l| l.max_message_size = max));
     let err = feed(&mut conn, now, &client_frame(true, RSV1, BINARY, &bomb)).unwrap_err();
     assert!(
         matches!(err, ProtocolError::MessageTooBig { len, max: m } if m == max && len as usize <= max + 1),
@@ -237,7 +243,7 @@ fn many_small_compressed_fragments_are_held_to_the_limit() {
     let now = start();
     let max = 256 << 10;
     let bomb = compressed(&vec![b'a'; 4 << 20]);
-    let mut conn = server(Limits::default().max_message_size(max));
+    let mut conn = server(with(Limits::default(), |l| l.max_message_size = max));
     let pieces: Vec<&[u8]> = bomb.chunks(64).collect();
     let mut result = Ok(());
     for (i, piece) in pieces.iter().enumerate() {
@@ -295,9 +301,7 @@ fn idle_connection_without_context_takeover_holds_no_zlib_state() {
     assert_eq!(pair.server_events().len(), 1);
     assert!(!pair.server.holds_deflate_streams());
 
-    let keep = DeflateConfig::default()
-        .server_no_context_takeover(false)
-        .client_no_context_takeover(false);
+    let keep = keep_context();
     let mut pair = deflate_pair(keep);
     pair.client
         .send(pair.now, Message::text("x".repeat(100)))
@@ -333,9 +337,7 @@ fn one_encoded_frame_goes_to_many_connections() {
 
 #[test]
 fn a_shared_frame_between_context_takeover_messages_decodes() {
-    let keep = DeflateConfig::default()
-        .server_no_context_takeover(false)
-        .client_no_context_takeover(false);
+    let keep = keep_context();
     let mut pair = deflate_pair(keep);
     let text = "context takeover across a shared frame ".repeat(10);
     let shared = pair
@@ -372,8 +374,9 @@ fn encoded_frames_are_refused_where_they_do_not_fit() {
         plain.send_encoded(&compressed),
         Err(UsageError::EncodingMismatch)
     );
-    let (_, mut small_window) =
-        negotiate(DeflateConfig::default().server_max_window_bits(Some(10)));
+    let (_, mut small_window) = negotiate(with(DeflateConfig::default(), |c| {
+        c.server_max_window_bits = Some(10);
+    }));
     small_window.threshold = 0;
     let mut conn = Connection::new(Role::Server, Config::default(), now);
     conn.set_deflate(small_window);
@@ -399,9 +402,7 @@ fn encoded_frames_are_refused_where_they_do_not_fit() {
 
 #[test]
 fn client_told_to_use_an_eight_bit_window_sends_uncompressed() {
-    let offer = DeflateConfig::default()
-        .server_no_context_takeover(false)
-        .client_no_context_takeover(false);
+    let offer = keep_context();
     let response =
         ExtensionOffer::new("permessage-deflate").param("client_max_window_bits", Some("8"));
     let negotiated = DeflateConfig::check_response(&[offer], &[response])

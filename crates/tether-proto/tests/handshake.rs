@@ -251,9 +251,10 @@ fn header_count_limit() {
     assert_eq!(refuse(&over), HandshakeError::TooManyHeaders);
     assert_eq!(refuse(&over).http_status(), 431);
     // Smaller limits apply as configured.
-    let limits = HeadLimits::default().max_headers(6);
+    let mut limits = HeadLimits::default();
+    limits.max_headers = 6;
     assert!(server::parse_request(request("").as_bytes(), &limits).is_ok());
-    let limits = HeadLimits::default().max_headers(5);
+    limits.max_headers = 5;
     assert_eq!(
         server::parse_request(request("").as_bytes(), &limits),
         Err(HandshakeError::TooManyHeaders)

@@ -8,20 +8,21 @@ use tether_proto::{CloseCode, Connection, Event, Limits, Message, ProtocolError,
 
 use common::{
     BINARY, CONTINUATION, KEY, TEXT, assert_refused, events, feed, from_client, header, quiet,
-    start,
+    start, with,
 };
 
 const MIB: usize = 1 << 20;
 
 fn small_limits() -> Limits {
-    Limits::default()
-        .max_frame_size(100)
-        .max_message_size(250)
-        .max_fragments(4)
+    with(Limits::default(), |limits| {
+        limits.max_frame_size = 100;
+        limits.max_message_size = 250;
+        limits.max_fragments = 4;
+    })
 }
 
 fn server_with(limits: Limits) -> Connection {
-    Connection::new(Role::Server, quiet().limits(limits), start())
+    Connection::new(Role::Server, with(quiet(), |c| c.limits = limits), start())
 }
 
 #[test]
@@ -53,10 +54,10 @@ fn gigabyte_frame_is_refused_from_its_header_alone() {
 
 #[test]
 fn client_refuses_oversized_frame_from_its_header() {
-    let limit = Limits::default().max_frame_size(1000);
+    let limit = with(Limits::default(), |l| l.max_frame_size = 1000);
     assert_refused(
         Role::Client,
-        quiet().limits(limit),
+        with(quiet(), |c| c.limits = limit),
         &header(false, 0, BINARY, None, 1001),
         &ProtocolError::FrameTooBig {
             len: 1001,
@@ -92,7 +93,7 @@ fn frame_at_the_limit_is_accepted() {
 fn frame_one_past_the_limit_is_refused() {
     assert_refused(
         Role::Server,
-        quiet().limits(small_limits()),
+        with(quiet(), |c| c.limits = small_limits()),
         &header(true, 0, BINARY, Some(KEY), 101),
         &ProtocolError::FrameTooBig { len: 101, max: 100 },
         CloseCode::MESSAGE_TOO_BIG,
@@ -107,7 +108,7 @@ fn continuation_past_the_message_limit_is_refused_from_its_header() {
     wire.extend(header(true, 0, CONTINUATION, Some(KEY), 51));
     assert_refused(
         Role::Server,
-        quiet().limits(small_limits()),
+        with(quiet(), |c| c.limits = small_limits()),
         &wire,
         &ProtocolError::MessageTooBig { len: 251, max: 250 },
         CloseCode::MESSAGE_TOO_BIG,
@@ -130,10 +131,13 @@ fn message_at_the_limit_is_accepted() {
 
 #[test]
 fn single_frame_larger_than_the_message_limit_is_refused() {
-    let limits = Limits::default().max_frame_size(1000).max_message_size(10);
+    let limits = with(Limits::default(), |l| {
+        l.max_frame_size = 1000;
+        l.max_message_size = 10;
+    });
     assert_refused(
         Role::Server,
-        quiet().limits(limits),
+        with(quiet(), |c| c.limits = limits),
         &header(true, 0, TEXT, Some(KEY), 11),
         &ProtocolError::MessageTooBig { len: 11, max: 10 },
         CloseCode::MESSAGE_TOO_BIG,
@@ -160,7 +164,7 @@ fn fragment_past_the_limit_is_refused_from_its_header() {
     wire.extend(header(true, 0, CONTINUATION, Some(KEY), 1));
     assert_refused(
         Role::Server,
-        quiet().limits(small_limits()),
+        with(quiet(), |c| c.limits = small_limits()),
         &wire,
         &ProtocolError::TooManyFragments { max: 4 },
         CloseCode::MESSAGE_TOO_BIG,

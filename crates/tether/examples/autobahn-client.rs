@@ -32,10 +32,11 @@ async fn main() -> ExitCode {
 }
 
 async fn run(base: &str) -> Result<u32, Error> {
-    let offer = DeflateConfig::default()
-        .server_no_context_takeover(false)
-        .client_no_context_takeover(false);
-    let config = ClientConfig::default().deflate(offer);
+    let mut offer = DeflateConfig::default();
+    offer.server_no_context_takeover = false;
+    offer.client_no_context_takeover = false;
+    let mut config = ClientConfig::default();
+    config.deflate.push(offer);
     let count = case_count(base, &config).await?;
     for case in 1..=count {
         let url = format!("{base}/runCase?case={case}&agent={AGENT}");

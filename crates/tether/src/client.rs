@@ -22,9 +22,11 @@ use tokio::{
 };
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
-use crate::{DEFAULT_MAX_BUFFERED, Error, WebSocket};
+use crate::{Error, WebSocket, stream::DEFAULT_MAX_BUFFERED};
 
-/// How the client handshake and connection behave.
+/// How the client handshake and connection behave. Plain data like every
+/// configuration: start from `Default` and assign the fields that differ
+/// (see the [crate docs](crate)).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ClientConfig {
@@ -32,49 +34,17 @@ pub struct ClientConfig {
     pub connection: Config,
     /// Connecting, TLS and the upgrade must finish within this time (default 10 s).
     pub handshake_timeout: Duration,
-    /// Subprotocols to offer, in order of preference.
+    /// Subprotocols to offer, in order of preference; none by default.
     pub subprotocols: Vec<String>,
-    /// Extra request headers, such as `Origin`, `Cookie` or `Authorization`.
+    /// Extra request headers, such as `Origin`, `Cookie` or `Authorization`;
+    /// none by default.
     pub headers: Vec<(String, String)>,
     /// TLS settings for `wss://`; `None` trusts the bundled web PKI roots.
     pub tls: Option<Arc<rustls::ClientConfig>>,
-    /// Outbound queue bound, in bytes.
+    /// Outbound queue bound, in bytes (default 1 MiB).
     pub max_buffered: usize,
     /// permessage-deflate offers, in order of preference; none by default.
     pub deflate: Vec<DeflateConfig>,
-}
-
-impl ClientConfig {
-    /// Adds a request header.
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-
-    /// Offers a subprotocol (call in order of preference).
-    pub fn subprotocol(mut self, protocol: impl Into<String>) -> Self {
-        self.subprotocols.push(protocol.into());
-        self
-    }
-
-    /// Uses `tls` for `wss://` (for example, to trust a private CA).
-    pub fn tls(mut self, tls: Arc<rustls::ClientConfig>) -> Self {
-        self.tls = Some(tls);
-        self
-    }
-
-    /// Offers permessage-deflate with `config` (call again to offer other
-    /// parameters, in order of preference).
-    pub fn deflate(mut self, config: DeflateConfig) -> Self {
-        self.deflate.push(config);
-        self
-    }
-
-    /// Sets [`ClientConfig::connection`].
-    pub fn connection(mut self, connection: Config) -> Self {
-        self.connection = connection;
-        self
-    }
 }
 
 impl Default for ClientConfig {

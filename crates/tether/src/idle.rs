@@ -1,245 +1,153 @@
-//! [`IdlePool`]: connections with nothing to do, held without a task each.
+//! Parking quiet connections without a task, a timer or a buffer each: for
+//! a server holding many connections that say little.
 //!
 //! A task per connection costs its future, the task's header and the
-//! runtime's readiness record for the socket (together more than the
-//! connection's own state) even while the peer says nothing for hours. A
-//! parked connection is only its state and its file descriptor in a slot;
-//! one epoll (via mio) watches all of them, and one task, the pool's owner,
-//! hands back those whose socket turned readable or whose deadline passed.
+//! runtime's readiness record for the socket, even while the peer says
+//! nothing for hours. [`IdleExt::recv_or_idle`] says when a connection has
+//! nothing in flight, [`IdleExt::into_dormant`] takes its socket out of the
+//! runtime ([`DormantWebSocket`]: a protocol state and a file descriptor),
+//! and an [`IdlePool`] holds such connections, all watched by one epoll, until
+//! bytes arrive or a deadline (a keepalive ping, the idle timeout) comes;
+//! [`DormantWebSocket::wake`] turns one back into a [`WebSocket`].
+//!
+//! This module does not spawn tasks (you own them), and parks only plain
+//! TCP connections: a TLS session holds buffers of its own.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use tether::{
+//!     ServerConfig,
+//!     idle::{DormantWebSocket, IdleExt, IdlePool, Parker, Received},
+//! };
+//! use tokio::net::{TcpListener, TcpStream};
+//!
+//! /// Echoes until `ws` is quiet for a second, then parks it.
+//! async fn echo(mut ws: tether::WebSocket<TcpStream>, parker: Parker<DormantWebSocket>) {
+//!     loop {
+//!         match ws.recv_or_idle(Duration::from_secs(1)).await {
+//!             Received::Message(message) if message.is_data() => {
+//!                 let _ = ws.send(message).await;
+//!             }
+//!             Received::Message(_) => {}
+//!             Received::Idle => {
+//!                 if let Ok(dormant) = ws.into_dormant() {
+//!                     let _ = parker.park(dormant);
+//!                 }
+//!                 return;
+//!             }
+//!             Received::Error(_) | Received::Ended => return,
+//!         }
+//!     }
+//! }
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let listener = TcpListener::bind("127.0.0.1:8000").await?;
+//! let config = ServerConfig::default();
+//! let mut pool: IdlePool<DormantWebSocket> = IdlePool::new()?;
+//! let parker = pool.parker();
+//! // One task hands woken connections back to tasks of their own.
+//! let waker = parker.clone();
+//! tokio::spawn(async move {
+//!     while let Ok(dormant) = pool.next().await {
+//!         if let Ok(ws) = dormant.wake() {
+//!             tokio::spawn(echo(ws, waker.clone()));
+//!         }
+//!     }
+//! });
+//! loop {
+//!     let (tcp, _) = listener.accept().await?;
+//!     if let Ok((ws, _request)) = tether::accept(tcp, &config).await {
+//!         tokio::spawn(echo(ws, parker.clone()));
+//!     }
+//! }
+//! # }
+//! ```
 
-use std::{
-    io,
-    os::fd::{AsRawFd, RawFd},
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
-    time::{Duration, Instant},
-};
+#[cfg(unix)]
+mod pool;
 
-use mio::{Events, Interest, Poll, Registry, Token, unix::SourceFd};
-use tokio::io::unix::AsyncFd;
+use std::{fmt, future::Future, io, net, time::Duration};
 
-use crate::DormantWebSocket;
+use tokio::net::TcpStream;
 
-/// How often deadlines of parked connections are checked: they are met to
-/// within this (keepalive and idle timeouts are tens of seconds).
-const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+#[cfg(unix)]
+pub use pool::{Dormant, IdlePool, Parker};
 
-/// Readiness events taken from the kernel per call.
-const EVENTS_PER_POLL: usize = 1024;
+pub use crate::stream::Received;
+use crate::{WebSocket, stream::Pump};
 
-/// Something an [`IdlePool`] can hold: a socket to watch and a time to hand
-/// it back anyway.
-pub trait Dormant: AsRawFd + Send + 'static {
-    /// When to hand it back even if nothing arrives.
-    fn deadline(&self) -> Option<Instant>;
+/// Idle detection and parking for a [`WebSocket`] over TCP. Implemented
+/// for `WebSocket<TcpStream>` only: import it to use its methods.
+pub trait IdleExt: Sized {
+    /// Like [`WebSocket::recv`], but returns [`Received::Idle`] once the
+    /// connection has nothing in flight either way and nothing arrived for
+    /// `quiet` (at once with `Duration::ZERO`): the moment a server may park
+    /// it with [`into_dormant`](Self::into_dormant). Cancellation safe.
+    fn recv_or_idle(&mut self, quiet: Duration) -> impl Future<Output = Received> + Send;
+
+    /// Takes the socket out of the runtime, so that a connection with
+    /// nothing to do needs neither a task nor a timer: an [`IdlePool`]
+    /// watches it and hands it back when bytes arrive or its
+    /// [`deadline`](DormantWebSocket::deadline) comes. Meant for
+    /// [`Received::Idle`]; anything still queued waits until then.
+    fn into_dormant(self) -> io::Result<DormantWebSocket>;
 }
 
-impl Dormant for DormantWebSocket {
-    fn deadline(&self) -> Option<Instant> {
-        Self::deadline(self)
+impl IdleExt for WebSocket<TcpStream> {
+    // Inlined into the caller's task, as an inherent method would be: this
+    // runs once per received message.
+    #[inline]
+    async fn recv_or_idle(&mut self, quiet: Duration) -> Received {
+        std::future::poll_fn(|cx| self.pump.poll_received(&mut self.io, cx, Some(quiet))).await
+    }
+
+    fn into_dormant(mut self) -> io::Result<DormantWebSocket> {
+        self.pump.park();
+        Ok(DormantWebSocket {
+            io: self.io.into_std()?,
+            pump: self.pump,
+        })
     }
 }
 
-impl<T: Dormant> Dormant for Box<T> {
-    fn deadline(&self) -> Option<Instant> {
-        (**self).deadline()
-    }
+/// A WebSocket whose socket is out of the runtime: a protocol state and a
+/// file descriptor, nothing else. [`wake`](Self::wake) turns it back into a
+/// [`WebSocket`].
+pub struct DormantWebSocket {
+    io: net::TcpStream,
+    pump: Pump,
 }
 
-/// Holds parked connections until their socket turns readable or their
-/// deadline passes, then returns them from [`next`](Self::next). Park with
-/// a [`Parker`]; run `next` in one task and spawn a task for each
-/// connection it returns (this crate spawns nothing itself):
-///
-/// ```no_run
-/// # async fn example() -> std::io::Result<()> {
-/// use tether::{DormantWebSocket, IdlePool};
-/// let mut pool: IdlePool<DormantWebSocket> = IdlePool::new()?;
-/// let parker = pool.parker();
-/// tokio::spawn(async move {
-///     loop {
-///         let Ok(dormant) = pool.next().await else { break };
-///         tokio::spawn(async move {
-///             let Ok(ws) = dormant.wake() else { return };
-///             // … receive until `Received::Idle`, then `parker.park(ws.into_dormant()?)`
-///         });
-///     }
-/// });
-/// # Ok(()) }
-/// ```
-pub struct IdlePool<T> {
-    poll: AsyncFd<Poll>,
-    events: Events,
-    shared: Arc<Shared<T>>,
-    ready: Vec<T>,
-    next_sweep: tokio::time::Instant,
-}
-
-/// Parks connections in an [`IdlePool`]; cheap to clone.
-pub struct Parker<T> {
-    shared: Arc<Shared<T>>,
-}
-
-struct Shared<T> {
-    registry: Registry,
-    slots: Mutex<Slots<T>>,
-}
-
-struct Slots<T> {
-    held: Vec<Option<T>>,
-    free: Vec<usize>,
-}
-
-impl<T: Dormant> IdlePool<T> {
-    /// An empty pool. Call it from within a tokio runtime.
-    pub fn new() -> io::Result<Self> {
-        let poll = Poll::new()?;
-        let registry = poll.registry().try_clone()?;
-        // SAFETY: a `mio::Poll` owns its epoll descriptor from creation to
-        // drop and `as_raw_fd` always returns that one, so it stays open
-        // and the same for as long as the `AsyncFd` holds the `Poll`.
-        // Exercised by every test of this module.
-        let poll = unsafe { AsyncFd::register_with_interest(poll, tokio::io::Interest::READABLE) }
-            .map_err(io::Error::from)?;
-        Ok(Self {
-            poll,
-            events: Events::with_capacity(EVENTS_PER_POLL),
-            shared: Arc::new(Shared {
-                registry,
-                slots: Mutex::new(Slots {
-                    held: Vec::new(),
-                    free: Vec::new(),
-                }),
-            }),
-            ready: Vec::new(),
-            next_sweep: tokio::time::Instant::now() + SWEEP_INTERVAL,
+impl DormantWebSocket {
+    /// Registers the socket with the runtime again. Call it from within one.
+    pub fn wake(self) -> io::Result<WebSocket<TcpStream>> {
+        let mut pump = self.pump;
+        pump.wake();
+        Ok(WebSocket {
+            io: TcpStream::from_std(self.io)?,
+            pump,
         })
     }
 
-    /// A handle that parks connections in this pool.
-    pub fn parker(&self) -> Parker<T> {
-        Parker {
-            shared: self.shared.clone(),
-        }
-    }
-
-    /// How many connections are parked.
-    pub fn len(&self) -> usize {
-        let slots = self.shared.lock();
-        slots.held.len() - slots.free.len()
-    }
-
-    /// Whether no connection is parked.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The next parked connection whose socket turned readable (or closed)
-    /// or whose deadline passed, out of the pool. Cancellation safe. Fails
-    /// only when the runtime is shutting down or epoll itself fails.
-    pub async fn next(&mut self) -> io::Result<T> {
-        loop {
-            if let Some(woken) = self.ready.pop() {
-                return Ok(woken);
-            }
-            tokio::select! {
-                guard = self.poll.readable_mut() => {
-                    let mut guard = guard?;
-                    guard.get_inner_mut().poll(&mut self.events, Some(Duration::ZERO))?;
-                    // A full batch may have left events behind: poll again
-                    // before waiting.
-                    if self.events.iter().count() < EVENTS_PER_POLL {
-                        guard.clear_ready();
-                    }
-                    let slots = self.events.iter().map(|event| event.token().0);
-                    self.shared.take(slots, &mut self.ready);
-                }
-                () = tokio::time::sleep_until(self.next_sweep) => {
-                    self.next_sweep = tokio::time::Instant::now() + SWEEP_INTERVAL;
-                    self.shared.take_due(Instant::now(), &mut self.ready);
-                }
-            }
-        }
+    /// When the connection must run even if nothing arrives: a keepalive
+    /// ping, the pong's deadline, the idle timeout.
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        self.pump.conn.poll_timeout()
     }
 }
 
-impl<T: Dormant> Parker<T> {
-    /// Parks `dormant` until its socket turns readable or its deadline
-    /// passes. Bytes that arrived before the call count: a socket already
-    /// readable comes back at once. On error (the kernel refused to watch
-    /// the socket) `dormant` is handed back.
-    pub fn park(&self, dormant: T) -> Result<(), (T, io::Error)> {
-        let fd = dormant.as_raw_fd();
-        let mut slots = self.shared.lock();
-        let slot = match slots.free.pop() {
-            Some(slot) => slot,
-            None => {
-                slots.held.push(None);
-                slots.held.len() - 1
-            }
-        };
-        // Under the lock, so that the pool cannot see the socket's event
-        // before the slot holds it.
-        let registered =
-            self.shared
-                .registry
-                .register(&mut SourceFd(&fd), Token(slot), Interest::READABLE);
-        match registered {
-            Ok(()) => {
-                slots.held[slot] = Some(dormant);
-                Ok(())
-            }
-            Err(error) => {
-                slots.free.push(slot);
-                Err((dormant, error))
-            }
-        }
+#[cfg(unix)]
+impl std::os::fd::AsRawFd for DormantWebSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.io.as_raw_fd()
     }
 }
 
-impl<T> Clone for Parker<T> {
-    fn clone(&self) -> Self {
-        Self {
-            shared: self.shared.clone(),
-        }
-    }
-}
-
-impl<T: Dormant> Shared<T> {
-    fn lock(&self) -> MutexGuard<'_, Slots<T>> {
-        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Moves the connections in `slots` to `out`, watched no more.
-    fn take(&self, slots: impl Iterator<Item = usize>, out: &mut Vec<T>) {
-        let mut held = self.lock();
-        for slot in slots {
-            if let Some(dormant) = held.held.get_mut(slot).and_then(Option::take) {
-                self.release(&mut held, slot, &dormant);
-                out.push(dormant);
-            }
-        }
-    }
-
-    /// Moves the connections whose deadline is `now` or earlier to `out`.
-    fn take_due(&self, now: Instant, out: &mut Vec<T>) {
-        let mut held = self.lock();
-        for slot in 0..held.held.len() {
-            let due = held.held[slot]
-                .as_ref()
-                .and_then(Dormant::deadline)
-                .is_some_and(|deadline| deadline <= now);
-            if let Some(dormant) = due.then(|| held.held[slot].take()).flatten() {
-                self.release(&mut held, slot, &dormant);
-                out.push(dormant);
-            }
-        }
-    }
-
-    fn release(&self, slots: &mut Slots<T>, slot: usize, dormant: &T) {
-        let fd: RawFd = dormant.as_raw_fd();
-        // Fails only if the socket is not registered, which cannot be: it
-        // was, and only the pool removes it.
-        let _ = self.registry.deregister(&mut SourceFd(&fd));
-        slots.free.push(slot);
+impl fmt::Debug for DormantWebSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DormantWebSocket")
+            .field("peer", &self.io.peer_addr().ok())
+            .finish_non_exhaustive()
     }
 }

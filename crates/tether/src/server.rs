@@ -1,4 +1,9 @@
-//! Accepting connections: from a raw transport, or from a hyper upgrade.
+//! The server side: accepting connections from a raw transport or a hyper
+//! upgrade, and deciding who may connect (the `Origin` policy, connection
+//! limits, refusals before the handshake).
+
+mod limiter;
+mod origin;
 
 use std::{io, sync::Arc, time::Duration};
 
@@ -14,9 +19,15 @@ use tokio::{
     time::{Instant, timeout_at},
 };
 
-use crate::{DEFAULT_MAX_BUFFERED, Error, OriginPolicy, WebSocket};
+pub use self::{
+    limiter::{ConnectionLimiter, ConnectionPermit},
+    origin::{InvalidOrigin, OriginPattern, OriginPolicy},
+};
+use crate::{Error, WebSocket, stream::DEFAULT_MAX_BUFFERED};
 
-/// How the server side of the handshake and the connection behave.
+/// How the server side of the handshake and the connection behave. Plain
+/// data like every configuration: start from `Default` and assign the
+/// fields that differ (see the [crate docs](crate)).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServerConfig {
@@ -30,7 +41,7 @@ pub struct ServerConfig {
     pub head_limits: HeadLimits,
     /// Subprotocols we speak, in order of preference.
     pub subprotocols: Vec<String>,
-    /// Outbound queue bound per connection, in bytes.
+    /// Outbound queue bound per connection, in bytes (default 1 MiB).
     pub max_buffered: usize,
     /// Which browser origins may connect (default: same origin only).
     pub origin: OriginPolicy,
@@ -45,51 +56,6 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// Sets [`ServerConfig::connection`].
-    pub fn connection(mut self, connection: Config) -> Self {
-        self.connection = Arc::new(connection);
-        self
-    }
-
-    /// Sets [`ServerConfig::handshake_timeout`].
-    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
-        self
-    }
-
-    /// Sets [`ServerConfig::subprotocols`].
-    pub fn subprotocols<I: IntoIterator<Item = T>, T: Into<String>>(
-        mut self,
-        protocols: I,
-    ) -> Self {
-        self.subprotocols = protocols.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Sets [`ServerConfig::origin`].
-    pub fn origin(mut self, policy: OriginPolicy) -> Self {
-        self.origin = policy;
-        self
-    }
-
-    /// Sets [`ServerConfig::require_origin`].
-    pub fn require_origin(mut self, required: bool) -> Self {
-        self.require_origin = required;
-        self
-    }
-
-    /// Sets [`ServerConfig::secure`].
-    pub fn secure(mut self, secure: bool) -> Self {
-        self.secure = secure;
-        self
-    }
-
-    /// Sets [`ServerConfig::deflate`].
-    pub fn deflate(mut self, deflate: Option<DeflateConfig>) -> Self {
-        self.deflate = deflate;
-        self
-    }
-
     /// The permessage-deflate response element and parameters for
     /// `request`, if compression is on and one of its offers is acceptable.
     fn negotiate_deflate(&self, request: &Request) -> Option<(ExtensionOffer, PerMessageDeflate)> {
@@ -99,12 +65,6 @@ impl ServerConfig {
     /// Runs the checks every upgrade passes before application code sees it.
     fn admit(&self, request: &Request) -> Result<(), HandshakeError> {
         self.origin.check(request, self.secure, self.require_origin)
-    }
-
-    /// Sets [`ServerConfig::max_buffered`].
-    pub fn max_buffered(mut self, bytes: usize) -> Self {
-        self.max_buffered = bytes;
-        self
     }
 }
 

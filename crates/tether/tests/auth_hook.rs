@@ -62,7 +62,7 @@ async fn connect(
 ) -> Result<Message, Error> {
     let mut config = ClientConfig::default();
     if let Some(cookie) = cookie {
-        config = config.header("Cookie", cookie);
+        config.headers.push(("Cookie".into(), cookie.into()));
     }
     let tcp = TcpStream::connect(addr).await?;
     let (mut ws, _) = tether::client::handshake(tcp, &addr.to_string(), path, &config).await?;

@@ -139,7 +139,7 @@ impl Bystander {
         self.sent += 1;
         self.ws.send(Message::text(text.clone())).await.unwrap();
         assert_eq!(next(&mut self.ws).await, Message::text(text));
-        let addr = self.ws.get_ref().tcp().peer_addr().unwrap();
+        let addr = self.ws.transport().tcp().peer_addr().unwrap();
         let (mut fresh, _) = within("fresh connect", tether::connect(&format!("ws://{addr}/")))
             .await
             .expect("a new client connects");

@@ -29,7 +29,8 @@ async fn handle(mut request: Request<Incoming>) -> Result<Response<Full<Bytes>>,
     }
     // Compression is on for /deflate only.
     let deflate = (request.uri().path() == "/deflate").then(DeflateConfig::default);
-    let config = ServerConfig::default().deflate(deflate);
+    let mut config = ServerConfig::default();
+    config.deflate = deflate;
     match tether::server::upgrade(&mut request, &config) {
         Ok((response, pending)) => {
             tokio::spawn(async move {
@@ -91,7 +92,8 @@ async fn hyper_upgrade_round_trips_messages() {
 #[tokio::test]
 async fn hyper_upgrade_negotiates_permessage_deflate_when_configured() {
     let addr = spawn_hyper_server().await;
-    let config = ClientConfig::default().deflate(DeflateConfig::default());
+    let mut config = ClientConfig::default();
+    config.deflate.push(DeflateConfig::default());
     let (mut ws, response) = within(
         "connect",
         connect_with(&format!("ws://{addr}/deflate"), &config),

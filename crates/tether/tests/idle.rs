@@ -5,11 +5,12 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use tether::{
-    CloseCode, Config, DormantWebSocket, IdlePool, Keepalive, Message, Received, ServerConfig,
-    WebSocket, client::MaybeTls,
+    CloseCode, Keepalive, Message, ServerConfig, WebSocket,
+    client::MaybeTls,
+    idle::{DormantWebSocket, IdleExt, IdlePool, Received},
 };
 use tokio::net::{TcpListener, TcpStream};
 
@@ -155,10 +156,8 @@ async fn a_keepalive_deadline_wakes_a_parked_connection_to_ping() {
         interval: Some(Duration::from_millis(300)),
         timeout: Duration::from_secs(5),
     };
-    let defaults = ServerConfig::default();
-    let config = defaults
-        .clone()
-        .connection(Config::default().keepalive(keepalive));
+    let mut config = ServerConfig::default();
+    Arc::make_mut(&mut config.connection).keepalive = keepalive;
     let (server, mut client) = pair(config).await;
     let mut pool = IdlePool::new().unwrap();
     let deadline = server

@@ -9,8 +9,8 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt};
 use tether::{
-    ClientConfig, CloseCode, CloseFrame, Config, Error, Initiator, Keepalive, Message,
-    ServerConfig, TrySendError, WebSocket, client::MaybeTls,
+    ClientConfig, CloseCode, CloseFrame, Error, Initiator, Keepalive, Message, ServerConfig,
+    TrySendError, WebSocket, client::MaybeTls,
 };
 use tether_proto::UsageError;
 use tokio::{
@@ -25,7 +25,16 @@ use common::*;
 /// A client config whose close timeout (and so its wait for the server's
 /// FIN) is far longer than any test runs, so ending at all proves the FIN came.
 fn patient_client() -> ClientConfig {
-    ClientConfig::default().connection(Config::default().close_timeout(Duration::from_secs(600)))
+    let mut config = ClientConfig::default();
+    config.connection.close_timeout = Duration::from_secs(600);
+    config
+}
+
+/// A client config with `keepalive`.
+fn client_with(keepalive: Keepalive) -> ClientConfig {
+    let mut config = ClientConfig::default();
+    config.connection.keepalive = keepalive;
+    config
 }
 
 /// Accepts one connection with `tether::accept` and hands it over.
@@ -208,7 +217,7 @@ async fn recv_dropped_in_select_loses_nothing() {
         })
     };
 
-    let config = ClientConfig::default().connection(Config::default().keepalive(Keepalive::OFF));
+    let config = client_with(Keepalive::OFF);
     let mut ws = connect(addr, &config).await;
     let mut received = Vec::new();
     let mut cancellations = 0usize;
@@ -485,7 +494,7 @@ async fn client_initiated_close_completes_on_both_sides() {
     // The client only ended because the server closed TCP first (§7.1.1):
     // its own wait for that FIN would take 600 s.
     let mut buf = [0; 16];
-    assert_eq!(client.get_ref().tcp().try_read(&mut buf).unwrap(), 0);
+    assert_eq!(client.transport().tcp().try_read(&mut buf).unwrap(), 0);
 }
 
 #[tokio::test]
@@ -510,7 +519,7 @@ async fn server_initiated_close_completes_on_both_sides() {
     assert_eq!(messages, vec![close(1001, "")]);
     assert_eq!(closed_by, Some(Initiator::Local));
     let mut buf = [0; 16];
-    assert_eq!(client.get_ref().tcp().try_read(&mut buf).unwrap(), 0);
+    assert_eq!(client.transport().tcp().try_read(&mut buf).unwrap(), 0);
 }
 
 #[tokio::test]
@@ -596,7 +605,7 @@ async fn keepalive_ends_a_connection_whose_peer_stopped_answering() {
         interval: Some(Duration::from_secs(20)),
         timeout: Duration::from_secs(10),
     };
-    let config = ClientConfig::default().connection(Config::default().keepalive(keepalive));
+    let config = client_with(keepalive);
     let mut ws = connect(addr, &config).await;
     tokio::time::pause();
 
@@ -625,7 +634,7 @@ async fn keepalive_keeps_a_responsive_peer_connected() {
         interval: Some(Duration::from_secs(1)),
         timeout: Duration::from_secs(1),
     };
-    let config = ClientConfig::default().connection(Config::default().keepalive(keepalive));
+    let config = client_with(keepalive);
     let mut ws = connect(addr, &config).await;
     tokio::time::pause();
 
@@ -746,7 +755,7 @@ async fn keepalive_ends_a_connection_whose_peer_stopped_reading() {
         interval: Some(Duration::from_secs(20)),
         timeout: Duration::from_secs(10),
     };
-    let config = ClientConfig::default().connection(Config::default().keepalive(keepalive));
+    let config = client_with(keepalive);
     let mut ws = connect(addr, &config).await;
     // Fill the socket and our queue: nothing more can be written.
     let mut queued = 0u32;

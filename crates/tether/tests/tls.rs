@@ -76,12 +76,13 @@ async fn wss_round_trips_text_and_binary() {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let config = ClientConfig::default().tls(Arc::new(tls));
+    let mut config = ClientConfig::default();
+    config.tls = Some(Arc::new(tls));
     let url = format!("wss://localhost:{}/secure", addr.port());
     let (mut ws, _) = within("connect", tether::connect_with(&url, &config))
         .await
         .unwrap();
-    assert!(matches!(ws.get_ref(), tether::MaybeTls::Tls(_)));
+    assert!(matches!(ws.transport(), tether::MaybeTls::Tls(_)));
     let big = Bytes::from((0..100_000u32).map(|i| i as u8).collect::<Vec<_>>());
     for message in [
         Message::text("over TLS"),

@@ -13,7 +13,7 @@ use std::sync::{Mutex, PoisonError};
 
 use tether::{
     Message, Utf8Bytes,
-    deflate::{EncodedFrame, FrameEncoding},
+    broadcast::{EncodedFrame, FrameEncoding},
 };
 
 use crate::metrics::Metrics;

@@ -29,13 +29,15 @@ use std::{
     fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
 use tether::{
-    Keepalive, Limits, OriginPolicy, RateLimit, ServerConfig,
+    Keepalive, Limits, RateLimit, ServerConfig,
     deflate::{DeflateConfig, MAX_WINDOW_BITS},
+    server::OriginPolicy,
 };
 
 pub(crate) use self::{
@@ -335,10 +337,10 @@ impl Config {
     /// outbound queue bound, and `secure` when TLS is configured.
     pub(crate) fn server_config(&self) -> ServerConfig {
         let security = &self.security;
-        let limits = Limits::default()
-            .max_frame_size(security.max_frame_size)
-            .max_message_size(security.max_message_size)
-            .max_fragments(security.max_fragments);
+        let mut limits = Limits::default();
+        limits.max_frame_size = security.max_frame_size;
+        limits.max_message_size = security.max_message_size;
+        limits.max_fragments = security.max_fragments;
         // Protocol pings, answered by the client's code, prove more than
         // WebSocket pings and the idle timeout would; a second timer per
         // connection would only cost memory.
@@ -360,20 +362,18 @@ impl Config {
         // validate() refuses a list that does not parse; should an
         // unvalidated config get here, same-origin is the strictest policy.
         let origin = OriginPolicy::from_list(&security.allow_origins).unwrap_or_default();
-        let defaults = ServerConfig::default();
-        let connection = defaults
-            .connection
-            .limits(limits)
-            .keepalive(keepalive)
-            .rate_limit(rate_limit)
-            .idle_timeout(idle_timeout);
-        let mut config = defaults
-            .connection(connection)
-            .handshake_timeout(security.handshake_timeout)
-            .origin(origin)
-            .require_origin(security.require_origin)
-            .secure(self.tls.files().is_some())
-            .deflate(self.compression.deflate());
+        let mut connection = tether::Config::default();
+        connection.limits = limits;
+        connection.keepalive = keepalive;
+        connection.rate_limit = rate_limit;
+        connection.idle_timeout = idle_timeout;
+        let mut config = ServerConfig::default();
+        config.connection = Arc::new(connection);
+        config.handshake_timeout = security.handshake_timeout;
+        config.origin = origin;
+        config.require_origin = security.require_origin;
+        config.secure = self.tls.files().is_some();
+        config.deflate = self.compression.deflate();
         config.max_buffered = self.client.outbound_queue_bytes;
         config
     }
@@ -528,14 +528,14 @@ impl Compression {
     /// client_no_context_takeover whether or not the client offered it).
     pub(crate) fn deflate(&self) -> Option<DeflateConfig> {
         self.enabled.then(|| {
-            DeflateConfig::default()
-                .server_no_context_takeover(true)
-                .client_no_context_takeover(true)
-                .server_max_window_bits(
-                    (self.max_window_bits < MAX_WINDOW_BITS).then_some(self.max_window_bits),
-                )
-                .threshold(self.threshold)
-                .level(self.level)
+            let mut config = DeflateConfig::default();
+            config.server_no_context_takeover = true;
+            config.client_no_context_takeover = true;
+            config.server_max_window_bits =
+                (self.max_window_bits < MAX_WINDOW_BITS).then_some(self.max_window_bits);
+            config.threshold = self.threshold;
+            config.level = self.level;
+            config
         })
     }
 }

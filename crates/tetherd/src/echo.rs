@@ -13,9 +13,12 @@ use std::{
 };
 
 use tether::{
-    CloseFrame, Config, ConnectionLimiter, ConnectionPermit, Dormant, DormantWebSocket, Error,
-    IdlePool, Initiator, Keepalive, Limits, Message, OriginPolicy, Parker, RateLimit, Received,
-    ServerConfig, TrySendError, WebSocket, deflate::DeflateConfig, handshake::server::Request,
+    CloseFrame, Config, Error, Initiator, Keepalive, Limits, Message, RateLimit, ServerConfig,
+    TrySendError, WebSocket,
+    deflate::DeflateConfig,
+    handshake::server::Request,
+    idle::{Dormant, DormantWebSocket, IdleExt, IdlePool, Parker, Received},
+    server::{ConnectionLimiter, ConnectionPermit, OriginPolicy},
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -104,10 +107,10 @@ pub(crate) struct Args {
 
 impl Args {
     fn server_config(&self) -> io::Result<ServerConfig> {
-        let limits = Limits::default()
-            .max_frame_size(self.max_frame_size)
-            .max_message_size(self.max_message_size)
-            .max_fragments(self.max_fragments);
+        let mut limits = Limits::default();
+        limits.max_frame_size = self.max_frame_size;
+        limits.max_message_size = self.max_message_size;
+        limits.max_fragments = self.max_fragments;
         let keepalive = match self.ping_interval {
             0 => Keepalive::OFF,
             secs => Keepalive {
@@ -128,24 +131,24 @@ impl Args {
         let idle_timeout = (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout));
         let deflate = self.deflate.then(|| {
             let reset = !self.deflate_context_takeover;
-            DeflateConfig::default()
-                .server_no_context_takeover(reset)
-                .client_no_context_takeover(reset)
-                .threshold(self.deflate_threshold)
+            let mut deflate = DeflateConfig::default();
+            deflate.server_no_context_takeover = reset;
+            deflate.client_no_context_takeover = reset;
+            deflate.threshold = self.deflate_threshold;
+            deflate
         });
-        let defaults = ServerConfig::default();
-        let connection = defaults
-            .connection
-            .limits(limits)
-            .keepalive(keepalive)
-            .rate_limit(rate_limit)
-            .idle_timeout(idle_timeout);
-        Ok(defaults
-            .connection(connection)
-            .handshake_timeout(Duration::from_secs(self.handshake_timeout))
-            .origin(origin)
-            .require_origin(self.require_origin)
-            .deflate(deflate))
+        let mut connection = Config::default();
+        connection.limits = limits;
+        connection.keepalive = keepalive;
+        connection.rate_limit = rate_limit;
+        connection.idle_timeout = idle_timeout;
+        let mut config = ServerConfig::default();
+        config.connection = Arc::new(connection);
+        config.handshake_timeout = Duration::from_secs(self.handshake_timeout);
+        config.origin = origin;
+        config.require_origin = self.require_origin;
+        config.deflate = deflate;
+        Ok(config)
     }
 }
 
@@ -159,7 +162,9 @@ async fn serve(args: Args) -> io::Result<()> {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
         _ => None,
     };
-    let config = Arc::new(args.server_config()?.secure(tls.is_some()));
+    let mut config = args.server_config()?;
+    config.secure = tls.is_some();
+    let config = Arc::new(config);
     let listener = listen(args.listen)?;
     match &config.origin {
         OriginPolicy::Any => {
@@ -215,7 +220,7 @@ async fn accept_loop(
                             let linger = Duration::from_secs(1);
                             match tls {
                                 None => {
-                                    tether::reject(stream, refusal, linger).await;
+                                    tether::server::reject(stream, refusal, linger).await;
                                 }
                                 Some(tls) => {
                                     // The TLS handshake shares the linger.
@@ -225,7 +230,7 @@ async fn accept_loop(
                                     {
                                         let left =
                                             deadline.saturating_duration_since(Instant::now());
-                                        tether::reject(stream, refusal, left).await;
+                                        tether::server::reject(stream, refusal, left).await;
                                     }
                                 }
                             }
@@ -491,7 +496,7 @@ impl Echo<WebSocket<TcpStream>> {
                 Received::Ended => break,
             };
             if matches!(received, Ok(Message::Close(_))) {
-                cork(self.ws.get_ref());
+                cork(self.ws.transport());
             }
             if !self.handle(received).await {
                 return;

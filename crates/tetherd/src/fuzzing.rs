@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use tether::{ClientConfig, ConnectionLimiter, Message};
+use tether::{ClientConfig, Message, server::ConnectionLimiter};
 
 use crate::{auth::Verifier, broker::memory::MemoryBroker, config::Config, gateway, node::Node};
 

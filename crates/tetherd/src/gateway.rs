@@ -8,7 +8,7 @@ use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper::{server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
-use tether::{ConnectionLimiter, OriginPolicy};
+use tether::server::{ConnectionLimiter, ConnectionPermit, OriginPolicy};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::TcpStream,
@@ -82,7 +82,7 @@ async fn serve(config: Config) -> io::Result<()> {
                         node.metrics.refused(refusal.http_status());
                         info!(%peer, reason = %refusal, "connection refused");
                         if tls.is_none() {
-                            tokio::spawn(tether::reject(stream, refusal, Duration::from_secs(1)));
+                            tokio::spawn(tether::server::reject(stream, refusal, Duration::from_secs(1)));
                         }
                     }
                 },
@@ -147,7 +147,7 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
-    permit: Arc<tether::ConnectionPermit>,
+    permit: Arc<ConnectionPermit>,
 ) {
     no_delay(&stream);
     match tls {
@@ -169,7 +169,7 @@ pub(crate) async fn serve_http<S>(
     node: Arc<Node>,
     stream: S,
     peer: SocketAddr,
-    permit: Arc<tether::ConnectionPermit>,
+    permit: Arc<ConnectionPermit>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

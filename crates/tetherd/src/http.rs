@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
 use serde_json::json;
-use tether::ConnectionPermit;
+use tether::server::ConnectionPermit;
 use tracing::info;
 
 use crate::{

@@ -36,9 +36,9 @@ use std::{
 use bytes::Bytes;
 use futures_core::Stream;
 use tether::{
-    CloseCode, CloseFrame, ConnectionPermit, Message, TrySendError, Utf8Bytes, WebSocket,
-    deflate::{EncodedFrame, FrameEncoding},
-    server::Upgraded,
+    CloseCode, CloseFrame, Message, TrySendError, Utf8Bytes, WebSocket,
+    broadcast::{BroadcastExt, EncodedFrame, FrameEncoding},
+    server::{ConnectionPermit, Upgraded},
 };
 use tracing::{debug, info};
 

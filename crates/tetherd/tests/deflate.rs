@@ -27,7 +27,8 @@ const FRAME: usize = 16 << 10;
 #[tokio::test]
 async fn compressed_messages_echo_with_deflate_negotiated() {
     let server = Tetherd::echo(&["--deflate"]);
-    let config = ClientConfig::default().deflate(DeflateConfig::default());
+    let mut config = ClientConfig::default();
+    config.deflate.push(DeflateConfig::default());
     let (mut ws, response) = connect_with(&server.url(), &config)
         .await
         .expect("connects");
@@ -48,7 +49,8 @@ async fn compressed_messages_echo_with_deflate_negotiated() {
 #[tokio::test]
 async fn deflate_is_off_unless_configured() {
     let server = Tetherd::echo(&[]);
-    let config = ClientConfig::default().deflate(DeflateConfig::default());
+    let mut config = ClientConfig::default();
+    config.deflate.push(DeflateConfig::default());
     let (mut ws, response) = connect_with(&server.url(), &config)
         .await
         .expect("connects");

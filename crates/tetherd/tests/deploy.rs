@@ -103,7 +103,10 @@ async fn nginx_keeps_the_host_so_same_origin_pages_connect_and_others_do_not() {
     let _nginx = Nginx::shipped(port, nodes.each_ref().map(|node| node.addr.port()));
     let url = format!("ws://127.0.0.1:{port}/connection/websocket");
 
-    let same_origin = ClientConfig::default().header("Origin", format!("http://127.0.0.1:{port}"));
+    let mut same_origin = ClientConfig::default();
+    same_origin
+        .headers
+        .push(("Origin".into(), format!("http://127.0.0.1:{port}")));
     let (mut ws, _) = tether::connect_with(&url, &same_origin)
         .await
         .expect("a page served from the proxy's address may connect");
@@ -116,7 +119,10 @@ async fn nginx_keeps_the_host_so_same_origin_pages_connect_and_others_do_not() {
 
     // A page elsewhere (here: another loopback address) is refused by the
     // node, and nginx passes the refusal on.
-    let foreign = ClientConfig::default().header("Origin", format!("http://127.0.0.2:{port}"));
+    let mut foreign = ClientConfig::default();
+    foreign
+        .headers
+        .push(("Origin".into(), format!("http://127.0.0.2:{port}")));
     let refused = tether::connect_with(&url, &foreign).await;
     assert!(
         matches!(&refused, Err(error) if error.to_string().contains("403")),

@@ -66,7 +66,7 @@ async fn subscriber(
 ) -> (WebSocket<MaybeTls>, tether::handshake::client::Response) {
     let mut config = ClientConfig::default();
     if let Some(offer) = offer {
-        config = config.deflate(offer);
+        config.deflate.push(offer);
     }
     let (mut ws, response) = connect_with(&server.gateway_url(), &config)
         .await
@@ -254,9 +254,9 @@ async fn a_publication_is_compressed_once_per_parameter_set() {
     let server = Tetherd::gateway(&with_compression(), &[]);
     // An offer that allows context takeover both ways: the gateway still
     // answers without it, in both directions.
-    let takeover_allowed = DeflateConfig::default()
-        .server_no_context_takeover(false)
-        .client_no_context_takeover(false);
+    let mut takeover_allowed = DeflateConfig::default();
+    takeover_allowed.server_no_context_takeover = false;
+    takeover_allowed.client_no_context_takeover = false;
     let mut compressed = Vec::new();
     for _ in 0..3 {
         let (ws, response) = subscriber(&server, Some(takeover_allowed)).await;

@@ -80,7 +80,9 @@ impl Cert {
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        ClientConfig::default().tls(Arc::new(tls))
+        let mut config = ClientConfig::default();
+        config.tls = Some(Arc::new(tls));
+        config
     }
 }
 
@@ -142,16 +144,17 @@ async fn wss_round_trips_and_same_origin_expects_https() {
     ws.close(tether::CloseCode::NORMAL, "done").await.unwrap();
 
     let port = server.addr.port();
-    let https = cert
-        .client()
-        .header("Origin", format!("https://localhost:{port}"));
+    let mut https = cert.client();
+    https
+        .headers
+        .push(("Origin".into(), format!("https://localhost:{port}")));
     let mut ws = connect(&server, &https)
         .await
         .expect("same origin over https");
     assert_echoes(&mut ws, "https origin").await;
-    let http = cert
-        .client()
-        .header("Origin", format!("http://localhost:{port}"));
+    let mut http = cert.client();
+    http.headers
+        .push(("Origin".into(), format!("http://localhost:{port}")));
     assert!(connect(&server, &http).await.is_err());
     let line = server
         .wait_for_log("handshake refused", LIMIT)

@@ -132,7 +132,7 @@ impl Inbox {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
+    use std::{io::IoSlice, time::Instant};
 
     use tether_proto::{Config, Connection, Message, Role, frame::FrameHeader};
 
@@ -152,9 +152,19 @@ mod tests {
             };
             server.send(now, message).unwrap();
         }
-        std::iter::from_fn(|| server.poll_transmit())
-            .flat_map(|bytes| bytes.to_vec())
-            .collect()
+        let mut wire = Vec::new();
+        loop {
+            let mut slices = [IoSlice::new(&[]); 16];
+            let count = server.transmit_slices(&mut slices);
+            if count == 0 {
+                return wire;
+            }
+            let before = wire.len();
+            slices[..count]
+                .iter()
+                .for_each(|s| wire.extend_from_slice(s));
+            server.advance_transmit(wire.len() - before);
+        }
     }
 
     /// Feeds `wire` to a fresh inbox `step` bytes at a time, as reads would.

@@ -1,9 +1,12 @@
 //! Timing by this thread's CPU time instead of wall time: on a shared
 //! machine, wall time also counts the time other processes hold the core.
 //! (They still disturb the caches, so a quiet machine remains better.)
-//! Used through criterion's `iter_custom`.
+//! Used through criterion's `iter_custom`. Also: taking what a connection
+//! queued the way a socket write does.
 
-use std::time::Duration;
+use std::{io::IoSlice, time::Duration};
+
+use tether_proto::Connection;
 
 /// Inputs made at once, before the clock starts, by [`cpu_time_batched`].
 const BATCH: usize = 8;
@@ -52,4 +55,22 @@ pub(crate) fn cpu_time_batched<I, O>(
         left -= batch;
     }
     total
+}
+
+/// Takes every byte `conn` has queued as the `tether` pump does, through
+/// `transmit_slices` and `advance_transmit`, handing each slice to `write`.
+pub(crate) fn write_out(conn: &mut Connection, mut write: impl FnMut(&[u8])) {
+    loop {
+        let mut slices = [IoSlice::new(&[]); 64];
+        let count = conn.transmit_slices(&mut slices);
+        if count == 0 {
+            return;
+        }
+        let mut written = 0;
+        for slice in &slices[..count] {
+            write(slice);
+            written += slice.len();
+        }
+        conn.advance_transmit(written);
+    }
 }

@@ -90,12 +90,13 @@ fn window_bits(name: &str, value: &str) -> Result<u8, String> {
 impl DeflateConfig {
     /// The client's offer for this configuration.
     pub fn offer(&self) -> ExtensionOffer {
+        let config = self.clamped();
         Params {
-            server_no_context_takeover: self.server_no_context_takeover,
-            client_no_context_takeover: self.client_no_context_takeover,
-            server_max_window_bits: self.server_max_window_bits,
+            server_no_context_takeover: config.server_no_context_takeover,
+            client_no_context_takeover: config.client_no_context_takeover,
+            server_max_window_bits: config.server_max_window_bits,
             // We can inflate any window, so we always let the server choose.
-            client_max_window_bits: Some(self.client_max_window_bits),
+            client_max_window_bits: Some(config.client_max_window_bits),
         }
         .to_element()
     }
@@ -106,11 +107,12 @@ impl DeflateConfig {
     /// with unknown, repeated or malformed parameters are declined (§5), as
     /// is one that limits our compression window to 8 bits.
     pub fn accept(&self, offers: &[ExtensionOffer]) -> Option<(ExtensionOffer, PerMessageDeflate)> {
+        let config = self.clamped();
         offers
             .iter()
             .filter(|offer| offer.is(EXTENSION_NAME))
             .filter_map(|offer| Params::parse(offer, Side::Offer).ok())
-            .find_map(|offer| self.answer(offer))
+            .find_map(|offer| config.answer(offer))
     }
 
     fn answer(&self, offer: Params) -> Option<(ExtensionOffer, PerMessageDeflate)> {
@@ -180,7 +182,7 @@ impl DeflateConfig {
             Params::parse(element, Side::Response).map_err(|why| InvalidResponse(why.clone()))?;
         offered
             .iter()
-            .find_map(|config| config.settle(response))
+            .find_map(|config| config.clamped().settle(response))
             .map(Some)
             .ok_or_else(|| {
                 InvalidResponse(format!(
@@ -247,9 +249,11 @@ mod tests {
     }
 
     fn keep_context() -> DeflateConfig {
-        DeflateConfig::default()
-            .server_no_context_takeover(false)
-            .client_no_context_takeover(false)
+        DeflateConfig {
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            ..DeflateConfig::default()
+        }
     }
 
     #[test]
@@ -300,7 +304,10 @@ mod tests {
             if let Some(v) = theirs {
                 offer = offer.param("server_max_window_bits", Some(v));
             }
-            let config = keep_context().server_max_window_bits(ours);
+            let config = DeflateConfig {
+                server_max_window_bits: ours,
+                ..keep_context()
+            };
             let (response, negotiated) = server(config, &[offer]).unwrap();
             match answer {
                 Some(bits) => {
@@ -329,7 +336,10 @@ mod tests {
             (Some(8), None, Some(8)),
         ] {
             let offer = pmd().param("client_max_window_bits", theirs);
-            let config = keep_context().client_max_window_bits(ours);
+            let config = DeflateConfig {
+                client_max_window_bits: ours,
+                ..keep_context()
+            };
             let (response, negotiated) = server(config, &[offer]).unwrap();
             match answer {
                 Some(bits) => {
@@ -343,7 +353,10 @@ mod tests {
             }
         }
         // A client that did not offer the parameter cannot be limited.
-        let config = keep_context().client_max_window_bits(Some(10));
+        let config = DeflateConfig {
+            client_max_window_bits: Some(10),
+            ..keep_context()
+        };
         let (response, negotiated) = server(config, &[pmd()]).unwrap();
         assert_eq!(response, "permessage-deflate");
         assert_eq!(negotiated.incoming.max_window_bits, 15);
@@ -414,14 +427,41 @@ mod tests {
     }
 
     #[test]
+    fn out_of_range_values_count_as_the_nearest_bound() {
+        let wide = DeflateConfig {
+            server_max_window_bits: Some(20),
+            client_max_window_bits: Some(4),
+            level: 12,
+            ..keep_context()
+        };
+        assert_eq!(
+            wide.offer().to_string(),
+            "permessage-deflate; server_max_window_bits=15; client_max_window_bits=8"
+        );
+        let (response, negotiated) = server(wide, &[pmd()]).unwrap();
+        assert_eq!(response, "permessage-deflate");
+        assert_eq!(negotiated.outgoing.max_window_bits, 15);
+        assert_eq!(negotiated.level, 9);
+        let narrow = DeflateConfig {
+            server_max_window_bits: Some(3),
+            ..keep_context()
+        };
+        let (response, negotiated) = server(narrow, &[pmd()]).unwrap();
+        assert_eq!(response, "permessage-deflate; server_max_window_bits=9");
+        assert_eq!(negotiated.outgoing.max_window_bits, 9);
+    }
+
+    #[test]
     fn client_offer_lists_its_configuration() {
         assert_eq!(
             DeflateConfig::default().offer().to_string(),
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits"
         );
-        let config = keep_context()
-            .server_max_window_bits(Some(10))
-            .client_max_window_bits(Some(12));
+        let config = DeflateConfig {
+            server_max_window_bits: Some(10),
+            client_max_window_bits: Some(12),
+            ..keep_context()
+        };
         assert_eq!(
             config.offer().to_string(),
             "permessage-deflate; server_max_window_bits=10; client_max_window_bits=12"
@@ -512,7 +552,10 @@ mod tests {
             .is_err()
         );
         // Requested server_max_window_bits=10: the answer must say 10 or less.
-        let limited = keep_context().server_max_window_bits(Some(10));
+        let limited = DeflateConfig {
+            server_max_window_bits: Some(10),
+            ..keep_context()
+        };
         assert!(client(&[limited], &[pmd()]).is_err());
         assert!(
             client(
@@ -529,7 +572,10 @@ mod tests {
             .is_ok()
         );
         // Our client_max_window_bits hint of 10 bounds the server's choice.
-        let hinted = keep_context().client_max_window_bits(Some(10));
+        let hinted = DeflateConfig {
+            client_max_window_bits: Some(10),
+            ..keep_context()
+        };
         assert!(
             client(
                 &[hinted],
@@ -542,7 +588,10 @@ mod tests {
     #[test]
     fn client_matches_the_response_against_each_offer_in_turn() {
         let offers = [
-            DeflateConfig::default().server_max_window_bits(Some(9)),
+            DeflateConfig {
+                server_max_window_bits: Some(9),
+                ..DeflateConfig::default()
+            },
             keep_context(),
         ];
         let negotiated = client(&offers, &[pmd()]).unwrap().unwrap();

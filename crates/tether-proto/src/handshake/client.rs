@@ -200,6 +200,7 @@ impl PendingResponse {
         self.check(headers).map(|r| Some((r, consumed)))
     }
 
+    /// RFC 6455 §4.2.2 from the client's side, one rule after another.
     fn check(&self, headers: HeaderLines) -> Result<Response, ClientHandshakeError> {
         if !has_token(&headers, "Upgrade", "websocket") {
             return Err(ClientHandshakeError::MissingUpgrade);
@@ -207,36 +208,58 @@ impl PendingResponse {
         if !has_token(&headers, "Connection", "upgrade") {
             return Err(ClientHandshakeError::MissingConnectionUpgrade);
         }
-        {
-            let mut accepts = values(&headers, "Sec-WebSocket-Accept");
-            match (accepts.next(), accepts.next()) {
-                (Some(a), None) if trim_ows(a) == self.accept.as_bytes() => {}
-                _ => return Err(ClientHandshakeError::BadAccept),
-            }
-        }
-
-        let subprotocol = {
-            let protocols: Vec<&[u8]> = values(&headers, "Sec-WebSocket-Protocol").collect();
-            match protocols.as_slice() {
-                [] => None,
-                [p] if self
-                    .subprotocols
-                    .iter()
-                    .any(|o| o.as_bytes() == trim_ows(p)) =>
-                {
-                    Some(String::from_utf8_lossy(trim_ows(p)).into_owned())
-                }
-                ps => {
-                    return Err(ClientHandshakeError::UnexpectedSubprotocol(excerpt(
-                        &ps.join(&b", "[..]),
-                        64,
-                    )));
-                }
-            }
+        self.check_accept(&headers)?;
+        let subprotocol = self.subprotocol(&headers)?;
+        let accepted = self.accepted_extensions(&headers)?;
+        let deflate = if self.deflate.is_empty() {
+            None
+        } else {
+            DeflateConfig::check_response(&self.deflate, &accepted)
+                .map_err(|e| ClientHandshakeError::BadExtensionParams(e.to_string()))?
         };
+        Ok(Response {
+            subprotocol,
+            extensions: accepted,
+            deflate,
+            headers,
+        })
+    }
 
+    /// Exactly one `Sec-WebSocket-Accept`, matching our key.
+    fn check_accept(&self, headers: &HeaderLines) -> Result<(), ClientHandshakeError> {
+        let mut accepts = values(headers, "Sec-WebSocket-Accept");
+        match (accepts.next(), accepts.next()) {
+            (Some(a), None) if trim_ows(a) == self.accept.as_bytes() => Ok(()),
+            _ => Err(ClientHandshakeError::BadAccept),
+        }
+    }
+
+    /// The subprotocol the server chose: none, or one of ours.
+    fn subprotocol(&self, headers: &HeaderLines) -> Result<Option<String>, ClientHandshakeError> {
+        let protocols: Vec<&[u8]> = values(headers, "Sec-WebSocket-Protocol").collect();
+        match protocols.as_slice() {
+            [] => Ok(None),
+            [p] if self
+                .subprotocols
+                .iter()
+                .any(|o| o.as_bytes() == trim_ows(p)) =>
+            {
+                Ok(Some(String::from_utf8_lossy(trim_ows(p)).into_owned()))
+            }
+            ps => Err(ClientHandshakeError::UnexpectedSubprotocol(excerpt(
+                &ps.join(&b", "[..]),
+                64,
+            ))),
+        }
+    }
+
+    /// The extensions the server accepted, each one we offered.
+    fn accepted_extensions(
+        &self,
+        headers: &HeaderLines,
+    ) -> Result<Vec<ExtensionOffer>, ClientHandshakeError> {
         let mut accepted = Vec::new();
-        for value in values(&headers, "Sec-WebSocket-Extensions") {
+        for value in values(headers, "Sec-WebSocket-Extensions") {
             extensions::parse_header(value, &mut accepted)
                 .map_err(|_| ClientHandshakeError::BadExtensionHeader)?;
         }
@@ -246,19 +269,7 @@ impl PendingResponse {
         {
             return Err(ClientHandshakeError::UnexpectedExtension(e.name.clone()));
         }
-        let deflate = if self.deflate.is_empty() {
-            None
-        } else {
-            DeflateConfig::check_response(&self.deflate, &accepted)
-                .map_err(|e| ClientHandshakeError::BadExtensionParams(e.to_string()))?
-        };
-
-        Ok(Response {
-            subprotocol,
-            extensions: accepted,
-            deflate,
-            headers,
-        })
+        Ok(accepted)
     }
 }
 
@@ -429,7 +440,10 @@ mod tests {
     #[test]
     fn response_limits() {
         let (_, pending) = ClientRequest::new("h", "/")
-            .limits(HeadLimits::default().max_head_bytes(64).max_headers(3))
+            .limits(HeadLimits {
+                max_head_bytes: 64,
+                max_headers: 3,
+            })
             .encode_with_key(NONCE);
         let mut partial = b"HTTP/1.1 101 S\r\nX: ".to_vec();
         partial.resize(64, b'a');

@@ -87,12 +87,35 @@ pub fn validate_upgrade<'h>(
     validate(method, version, target, headers.into_iter().collect())
 }
 
+/// RFC 6455 §4.2.1, one rule after another; the first broken rule is the
+/// refusal.
 fn validate(
     method: &str,
     version: (u8, u8),
     target: &str,
     headers: HeaderLines,
 ) -> Result<Request, HandshakeError> {
+    check_request_line(method, version, target)?;
+    let host = host(&headers)?;
+    check_upgrade_tokens(&headers)?;
+    check_version(&headers)?;
+    let key = key(&headers)?;
+    let subprotocols = subprotocols(&headers)?;
+    let extensions = extension_offers(&headers)?;
+    let origin = origin(&headers)?;
+    Ok(Request {
+        target: target.to_owned(),
+        host,
+        origin,
+        key,
+        subprotocols,
+        extensions,
+        headers,
+    })
+}
+
+/// A `GET`, HTTP/1.1 or later, for an origin-form or absolute target.
+fn check_request_line(method: &str, version: (u8, u8), target: &str) -> Result<(), HandshakeError> {
     if method != "GET" {
         return Err(HandshakeError::MethodNotGet(excerpt(method.as_bytes(), 32)));
     }
@@ -102,52 +125,64 @@ fn validate(
     if origin_form(target).is_none() {
         return Err(HandshakeError::BadTarget);
     }
+    Ok(())
+}
 
-    let host = {
-        let mut hosts = values(&headers, "Host");
-        match (hosts.next(), hosts.next()) {
-            (None, _) => return Err(HandshakeError::MissingHost),
-            (Some(_), Some(_)) => return Err(HandshakeError::DuplicateHost),
-            (Some(h), None) => match std::str::from_utf8(trim_ows(h)) {
-                Ok("") => return Err(HandshakeError::MissingHost),
-                Ok(h) => h.to_owned(),
-                Err(_) => return Err(HandshakeError::Malformed("Host is not valid UTF-8")),
-            },
-        }
-    };
-    if !has_token(&headers, "Upgrade", "websocket") {
+/// Exactly one non-empty UTF-8 `Host`.
+fn host(headers: &HeaderLines) -> Result<String, HandshakeError> {
+    let mut hosts = values(headers, "Host");
+    match (hosts.next(), hosts.next()) {
+        (None, _) => Err(HandshakeError::MissingHost),
+        (Some(_), Some(_)) => Err(HandshakeError::DuplicateHost),
+        (Some(h), None) => match std::str::from_utf8(trim_ows(h)) {
+            Ok("") => Err(HandshakeError::MissingHost),
+            Ok(h) => Ok(h.to_owned()),
+            Err(_) => Err(HandshakeError::Malformed("Host is not valid UTF-8")),
+        },
+    }
+}
+
+/// `Upgrade: websocket` and `Connection: upgrade`, among other tokens.
+fn check_upgrade_tokens(headers: &HeaderLines) -> Result<(), HandshakeError> {
+    if !has_token(headers, "Upgrade", "websocket") {
         return Err(HandshakeError::MissingUpgrade);
     }
-    if !has_token(&headers, "Connection", "upgrade") {
+    if !has_token(headers, "Connection", "upgrade") {
         return Err(HandshakeError::MissingConnectionUpgrade);
     }
+    Ok(())
+}
 
-    {
-        let mut versions = values(&headers, "Sec-WebSocket-Version");
-        match (versions.next(), versions.next()) {
-            (None, _) => return Err(HandshakeError::MissingVersion),
-            (Some(v), None) if trim_ows(v) == VERSION.as_bytes() => {}
-            _ => {
-                let versions: Vec<&[u8]> = values(&headers, "Sec-WebSocket-Version").collect();
-                return Err(HandshakeError::UnsupportedVersion(excerpt(
-                    &versions.join(&b", "[..]),
-                    32,
-                )));
-            }
+/// Exactly one `Sec-WebSocket-Version`, and it is 13.
+fn check_version(headers: &HeaderLines) -> Result<(), HandshakeError> {
+    let mut versions = values(headers, "Sec-WebSocket-Version");
+    match (versions.next(), versions.next()) {
+        (None, _) => Err(HandshakeError::MissingVersion),
+        (Some(v), None) if trim_ows(v) == VERSION.as_bytes() => Ok(()),
+        _ => {
+            let versions: Vec<&[u8]> = values(headers, "Sec-WebSocket-Version").collect();
+            Err(HandshakeError::UnsupportedVersion(excerpt(
+                &versions.join(&b", "[..]),
+                32,
+            )))
         }
     }
+}
 
-    let key = {
-        let mut keys = values(&headers, "Sec-WebSocket-Key");
-        match (keys.next(), keys.next()) {
-            (None, _) => return Err(HandshakeError::MissingKey),
-            (Some(_), Some(_)) => return Err(HandshakeError::DuplicateKey),
-            (Some(k), None) => parse_key(trim_ows(k))?,
-        }
-    };
+/// Exactly one `Sec-WebSocket-Key`, the base64 of 16 bytes.
+fn key(headers: &HeaderLines) -> Result<String, HandshakeError> {
+    let mut keys = values(headers, "Sec-WebSocket-Key");
+    match (keys.next(), keys.next()) {
+        (None, _) => Err(HandshakeError::MissingKey),
+        (Some(_), Some(_)) => Err(HandshakeError::DuplicateKey),
+        (Some(k), None) => parse_key(trim_ows(k)),
+    }
+}
 
+/// Every `Sec-WebSocket-Protocol` item, each a token; empty items skipped.
+fn subprotocols(headers: &HeaderLines) -> Result<Vec<String>, HandshakeError> {
     let mut subprotocols = Vec::new();
-    for value in values(&headers, "Sec-WebSocket-Protocol") {
+    for value in values(headers, "Sec-WebSocket-Protocol") {
         for item in value.split(|&b| b == b',').map(trim_ows) {
             if item.is_empty() {
                 continue;
@@ -158,36 +193,30 @@ fn validate(
             }
         }
     }
+    Ok(subprotocols)
+}
 
+/// Every offer of every `Sec-WebSocket-Extensions` line, in order.
+fn extension_offers(headers: &HeaderLines) -> Result<Vec<ExtensionOffer>, HandshakeError> {
     let mut offers = Vec::new();
-    for value in values(&headers, "Sec-WebSocket-Extensions") {
+    for value in values(headers, "Sec-WebSocket-Extensions") {
         extensions::parse_header(value, &mut offers)
             .map_err(|_| HandshakeError::BadExtensionHeader)?;
     }
+    Ok(offers)
+}
 
-    let origin = {
-        let mut origins = values(&headers, "Origin");
-        match (origins.next(), origins.next()) {
-            (None, _) => None,
-            (Some(_), Some(_)) => {
-                return Err(HandshakeError::Malformed("more than one Origin header"));
-            }
-            (Some(o), None) => match std::str::from_utf8(trim_ows(o)) {
-                Ok(o) => Some(o.to_owned()),
-                Err(_) => return Err(HandshakeError::Malformed("Origin is not valid UTF-8")),
-            },
-        }
-    };
-
-    Ok(Request {
-        target: target.to_owned(),
-        host,
-        origin,
-        key,
-        subprotocols,
-        extensions: offers,
-        headers,
-    })
+/// At most one `Origin`, in UTF-8.
+fn origin(headers: &HeaderLines) -> Result<Option<String>, HandshakeError> {
+    let mut origins = values(headers, "Origin");
+    match (origins.next(), origins.next()) {
+        (None, _) => Ok(None),
+        (Some(_), Some(_)) => Err(HandshakeError::Malformed("more than one Origin header")),
+        (Some(o), None) => match std::str::from_utf8(trim_ows(o)) {
+            Ok(o) => Ok(Some(o.to_owned())),
+            Err(_) => Err(HandshakeError::Malformed("Origin is not valid UTF-8")),
+        },
+    }
 }
 
 /// The key as a string if it is the base64 of exactly 16 bytes.

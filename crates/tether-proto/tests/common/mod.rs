@@ -9,7 +9,10 @@
     reason = "each test file is its own crate and uses a different subset; #[expect] would be unfulfilled in some"
 )]
 
-use std::time::{Duration, Instant};
+use std::{
+    io::IoSlice,
+    time::{Duration, Instant},
+};
 
 use bytes::BytesMut;
 use tether_proto::{CloseCode, Config, Connection, Event, Keepalive, ProtocolError, Role, State};
@@ -35,9 +38,17 @@ pub(crate) fn start() -> Instant {
 
 /// A config without keepalive, so tests that are not about it see no pings.
 pub(crate) fn quiet() -> Config {
-    Config::default()
-        .keepalive(Keepalive::OFF)
-        .idle_timeout(None)
+    with(Config::default(), |config| {
+        config.keepalive = Keepalive::OFF;
+        config.idle_timeout = None;
+    })
+}
+
+/// `value` after `change`: a configuration, which is plain data, set up in
+/// one expression.
+pub(crate) fn with<T>(mut value: T, change: impl FnOnce(&mut T)) -> T {
+    change(&mut value);
+    value
 }
 
 /// The header of a frame: FIN, RSV bits (RSV1 = 0b100), opcode, optional
@@ -169,13 +180,23 @@ pub(crate) fn decode_frames(mut bytes: &[u8]) -> Vec<WireFrame> {
     frames
 }
 
-/// Everything `conn` has queued to write, concatenated.
+/// Everything `conn` has queued to write, concatenated, taken as a
+/// transport takes it: the slices `transmit_slices` offers, then
+/// `advance_transmit` by their length.
 pub(crate) fn transmit(conn: &mut Connection) -> Vec<u8> {
     let mut out = Vec::new();
-    while let Some(chunk) = conn.poll_transmit() {
-        out.extend_from_slice(&chunk);
+    loop {
+        let mut slices = [IoSlice::new(&[]); 16];
+        let count = conn.transmit_slices(&mut slices);
+        if count == 0 {
+            return out;
+        }
+        let before = out.len();
+        for slice in &slices[..count] {
+            out.extend_from_slice(slice);
+        }
+        conn.advance_transmit(out.len() - before);
     }
-    out
 }
 
 /// Every queued event, oldest first.
@@ -218,7 +239,7 @@ pub(crate) fn assert_refused(
     assert!(conn.is_finished());
     // Whatever follows is ignored: no second error, no second close frame.
     assert_eq!(feed(&mut conn, now, bytes), Ok(()));
-    assert!(conn.poll_transmit().is_none());
+    assert!(transmit(&mut conn).is_empty());
     events(&mut conn)
 }
 

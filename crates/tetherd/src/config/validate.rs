@@ -4,8 +4,8 @@
 use std::collections::HashSet;
 
 use tether::{
-    OriginPolicy,
     deflate::{MAX_WINDOW_BITS, MIN_COMPRESS_WINDOW_BITS},
+    server::OriginPolicy,
 };
 
 use super::{Config, ConfigError, ConfigErrors, Namespace, duration};

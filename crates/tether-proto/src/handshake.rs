@@ -53,20 +53,6 @@ pub struct HeadLimits {
     pub max_headers: usize,
 }
 
-impl HeadLimits {
-    /// Sets [`HeadLimits::max_head_bytes`].
-    pub fn max_head_bytes(mut self, bytes: usize) -> Self {
-        self.max_head_bytes = bytes;
-        self
-    }
-
-    /// Sets [`HeadLimits::max_headers`].
-    pub fn max_headers(mut self, count: usize) -> Self {
-        self.max_headers = count;
-        self
-    }
-}
-
 impl Default for HeadLimits {
     fn default() -> Self {
         Self {
@@ -330,10 +316,11 @@ mod tests {
     }
 
     #[test]
-    fn head_limits_defaults_and_setters() {
-        let l = HeadLimits::default();
+    fn head_limits_defaults_and_fields() {
+        let mut l = HeadLimits::default();
         assert_eq!((l.max_head_bytes, l.max_headers), (16384, 100));
-        let l = l.max_head_bytes(10).max_headers(2);
+        l.max_head_bytes = 10;
+        l.max_headers = 2;
         assert_eq!((l.max_head_bytes, l.max_headers), (10, 2));
     }
 }

@@ -55,55 +55,35 @@ pub struct DeflateConfig {
     /// Client: promise it (and compress each message afresh).
     pub client_no_context_takeover: bool,
     /// Server: compress with at most this window (9–15; default 15).
-    /// Client: request `server_max_window_bits` with this value.
+    /// Client: request `server_max_window_bits` with this value. Values
+    /// outside 9–15 count as the nearest bound.
     pub server_max_window_bits: Option<u8>,
     /// Server: ask a client that offered `client_max_window_bits` to use at
     /// most this window (8–15). Client: offer `client_max_window_bits` with
-    /// this value (without one when `None`).
+    /// this value (without one when `None`). Values outside 8–15 count as
+    /// the nearest bound.
     pub client_max_window_bits: Option<u8>,
     /// Messages shorter than this many bytes are sent uncompressed (default
     /// 64): below it deflate rarely saves anything.
     pub threshold: usize,
-    /// zlib compression level, 0–9 (default 6).
+    /// zlib compression level, 0–9 (default 6); higher counts as 9.
     pub level: u32,
 }
 
 impl DeflateConfig {
-    /// Sets [`DeflateConfig::server_no_context_takeover`].
-    pub fn server_no_context_takeover(mut self, on: bool) -> Self {
-        self.server_no_context_takeover = on;
-        self
-    }
-
-    /// Sets [`DeflateConfig::client_no_context_takeover`].
-    pub fn client_no_context_takeover(mut self, on: bool) -> Self {
-        self.client_no_context_takeover = on;
-        self
-    }
-
-    /// Sets [`DeflateConfig::server_max_window_bits`], clamped to 9–15.
-    pub fn server_max_window_bits(mut self, bits: Option<u8>) -> Self {
-        self.server_max_window_bits =
-            bits.map(|b| b.clamp(MIN_COMPRESS_WINDOW_BITS, MAX_WINDOW_BITS));
-        self
-    }
-
-    /// Sets [`DeflateConfig::client_max_window_bits`], clamped to 8–15.
-    pub fn client_max_window_bits(mut self, bits: Option<u8>) -> Self {
-        self.client_max_window_bits = bits.map(|b| b.clamp(8, MAX_WINDOW_BITS));
-        self
-    }
-
-    /// Sets [`DeflateConfig::threshold`].
-    pub fn threshold(mut self, bytes: usize) -> Self {
-        self.threshold = bytes;
-        self
-    }
-
-    /// Sets [`DeflateConfig::level`], clamped to 0–9.
-    pub fn level(mut self, level: u32) -> Self {
-        self.level = level.min(9);
-        self
+    /// This configuration with every value within its range: what the
+    /// negotiation works with, whatever the fields were set to.
+    fn clamped(&self) -> Self {
+        Self {
+            server_max_window_bits: self
+                .server_max_window_bits
+                .map(|bits| bits.clamp(MIN_COMPRESS_WINDOW_BITS, MAX_WINDOW_BITS)),
+            client_max_window_bits: self
+                .client_max_window_bits
+                .map(|bits| bits.clamp(8, MAX_WINDOW_BITS)),
+            level: self.level.min(9),
+            ..*self
+        }
     }
 }
 
