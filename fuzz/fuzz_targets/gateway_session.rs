@@ -64,5 +64,8 @@ fuzz_target!(|data: &[u8]| {
     PEAK.store(before, Ordering::Relaxed);
     gateway.session(&frames);
     let grown = PEAK.load(Ordering::Relaxed).saturating_sub(before);
-    assert!(grown < MAX_GROWTH, "one session grew the heap by {grown} bytes");
+    assert!(
+        grown < MAX_GROWTH,
+        "one session grew the heap by {grown} bytes"
+    );
 });
