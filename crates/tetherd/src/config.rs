@@ -336,42 +336,11 @@ impl Config {
     /// message limits, keepalive, rate limit, idle and handshake timeouts,
     /// outbound queue bound, and `secure` when TLS is configured.
     pub(crate) fn server_config(&self) -> ServerConfig {
-        let security = &self.security;
-        let mut limits = Limits::default();
-        limits.max_frame_size = security.max_frame_size;
-        limits.max_message_size = security.max_message_size;
-        limits.max_fragments = security.max_fragments;
         // Protocol pings, answered by the client's code, prove more than
         // WebSocket pings and the idle timeout would; a second timer per
         // connection would only cost memory.
         let protocol_pings = !self.client.ping_interval.is_zero();
-        let keepalive = if security.ping_interval.is_zero() || protocol_pings {
-            Keepalive::OFF
-        } else {
-            Keepalive {
-                interval: Some(security.ping_interval),
-                timeout: security.pong_timeout,
-            }
-        };
-        let rate_limit = (security.client_message_rate > 0).then_some(RateLimit {
-            per_second: security.client_message_rate,
-            burst: security.client_message_burst.max(1),
-        });
-        let idle_timeout =
-            (!security.idle_timeout.is_zero() && !protocol_pings).then_some(security.idle_timeout);
-        // validate() refuses a list that does not parse; should an
-        // unvalidated config get here, same-origin is the strictest policy.
-        let origin = OriginPolicy::from_list(&security.allow_origins).unwrap_or_default();
-        let mut connection = tether::Config::default();
-        connection.limits = limits;
-        connection.keepalive = keepalive;
-        connection.rate_limit = rate_limit;
-        connection.idle_timeout = idle_timeout;
-        let mut config = ServerConfig::default();
-        config.connection = Arc::new(connection);
-        config.handshake_timeout = security.handshake_timeout;
-        config.origin = origin;
-        config.require_origin = security.require_origin;
+        let mut config = self.security.server_config(protocol_pings);
         config.secure = self.tls.files().is_some();
         config.deflate = self.compression.deflate();
         config.max_buffered = self.client.outbound_queue_bytes;
@@ -448,6 +417,47 @@ impl Tls {
         } else {
             Some((&self.cert, &self.key))
         }
+    }
+}
+
+impl Security {
+    /// What these limits make of each connection (`tetherd echo` builds its
+    /// own `Security` from flags): frame and message limits, keepalive and
+    /// idle timeout (off where `protocol_pings` replace them), rate limit,
+    /// handshake deadline and Origin policy.
+    pub(crate) fn server_config(&self, protocol_pings: bool) -> ServerConfig {
+        let mut limits = Limits::default();
+        limits.max_frame_size = self.max_frame_size;
+        limits.max_message_size = self.max_message_size;
+        limits.max_fragments = self.max_fragments;
+        let keepalive = if self.ping_interval.is_zero() || protocol_pings {
+            Keepalive::OFF
+        } else {
+            Keepalive {
+                interval: Some(self.ping_interval),
+                timeout: self.pong_timeout,
+            }
+        };
+        let rate_limit = (self.client_message_rate > 0).then_some(RateLimit {
+            per_second: self.client_message_rate,
+            burst: self.client_message_burst.max(1),
+        });
+        let idle_timeout =
+            (!self.idle_timeout.is_zero() && !protocol_pings).then_some(self.idle_timeout);
+        // validate() refuses a list that does not parse; should an
+        // unvalidated one get here, same-origin is the strictest policy.
+        let origin = OriginPolicy::from_list(&self.allow_origins).unwrap_or_default();
+        let mut connection = tether::Config::default();
+        connection.limits = limits;
+        connection.keepalive = keepalive;
+        connection.rate_limit = rate_limit;
+        connection.idle_timeout = idle_timeout;
+        let mut config = ServerConfig::default();
+        config.connection = Arc::new(connection);
+        config.handshake_timeout = self.handshake_timeout;
+        config.origin = origin;
+        config.require_origin = self.require_origin;
+        config
     }
 }
 

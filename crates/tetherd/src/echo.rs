@@ -13,8 +13,7 @@ use std::{
 };
 
 use tether::{
-    CloseFrame, Config, Error, Initiator, Keepalive, Limits, Message, RateLimit, ServerConfig,
-    TrySendError, WebSocket,
+    CloseFrame, Config, Error, Initiator, Limits, Message, ServerConfig, TrySendError, WebSocket,
     deflate::DeflateConfig,
     handshake::server::Request,
     idle::{Dormant, DormantWebSocket, IdleExt, IdlePool, Parker, Received},
@@ -29,7 +28,7 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
-use crate::tls;
+use crate::{config::Security, tls};
 
 /// Options of `tetherd echo`.
 #[derive(Debug, clap::Args)]
@@ -107,29 +106,31 @@ pub(crate) struct Args {
 
 impl Args {
     fn server_config(&self) -> io::Result<ServerConfig> {
-        let mut limits = Limits::default();
-        limits.max_frame_size = self.max_frame_size;
-        limits.max_message_size = self.max_message_size;
-        limits.max_fragments = self.max_fragments;
-        let keepalive = match self.ping_interval {
-            0 => Keepalive::OFF,
-            secs => Keepalive {
-                interval: Some(Duration::from_secs(secs)),
-                timeout: Duration::from_secs(secs),
-            },
-        };
-        let origin = OriginPolicy::from_list(&self.allow_origins).map_err(|error| {
+        OriginPolicy::from_list(&self.allow_origins).map_err(|error| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("--allow-origin: {error}"),
             )
         })?;
-        let rate_limit = (self.max_messages_per_second > 0).then_some(RateLimit {
-            per_second: self.max_messages_per_second,
-            burst: self.message_burst.max(1),
-        });
-        let idle_timeout = (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout));
-        let deflate = self.deflate.then(|| {
+        let secs = Duration::from_secs;
+        let security = Security {
+            allow_origins: self.allow_origins.clone(),
+            require_origin: self.require_origin,
+            handshake_timeout: secs(self.handshake_timeout),
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            client_message_rate: self.max_messages_per_second,
+            client_message_burst: self.message_burst,
+            idle_timeout: secs(self.idle_timeout),
+            // Ping after this much silence, and give up after as long again.
+            ping_interval: secs(self.ping_interval),
+            pong_timeout: secs(self.ping_interval),
+            max_frame_size: self.max_frame_size,
+            max_message_size: self.max_message_size,
+            max_fragments: self.max_fragments,
+        };
+        let mut config = security.server_config(false);
+        config.deflate = self.deflate.then(|| {
             let reset = !self.deflate_context_takeover;
             let mut deflate = DeflateConfig::default();
             deflate.server_no_context_takeover = reset;
@@ -137,17 +138,6 @@ impl Args {
             deflate.threshold = self.deflate_threshold;
             deflate
         });
-        let mut connection = Config::default();
-        connection.limits = limits;
-        connection.keepalive = keepalive;
-        connection.rate_limit = rate_limit;
-        connection.idle_timeout = idle_timeout;
-        let mut config = ServerConfig::default();
-        config.connection = Arc::new(connection);
-        config.handshake_timeout = Duration::from_secs(self.handshake_timeout);
-        config.origin = origin;
-        config.require_origin = self.require_origin;
-        config.deflate = deflate;
         Ok(config)
     }
 }
