@@ -293,6 +293,9 @@ impl Connection {
         self.close_deadline = None;
     }
 
+    /// Inlined: it runs for every message received (callgrind: 29
+    /// instructions per 16 B echo as a call of its own).
+    #[inline]
     fn push_event(&mut self, event: Event) {
         self.queues().events.push_back(event);
     }

@@ -31,7 +31,9 @@ impl Bucket {
         }
     }
 
-    /// Takes one token, or says that the peer is over `limit`.
+    /// Takes one token, or says that the peer is over `limit`. Inlined:
+    /// it runs for every message received (measured with callgrind).
+    #[inline]
     fn take(&mut self, limit: RateLimit, now: Instant) -> Result<(), ProtocolError> {
         // Every frame of one read shares its `now`: refill once per read.
         if now != self.refilled_at {
@@ -55,6 +57,7 @@ impl Bucket {
 
 impl Connection {
     /// Charges one message to the rate limit, if there is one.
+    #[inline]
     pub(super) fn take_token(&mut self, now: Instant) -> Result<(), ProtocolError> {
         let (Some(bucket), Some(limit)) = (self.bucket.as_mut(), self.config.rate_limit) else {
             return Ok(());
