@@ -536,6 +536,49 @@ const scenarios = {
         check(alice.state === 'connected', `the connection is ${alice.state}`);
     },
 
+    async 'subscribed-before-publications'() {
+        // Publications stream into a channel while a client subscribes to it
+        // again and again: each subscription's first event is `subscribed`,
+        // never a publication that reached the channel while the subscribe
+        // was being answered (those come in the reply's message, after it).
+        const alice = client({ token: userToken('alice') });
+        await connect(alice);
+        const name = channel('chat', 'order');
+        let publishing = true;
+        const publisher = async () => {
+            while (publishing) {
+                await api('publish', { channel: name, data: { at: Date.now() } });
+            }
+        };
+        const publishers = Array.from({ length: 6 }, publisher);
+        const early = [];
+        let delivered = 0;
+        for (let round = 0; round < 60; round += 1) {
+            const sub = alice.newSubscription(name);
+            sub.on('error', () => {});
+            let subscribed = false;
+            sub.on('subscribed', () => {
+                subscribed = true;
+            });
+            sub.on('publication', () => {
+                delivered += 1;
+                if (!subscribed) {
+                    early.push(round);
+                }
+            });
+            const done = next(sub, 'subscribed');
+            sub.subscribe();
+            await done;
+            await sleep(10);
+            sub.unsubscribe();
+            alice.removeSubscription(sub);
+        }
+        publishing = false;
+        await Promise.all(publishers);
+        check(delivered > 0, 'no publication arrived at all');
+        check(early.length === 0, `publications before subscribed in rounds ${JSON.stringify(early)}`);
+    },
+
     async recovery() {
         await recoveryScenario({ removeHistory: false });
     },

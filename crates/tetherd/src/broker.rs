@@ -238,6 +238,10 @@ pub(crate) trait Broker: Send + Sync + 'static {
     /// How many clients and distinct users are in a channel.
     fn presence_stats<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, PresenceStats>;
 
+    /// Whether this node can use the broker now (its readiness): `Ok`, or
+    /// [`BrokerError::Unavailable`] saying why not.
+    fn ready(&self) -> BrokerFuture<'_, ()>;
+
     /// Adds or refreshes this node in the registry of live nodes; the
     /// entry expires after `ttl` unless announced again.
     fn announce<'a>(&'a self, node: &'a NodeInfo, ttl: Duration) -> BrokerFuture<'a, ()>;

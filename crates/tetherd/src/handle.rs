@@ -260,12 +260,7 @@ impl SessionHandle {
     /// The next thing for the session, if any.
     pub(crate) fn take(&self) -> Option<Item> {
         let mut state = self.lock();
-        if let Some(frame) = state.frames.pop_front() {
-            state.bytes -= frame.text.len();
-            if state.frames.is_empty() {
-                // An idle connection keeps no queue capacity.
-                state.frames = VecDeque::new();
-            }
+        if let Some(frame) = Self::pop_frame(&mut state) {
             return Some(Item::Frame(frame));
         }
         if !state.commands.is_empty() {
@@ -275,6 +270,22 @@ impl SessionHandle {
             return Some(Item::Due);
         }
         state.closed.as_deref().cloned().map(Item::Closed)
+    }
+
+    /// The next push only, leaving commands, deadlines and the close for
+    /// [`take`](Self::take).
+    pub(crate) fn take_frame(&self) -> Option<Frame> {
+        Self::pop_frame(&mut self.lock())
+    }
+
+    fn pop_frame(state: &mut HandleState) -> Option<Frame> {
+        let frame = state.frames.pop_front()?;
+        state.bytes -= frame.text.len();
+        if state.frames.is_empty() {
+            // An idle connection keeps no queue capacity.
+            state.frames = VecDeque::new();
+        }
+        Some(frame)
     }
 
     /// Bytes of pushes waiting for the session to take them.

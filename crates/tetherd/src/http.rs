@@ -34,6 +34,7 @@ pub(crate) async fn handle(
         (&Method::GET, "/connection/websocket") => websocket(node, peer, permit, request),
         (_, p) if p.starts_with("/api/") || p == "/api" => api(node, request).await,
         (&Method::GET, "/health") => health(&node),
+        (&Method::GET, "/ready") => ready(&node).await,
         (&Method::GET, "/metrics") => metrics(&node),
         (&Method::GET, "/") => html(pages::DEMO),
         (&Method::GET, "/admin") => html(pages::ADMIN),
@@ -179,6 +180,27 @@ fn health(node: &Node) -> Response<Body> {
     } else {
         json_response(StatusCode::OK, json!({"status": "ready"}).to_string())
     }
+}
+
+/// Readiness, for a load balancer to take a node out of rotation: 503
+/// while it drains or cannot use its broker (Redis unreachable, or its
+/// subscriptions being restored), 200 otherwise. `/health` stays liveness.
+async fn ready(node: &Node) -> Response<Body> {
+    let (status, body) = if node.is_draining() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "draining"}),
+        )
+    } else {
+        match node.broker.ready().await {
+            Ok(()) => (StatusCode::OK, json!({"status": "ready"})),
+            Err(error) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "broker unavailable", "error": error.to_string()}),
+            ),
+        }
+    };
+    json_response(status, body.to_string())
 }
 
 fn metrics(node: &Node) -> Response<Body> {

@@ -648,3 +648,38 @@ async fn api_disconnect_codes_and_reasons_must_fit_a_close_frame() {
     let (_, code) = until_closed(&mut ws).await;
     assert_eq!(code, 4001);
 }
+
+/// A subscribe reply and the pushes queued for the client while it was
+/// being answered leave as one message, the reply first: a client that
+/// handles two messages of one read out of order (the Node `ws` package
+/// emits them in one tick) still sees `subscribed` before anything of the
+/// channel. The client's own join is such a push: it is queued while the
+/// subscribe is answered.
+#[tokio::test]
+async fn a_subscribe_reply_and_the_pushes_behind_it_are_one_message() {
+    let config = CONFIG.replace("name = \"open\"\n", "name = \"open\"\njoin_leave = true\n");
+    let server = Tetherd::gateway(&config, &[]);
+    let mut ws = connected(&server, &token(&json!({ "sub": "eve" }))).await;
+    let subscribe = json!({ "id": 2, "subscribe": { "channel": "open:joined" } }).to_string();
+    ws.send(Message::text(subscribe)).await.unwrap();
+    let text = timeout(LIMIT, async {
+        loop {
+            if let Some(Ok(Message::Text(text))) = ws.recv().await {
+                return text.to_string();
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines[0]["id"], 2, "the reply comes first: {text}");
+    assert!(
+        lines[1..]
+            .iter()
+            .any(|line| line["push"]["join"]["info"]["user"] == "eve"),
+        "the join queued meanwhile is in the same message: {text}"
+    );
+}

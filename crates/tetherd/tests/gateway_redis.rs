@@ -245,8 +245,22 @@ async fn redis_down_fails_publishes_and_redis_back_is_told_truthfully() {
     );
     assert_eq!(published["result"]["offset"], 1, "{published}");
     on_b.push_in("news:live").await;
+    assert!(
+        node_a
+            .http("GET", "/ready", "", "")
+            .starts_with("HTTP/1.1 200")
+    );
 
     redis.stop();
+    // Readiness follows the broker, so a load balancer takes the node out
+    // of rotation; liveness does not (the node itself is fine).
+    let unready = wait_for_status(&node_a, "/ready", "503").await;
+    assert!(unready.contains("broker unavailable"), "{unready}");
+    assert!(
+        node_a
+            .http("GET", "/health", "", "")
+            .starts_with("HTTP/1.1 200")
+    );
     let refused = api(
         &node_a,
         "publish",
@@ -269,6 +283,7 @@ async fn redis_down_fails_publishes_and_redis_back_is_told_truthfully() {
     assert_eq!(reply["error"]["code"], 100, "{reply}");
 
     redis.restart();
+    wait_for_status(&node_a, "/ready", "200").await;
     // B's subscription to Redis broke: what was published meanwhile may be
     // lost, so once B is subscribed again its client is sent away to
     // recover (3010), not left to miss publications in silence.
@@ -410,6 +425,22 @@ async fn a_draining_node_leaves_the_registry_at_once() {
 
 /// Polls `/api/info` until it lists `count` nodes (at most 15 s); returns
 /// the last list.
+/// The response to GET `path` once it has `status`, within 20 s.
+async fn wait_for_status(node: &Tetherd, path: &str, status: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let response = node.http("GET", path, "", "");
+        if response.starts_with(&format!("HTTP/1.1 {status}")) {
+            return response;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} never answered {status}: {response}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn wait_for_nodes(node: &Tetherd, count: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {

@@ -253,6 +253,11 @@ fn an_unrefreshed_subscription_token_ends_the_subscription_with_2501() {
 }
 
 #[test]
+fn subscribed_comes_before_the_channels_publications() {
+    scenario("subscribed-before-publications");
+}
+
+#[test]
 fn recovery_after_a_cut_connection() {
     scenario("recovery");
 }

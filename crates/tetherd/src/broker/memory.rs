@@ -585,6 +585,11 @@ impl Broker for MemoryBroker {
         })
     }
 
+    fn ready(&self) -> BrokerFuture<'_, ()> {
+        // In this process: there whenever the node is.
+        Box::pin(async { Ok(()) })
+    }
+
     fn announce<'a>(&'a self, node: &'a NodeInfo, _ttl: Duration) -> BrokerFuture<'a, ()> {
         // One process: the entry lives exactly as long as the node.
         *self.node.lock().unwrap_or_else(PoisonError::into_inner) = Some(node.clone());

@@ -315,6 +315,21 @@ impl Broker for RedisBroker {
         })
     }
 
+    fn ready(&self) -> BrokerFuture<'_, ()> {
+        Box::pin(async move {
+            for shard in &self.shards {
+                if !shard.subscriptions.connected() {
+                    return Err(BrokerError::Unavailable(
+                        "redis subscriber is reconnecting".to_owned(),
+                    ));
+                }
+                let command = ::redis::cmd("PING");
+                let _: String = bounded(command.query_async(&mut shard.commands.clone())).await?;
+            }
+            Ok(())
+        })
+    }
+
     fn publish_join<'a>(&'a self, channel: &'a str, info: ClientInfo) -> BrokerFuture<'a, ()> {
         Box::pin(async move {
             self.publish_presence_event(channel, Kind::Join, &info)

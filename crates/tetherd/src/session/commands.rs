@@ -36,11 +36,20 @@ use crate::{
     },
 };
 
+/// The replies to one frame of commands, as they are built.
+#[derive(Default)]
+struct Replies {
+    frame: FrameBuilder,
+    /// A subscribe or connect is among them: waiting pushes go after them,
+    /// in the same message.
+    subscribed: bool,
+}
+
 impl Session {
     /// Runs one text frame of commands and answers them, in order, in as
     /// few messages as the budget allows (the SDKs split on newlines).
     pub(super) async fn commands(&mut self, text: &[u8]) -> Result<(), Disconnect> {
-        let mut replies = FrameBuilder::new();
+        let mut replies = Replies::default();
         let ran = self.run_commands(text, &mut replies).await;
         if ran == Err(Disconnect::SLOW) {
             // The replies are what broke the budget: they are dropped.
@@ -50,11 +59,7 @@ impl Session {
         ran
     }
 
-    async fn run_commands(
-        &mut self,
-        text: &[u8],
-        replies: &mut FrameBuilder,
-    ) -> Result<(), Disconnect> {
+    async fn run_commands(&mut self, text: &[u8], replies: &mut Replies) -> Result<(), Disconnect> {
         let budget = self.node.config.client.outbound_queue_bytes;
         for command in wire::decode_commands(text) {
             let ClientCommand { id, request } = command.map_err(|error| {
@@ -72,33 +77,51 @@ impl Session {
             // What one reply may take: the budget less the pushes waiting
             // in the outbox (everything else can be written out first).
             let room = budget.saturating_sub(self.handle.queued_bytes());
+            let subscribes = matches!(request, Request::Connect(_) | Request::Subscribe(_));
             let Some(result) = self.command(request, room).await? else {
                 continue;
             };
+            replies.subscribed |= subscribes;
             let size = result.size_hint();
             if size > room {
                 return Err(self.over_budget(size));
             }
-            if replies.len() + size > budget.saturating_sub(self.held_bytes()) {
+            if replies.frame.len() + size > budget.saturating_sub(self.held_bytes()) {
                 // Written out before more is built: a client that does not
                 // read is then cut off by the send timeout.
                 self.flush_replies(replies).await?;
             }
-            let before = replies.len();
-            replies.reply(&Reply { id, result });
-            if replies.len() - before > room {
-                return Err(self.over_budget(replies.len() - before));
+            let before = replies.frame.len();
+            replies.frame.reply(&Reply { id, result });
+            if replies.frame.len() - before > room {
+                return Err(self.over_budget(replies.frame.len() - before));
             }
         }
         Ok(())
     }
 
     /// Sends the replies built so far as one message.
-    async fn flush_replies(&mut self, replies: &mut FrameBuilder) -> Result<(), Disconnect> {
-        if replies.is_empty() {
+    ///
+    /// After a subscribe (or a connect, with its server-side channels) the
+    /// pushes already waiting in the outbox follow the replies in the same
+    /// message: a publication that reached the channel while the subscribe
+    /// was answered then comes after the reply, never before it. (The SDKs
+    /// handle a message's lines in order, but the Node `ws` package can
+    /// deliver two messages of one read in the same tick, and the SDK would
+    /// see the publication before its subscription.) Other replies leave
+    /// the pushes to go as they are, compressed once for all subscribers.
+    async fn flush_replies(&mut self, replies: &mut Replies) -> Result<(), Disconnect> {
+        if replies.frame.is_empty() {
             return Ok(());
         }
-        let text = std::mem::take(replies).finish();
+        if std::mem::take(&mut replies.subscribed) {
+            while let Some(frame) = self.handle.take_frame() {
+                if self.admits(&frame)? {
+                    replies.frame.encoded(frame.text.as_bytes());
+                }
+            }
+        }
+        let text = std::mem::take(&mut replies.frame).finish();
         let text = Utf8Bytes::try_from_bytes(text).map_err(|_| Disconnect::SERVER_ERROR)?;
         self.send(text).await
     }

@@ -193,10 +193,6 @@ pub(crate) struct FrameBuilder {
 }
 
 impl FrameBuilder {
-    pub(crate) fn new() -> Self {
-        Self::default()
-    }
-
     pub(crate) fn reply(&mut self, reply: &Reply) -> &mut Self {
         self.separate();
         reply.encode_into(&mut self.buf);
@@ -204,7 +200,6 @@ impl FrameBuilder {
     }
 
     /// Adds an object encoded before (a shared publication push).
-    #[cfg(test)]
     pub(crate) fn encoded(&mut self, object: &[u8]) -> &mut Self {
         self.separate();
         self.buf.extend_from_slice(object);

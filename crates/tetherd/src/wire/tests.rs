@@ -728,7 +728,7 @@ fn frames_join_objects_with_newlines() {
             tags: vec![],
         },
     );
-    let mut frame = FrameBuilder::new();
+    let mut frame = FrameBuilder::default();
     assert!(frame.is_empty());
     frame
         .reply(&Reply {

@@ -23,7 +23,10 @@ use std::{
     collections::HashSet,
     future::Future,
     pin::Pin,
-    sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError},
+    sync::{
+        Arc, Mutex, MutexGuard, OnceLock, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -65,6 +68,8 @@ pub(super) struct Subscriptions {
 /// What the broker and a subscriber task share.
 pub(super) struct Shared {
     events: OnceLock<Arc<dyn BrokerEvents>>,
+    /// Whether the subscriptions are in place (not while reconnecting).
+    connected: AtomicBool,
     /// Channels this node wants messages for (hub names, not Redis names).
     wanted: Mutex<HashSet<String>>,
 }
@@ -102,6 +107,7 @@ impl Subscriptions {
         let (requests, receiver) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             events: OnceLock::new(),
+            connected: AtomicBool::new(true),
             wanted: Mutex::new(HashSet::new()),
         });
         (Self { shared, requests }, receiver)
@@ -109,6 +115,11 @@ impl Subscriptions {
 
     pub(super) fn shared(&self) -> Arc<Shared> {
         self.shared.clone()
+    }
+
+    /// Whether the subscriptions are in place now.
+    pub(super) fn connected(&self) -> bool {
+        self.shared.connected.load(Ordering::Relaxed)
     }
 
     /// Installs the hub; `false` if one was installed already.
@@ -333,6 +344,7 @@ async fn run_standalone(
             backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
         };
+        shared.connected.store(true, Ordering::Relaxed);
         if lost {
             tracing::info!(redis = %label, channels = subscribed.len(), "redis subscriber: reconnected and resubscribed");
             shared.interrupt(&subscribed);
@@ -350,6 +362,7 @@ async fn run_standalone(
             return;
         }
         lost = true;
+        shared.connected.store(false, Ordering::Relaxed);
         tracing::warn!(redis = %label, "redis subscriber: connection lost; reconnecting with backoff");
     }
 }
