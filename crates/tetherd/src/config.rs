@@ -118,8 +118,17 @@ pub(crate) struct Security {
     /// Most connections open at once; more are refused with 503.
     pub(crate) max_connections: usize,
     /// Most connections open at once from one client address; more are
-    /// refused with 503.
+    /// refused with 503. Behind trusted_proxies, the client's address.
     pub(crate) max_connections_per_ip: usize,
+    /// Load balancers in front of the gateway ("10.0.0.5", "10.0.0.0/8"):
+    /// their connections may say who the client is, with X-Forwarded-For
+    /// or, with proxy_protocol, a PROXY header. Their own connections are
+    /// not counted per address; the clients they forward are. Empty: every
+    /// peer is the client, and such headers are ignored.
+    pub(crate) trusted_proxies: Vec<String>,
+    /// Connections from trusted_proxies begin with a PROXY protocol header
+    /// (v1 or v2: HAProxy's send-proxy / send-proxy-v2) naming the client.
+    pub(crate) proxy_protocol: bool,
     /// Sustained messages per second one client may send; beyond it the
     /// connection is closed with 1008. 0 turns the limit off.
     pub(crate) client_message_rate: u32,
@@ -469,6 +478,8 @@ impl Default for Security {
             handshake_timeout: Duration::from_secs(10),
             max_connections: 100_000,
             max_connections_per_ip: 10_000,
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
             client_message_rate: 100,
             client_message_burst: 200,
             idle_timeout: Duration::from_secs(600),

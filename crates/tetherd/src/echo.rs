@@ -119,6 +119,8 @@ impl Args {
             handshake_timeout: secs(self.handshake_timeout),
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
             client_message_rate: self.max_messages_per_second,
             client_message_burst: self.message_burst,
             idle_timeout: secs(self.idle_timeout),

@@ -12,9 +12,12 @@ use std::{
     time::Duration,
 };
 
-use tether::{ClientConfig, Message, server::ConnectionLimiter};
+use tether::{ClientConfig, Message};
 
-use crate::{auth::Verifier, broker::memory::MemoryBroker, config::Config, gateway, node::Node};
+use crate::{
+    auth::Verifier, broker::memory::MemoryBroker, client_addr::Admission, config::Config, gateway,
+    node::Node,
+};
 
 /// The HMAC secret of the fuzzed node's tokens, for seeds that connect with
 /// one.
@@ -37,7 +40,6 @@ pub fn decode_commands(frame: &[u8]) -> usize {
 pub struct Gateway {
     runtime: tokio::runtime::Runtime,
     node: Arc<Node>,
-    limiter: Arc<ConnectionLimiter>,
 }
 
 impl Gateway {
@@ -50,18 +52,10 @@ impl Gateway {
         let mut config = Config::default();
         config.auth.api_key = "fuzzing-api-key-0123456789".into();
         config.auth.token_hmac_secret = TOKEN_SECRET.into();
-        let limiter = ConnectionLimiter::new(
-            config.security.max_connections,
-            config.security.max_connections_per_ip,
-        );
         let verifier = Verifier::from_config(&config.auth).expect("an HMAC secret");
         let node =
             runtime.block_on(async { Node::new(config, Arc::new(MemoryBroker::new()), verifier) });
-        Self {
-            runtime,
-            node,
-            limiter,
-        }
+        Self { runtime, node }
     }
 
     /// One client: upgrades over an in-memory pipe, sends each of `frames`
@@ -79,13 +73,19 @@ impl Gateway {
             .collect();
         self.runtime.block_on(async {
             let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 1));
-            let permit = Arc::new(
-                self.limiter
-                    .try_acquire(peer.ip())
-                    .expect("under the limits"),
-            );
+            let permit = self
+                .node
+                .limiter
+                .try_acquire(peer.ip())
+                .expect("under the limits");
+            let admission = Admission::Counted(Arc::new(permit));
             let (client, server) = tokio::io::duplex(1 << 16);
-            tokio::spawn(gateway::serve_http(self.node.clone(), server, peer, permit));
+            tokio::spawn(gateway::serve_http(
+                self.node.clone(),
+                server,
+                peer,
+                admission,
+            ));
             let run = async {
                 let (ws, _) = tether::client::handshake(
                     client,

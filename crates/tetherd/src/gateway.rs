@@ -8,7 +8,8 @@ use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper::{server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
-use tether::server::{ConnectionLimiter, ConnectionPermit, OriginPolicy};
+use tether::handshake::HandshakeError;
+use tether::server::OriginPolicy;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::TcpStream,
@@ -20,6 +21,7 @@ use tracing::{info, warn};
 use crate::{
     auth::Verifier,
     broker::{Broker, memory::MemoryBroker, redis::RedisBroker},
+    client_addr::{Admission, read_proxy_header},
     config::{self, Config},
     echo::{listen, no_delay},
     http,
@@ -54,10 +56,6 @@ async fn serve(config: Config) -> io::Result<()> {
         None => None,
     };
     let listener = listen(config.listen)?;
-    let limiter = ConnectionLimiter::new(
-        config.security.max_connections,
-        config.security.max_connections_per_ip,
-    );
     let drain_deadline = config.drain.deadline;
     let node = Node::new(config, broker, verifier);
     node.set_address(listener.local_addr()?);
@@ -74,17 +72,15 @@ async fn serve(config: Config) -> io::Result<()> {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => match limiter.try_acquire(peer.ip()) {
+                Ok((stream, peer)) if node.trusted_proxies.trusts(peer.ip()) => {
+                    tokio::spawn(proxied(node.clone(), stream, peer, tls.clone()));
+                }
+                Ok((stream, peer)) => match node.limiter.try_acquire(peer.ip()) {
                     Ok(permit) => {
-                        tokio::spawn(connection(node.clone(), stream, peer, tls.clone(), Arc::new(permit)));
+                        let admission = Admission::Counted(Arc::new(permit));
+                        tokio::spawn(connection(node.clone(), stream, peer, tls.clone(), admission));
                     }
-                    Err(refusal) => {
-                        node.metrics.refused(refusal.http_status());
-                        info!(%peer, reason = %refusal, "connection refused");
-                        if tls.is_none() {
-                            tokio::spawn(tether::server::reject(stream, refusal, Duration::from_secs(1)));
-                        }
-                    }
+                    Err(refusal) => refuse(&node, stream, peer, refusal, tls.is_none()),
                 },
                 Err(error) => {
                     warn!(%error, "accept failed");
@@ -142,20 +138,63 @@ async fn shutdown_signal() {
     }
 }
 
+/// Turns a connection away under the connection limits: a 503 where there
+/// is no TLS to go through first, else just the close.
+fn refuse(node: &Node, stream: TcpStream, peer: SocketAddr, refusal: HandshakeError, plain: bool) {
+    node.metrics.refused(refusal.http_status());
+    info!(%peer, reason = %refusal, "connection refused");
+    if plain {
+        tokio::spawn(tether::server::reject(
+            stream,
+            refusal,
+            Duration::from_secs(1),
+        ));
+    }
+}
+
+/// A connection from a trusted proxy. With `security.proxy_protocol` its
+/// PROXY header names the client, who is counted and logged from then on;
+/// otherwise (and for the proxy's own health checks) each upgrade's
+/// `X-Forwarded-For` does.
+async fn proxied(
+    node: Arc<Node>,
+    mut stream: TcpStream,
+    proxy: SocketAddr,
+    tls: Option<TlsAcceptor>,
+) {
+    if !node.config.security.proxy_protocol {
+        return connection(node, stream, proxy, tls, Admission::PerUpgrade).await;
+    }
+    let deadline = Instant::now() + node.server_config.handshake_timeout;
+    match read_proxy_header(&mut stream, deadline).await {
+        Ok(Some(client)) => match node.limiter.try_acquire(client.ip()) {
+            Ok(permit) => {
+                let admission = Admission::Counted(Arc::new(permit));
+                connection(node, stream, client, tls, admission).await;
+            }
+            Err(refusal) => refuse(&node, stream, client, refusal, tls.is_none()),
+        },
+        Ok(None) => connection(node, stream, proxy, tls, Admission::PerUpgrade).await,
+        Err(error) => {
+            info!(%proxy, %error, "no valid PROXY header from a trusted proxy (security.proxy_protocol)")
+        }
+    }
+}
+
 async fn connection(
     node: Arc<Node>,
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
-    permit: Arc<ConnectionPermit>,
+    admission: Admission,
 ) {
     no_delay(&stream);
     match tls {
-        None => serve_http(node, stream, peer, permit).await,
+        None => serve_http(node, stream, peer, admission).await,
         Some(tls) => {
             let deadline = Instant::now() + node.server_config.handshake_timeout;
             match timeout_at(deadline, tls.accept(stream)).await {
-                Ok(Ok(stream)) => serve_http(node, stream, peer, permit).await,
+                Ok(Ok(stream)) => serve_http(node, stream, peer, admission).await,
                 Ok(Err(error)) => info!(%peer, %error, "TLS handshake failed"),
                 Err(_) => info!(%peer, "TLS handshake timed out"),
             }
@@ -169,7 +208,7 @@ pub(crate) async fn serve_http<S>(
     node: Arc<Node>,
     stream: S,
     peer: SocketAddr,
-    permit: Arc<ConnectionPermit>,
+    admission: Admission,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -180,7 +219,7 @@ pub(crate) async fn serve_http<S>(
     let limits = node.server_config.head_limits;
     let head_timeout = node.server_config.handshake_timeout;
     let service =
-        service_fn(move |request| http::handle(node.clone(), peer, permit.clone(), request));
+        service_fn(move |request| http::handle(node.clone(), peer, admission.clone(), request));
     let connection = http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(head_timeout)

@@ -7,11 +7,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
 use serde_json::json;
-use tether::server::ConnectionPermit;
+use tether::handshake::HandshakeError;
 use tracing::info;
 
 use crate::{
     api,
+    client_addr::Admission,
     metrics::{self, Gauges},
     node::Node,
     pages, session,
@@ -26,12 +27,12 @@ type Body = Full<Bytes>;
 pub(crate) async fn handle(
     node: Arc<Node>,
     peer: SocketAddr,
-    permit: Arc<ConnectionPermit>,
+    admission: Admission,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path().to_owned();
     Ok(match (request.method(), path.as_str()) {
-        (&Method::GET, "/connection/websocket") => websocket(node, peer, permit, request),
+        (&Method::GET, "/connection/websocket") => websocket(node, peer, admission, request),
         (_, p) if p.starts_with("/api/") || p == "/api" => api(node, request).await,
         (&Method::GET, "/health") => health(&node),
         (&Method::GET, "/ready") => ready(&node).await,
@@ -47,7 +48,7 @@ pub(crate) async fn handle(
 fn websocket(
     node: Arc<Node>,
     peer: SocketAddr,
-    permit: Arc<ConnectionPermit>,
+    admission: Admission,
     mut request: Request<Incoming>,
 ) -> Response<Body> {
     if node.is_draining() {
@@ -57,6 +58,16 @@ fn websocket(
             "draining: connect to another node\n",
         );
     }
+    let (peer, permit) = match admission {
+        Admission::Counted(permit) => (peer, permit),
+        Admission::PerUpgrade => {
+            let client = forwarded_client(&node, peer, &request);
+            match node.limiter.try_acquire(client.ip()) {
+                Ok(permit) => (client, Arc::new(permit)),
+                Err(refusal) => return refused(&node, client, &refusal),
+            }
+        }
+    };
     match tether::server::upgrade(&mut request, &node.server_config) {
         Ok((response, pending)) => {
             // A short task: the session gets its own, without this one's state.
@@ -68,23 +79,47 @@ fn websocket(
             });
             response.map(|()| Body::default())
         }
-        Err(refusal) => {
-            let status = refusal.http_status();
-            node.metrics.refused(status);
-            info!(%peer, status, reason = %refusal, "handshake refused");
-            let mut response = text(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
-                &format!("{refusal}\n"),
-            );
-            if status == 426 {
-                response.headers_mut().insert(
-                    "sec-websocket-version",
-                    header::HeaderValue::from_static("13"),
-                );
-            }
-            response
-        }
+        Err(refusal) => refused(&node, peer, &refusal),
     }
+}
+
+/// The client a trusted proxy forwarded `request` for, by its
+/// `X-Forwarded-For` (every such header, in order). Its port is unknown:
+/// 0, unless the proxy itself is the client.
+fn forwarded_client(node: &Node, proxy: SocketAddr, request: &Request<Incoming>) -> SocketAddr {
+    let headers: Vec<&[u8]> = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(header::HeaderValue::as_bytes)
+        .collect();
+    let forwarded = (!headers.is_empty()).then(|| headers.join(&b","[..]));
+    let client = node
+        .trusted_proxies
+        .forwarded_client(proxy.ip(), forwarded.as_deref());
+    if client == proxy.ip() {
+        proxy
+    } else {
+        SocketAddr::new(client, 0)
+    }
+}
+
+/// The HTTP answer to a refused upgrade, counted and logged.
+fn refused(node: &Node, peer: SocketAddr, refusal: &HandshakeError) -> Response<Body> {
+    let status = refusal.http_status();
+    node.metrics.refused(status);
+    info!(%peer, status, reason = %refusal, "handshake refused");
+    let mut response = text(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        &format!("{refusal}\n"),
+    );
+    if status == 426 {
+        response.headers_mut().insert(
+            "sec-websocket-version",
+            header::HeaderValue::from_static("13"),
+        );
+    }
+    response
 }
 
 async fn api(node: Arc<Node>, request: Request<Incoming>) -> Response<Body> {

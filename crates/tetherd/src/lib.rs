@@ -27,7 +27,8 @@
 //!  session ──▶ socket
 //! ```
 //!
-//! Beside them: `handle` (what the node holds of a session), `auth`
+//! Beside them: `client_addr` (the client behind a trusted proxy),
+//! `handle` (what the node holds of a session), `auth`
 //! (tokens), `config`, `wire` (the client protocol's codec),
 //! `compression`, `metrics`, `logging`, `tls`, `echo`, `runtime`.
 //! `docs/architecture.md` follows one publication through the functions.
@@ -39,6 +40,7 @@ use clap::{Parser, Subcommand};
 mod api;
 mod auth;
 mod broker;
+mod client_addr;
 mod compression;
 mod config;
 mod echo;

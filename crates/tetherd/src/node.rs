@@ -21,11 +21,13 @@ use std::{
 };
 
 use bytes::Bytes;
+use tether::server::ConnectionLimiter;
 use tokio::sync::Notify;
 
 use crate::{
     auth::Verifier,
     broker::{Broker, BrokerEvents, ClientInfo, NodeInfo, Publication},
+    client_addr::TrustedProxies,
     config::Config,
     handle::{ConnId, Frame, Position, SessionHandle, epoch_tag},
     hub::Hub,
@@ -41,6 +43,10 @@ pub(crate) struct Node {
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) verifier: Verifier,
     pub(crate) metrics: Metrics,
+    /// Caps on open connections, in total and per client address.
+    pub(crate) limiter: Arc<ConnectionLimiter>,
+    /// Load balancers whose word on the client's address is taken.
+    pub(crate) trusted_proxies: TrustedProxies,
     pub(crate) name: String,
     pub(crate) started: Instant,
     /// Every session from its upgrade on, connected or not yet.
@@ -72,6 +78,13 @@ impl Node {
     pub(crate) fn new(config: Config, broker: Arc<dyn Broker>, verifier: Verifier) -> Arc<Self> {
         let node = Arc::new(Self {
             server_config: config.server_config(),
+            limiter: ConnectionLimiter::new(
+                config.security.max_connections,
+                config.security.max_connections_per_ip,
+            ),
+            // Validated with the rest of the configuration.
+            trusted_proxies: TrustedProxies::parse(&config.security.trusted_proxies)
+                .unwrap_or_default(),
             config,
             hub: Hub::default(),
             broker,

@@ -9,12 +9,11 @@ mod common;
 use std::{
     io::{Read, Write},
     net::TcpStream,
-    process::{Child, Command, Stdio},
-    thread,
+    process::Command,
     time::Duration,
 };
 
-use common::{Nginx, RedisServer, Tetherd, deploy_file, free_port, read_to_end, substitute};
+use common::{HaProxy, Nginx, RedisServer, Tetherd, deploy_file, free_port, substitute};
 use serde_json::{Value, json};
 use tether::{ClientConfig, Message};
 use tokio::time::timeout;
@@ -63,7 +62,7 @@ async fn haproxy_proxies_websockets_and_the_api_and_passes_over_a_stopped_node()
     let redis = RedisServer::start();
     let mut nodes = [(), ()].map(|()| Tetherd::gateway(CONFIG, &["--broker", &redis.url()]));
     let port = free_port();
-    let _haproxy = HaProxy::shipped(port, nodes.each_ref().map(|node| node.addr.port()));
+    let _haproxy = HaProxy::shipped(port, nodes.each_ref().map(|node| node.addr.port()), "");
 
     let (mut ws, _) = connect_and_subscribe(port).await;
     let published = http(
@@ -160,67 +159,6 @@ fn systemd_unit_verifies_without_warnings() {
         "systemd-analyze verify ({}): {said}",
         output.status
     );
-}
-
-/// `haproxy -db` (foreground) with the shipped config on 127.0.0.1:`port`
-/// in front of the loopback `nodes`; killed on drop.
-struct HaProxy {
-    child: Child,
-}
-
-impl HaProxy {
-    fn shipped(port: u16, nodes: [u16; 2]) -> Self {
-        let config = substitute(
-            &deploy_file("haproxy.cfg"),
-            &[
-                ("10.0.0.1:8000", &format!("127.0.0.1:{}", nodes[0])),
-                ("10.0.0.2:8000", &format!("127.0.0.1:{}", nodes[1])),
-                ("bind :80", &format!("bind 127.0.0.1:{port}")),
-                // The test may run unprivileged, without a syslog socket,
-                // and with a lower descriptor limit than a server.
-                ("    chroot /var/lib/haproxy\n", ""),
-                ("    user haproxy\n", ""),
-                ("    group haproxy\n", ""),
-                ("log /dev/log local0", "log stderr format raw local0"),
-                ("maxconn 100000", "maxconn 1000"),
-            ],
-        );
-        let path =
-            std::env::temp_dir().join(format!("tether-haproxy-{}-{port}.cfg", std::process::id()));
-        std::fs::write(&path, config).expect("haproxy.cfg written");
-        let mut child = Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("haproxy starts (apt: haproxy)");
-        let stderr = read_to_end(child.stderr.take().expect("stderr is piped"));
-        let deadline = std::time::Instant::now() + STEP;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "haproxy exited ({status}): {}",
-                    stderr.join().unwrap_or_default()
-                );
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "haproxy did not start"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-        Self { child }
-    }
-}
-
-impl Drop for HaProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Connects through the proxy on `port` and subscribes to `news:wire`.

@@ -88,7 +88,7 @@ mod tests {
         }
         assert_eq!(
             checked,
-            11 + 2 + 13 + 5 + 5 + 4 + 1 + 18,
+            11 + 2 + 15 + 5 + 5 + 4 + 1 + 18,
             "every field is checked"
         );
     }

@@ -59,6 +59,15 @@ impl Config {
                 format!("{:?}: {}", error.origin, error.why),
             );
         }
+        if let Err(why) = crate::client_addr::TrustedProxies::parse(&security.trusted_proxies) {
+            refuse("security.trusted_proxies", why);
+        }
+        if security.proxy_protocol && security.trusted_proxies.is_empty() {
+            refuse(
+                "security.proxy_protocol",
+                "needs security.trusted_proxies: the proxies whose headers to read".into(),
+            );
+        }
         if security.handshake_timeout.is_zero() {
             refuse(
                 "security.handshake_timeout",

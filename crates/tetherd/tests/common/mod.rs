@@ -688,6 +688,82 @@ impl Drop for Nginx {
     }
 }
 
+/// `haproxy -db` (foreground) with the shipped `deploy/haproxy.cfg` on
+/// 127.0.0.1:`port` in front of the loopback `nodes`; killed on drop.
+pub struct HaProxy {
+    child: Child,
+}
+
+impl HaProxy {
+    /// Starts the shipped config, with `server_options` added to both
+    /// server lines (e.g. `send-proxy-v2 check-send-proxy`).
+    pub fn shipped(port: u16, nodes: [u16; 2], server_options: &str) -> Self {
+        let config = substitute(
+            &deploy_file("haproxy.cfg"),
+            &[
+                (
+                    "10.0.0.1:8000 check",
+                    &format!("127.0.0.1:{} check {server_options}", nodes[0]),
+                ),
+                (
+                    "10.0.0.2:8000 check",
+                    &format!("127.0.0.1:{} check {server_options}", nodes[1]),
+                ),
+                ("bind :80", &format!("bind 127.0.0.1:{port}")),
+                // The test may run unprivileged, without a syslog socket,
+                // and with a lower descriptor limit than a server.
+                ("    chroot /var/lib/haproxy\n", ""),
+                ("    user haproxy\n", ""),
+                ("    group haproxy\n", ""),
+                ("log /dev/log local0", "log stderr format raw local0"),
+                ("maxconn 100000", "maxconn 1000"),
+            ],
+        );
+        let path = std::env::temp_dir().join(format!(
+            "tether-haproxy-{}-{}.cfg",
+            std::process::id(),
+            unique()
+        ));
+        std::fs::write(&path, config).expect("haproxy.cfg written");
+        let mut child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "cannot start haproxy ({error}): run `bash scripts/test.sh`, which installs it"
+                )
+            });
+        let stderr = read_to_end(child.stderr.take().expect("stderr is piped"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "haproxy exited ({status}): {}",
+                    stderr.join().unwrap_or_default()
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "haproxy did not start"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        Self { child }
+    }
+}
+
+impl Drop for HaProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The text of `deploy/NAME`.
 pub fn deploy_file(name: &str) -> String {
     let path = repo_root().join("deploy").join(name);
