@@ -7,7 +7,6 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use serde::Deserialize;
 use serde_json::{Value, json, value::RawValue};
-use tether::CloseFrame;
 
 use crate::{
     broker::{ClientInfo, HistoryQuery, Publication, StreamPosition},
@@ -246,22 +245,7 @@ struct DisconnectBody {
 async fn disconnect(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
     let request: DisconnectRequest = parse(body)?;
     let disconnect = match request.disconnect {
-        // It becomes the WebSocket close frame: a code the protocol lets an
-        // application send, and a reason that fits the frame.
-        Some(body) if !(3000..=4999).contains(&body.code) => {
-            return Err(bad_request("disconnect code must be 3000 to 4999").into());
-        }
-        Some(body) if body.reason.len() > CloseFrame::MAX_REASON_BYTES => {
-            return Err(bad_request(format!(
-                "disconnect reason must be at most {} bytes",
-                CloseFrame::MAX_REASON_BYTES
-            ))
-            .into());
-        }
-        Some(body) => Disconnect {
-            code: body.code,
-            reason: body.reason.into(),
-        },
+        Some(body) => Disconnect::custom(body.code, body.reason).map_err(bad_request)?,
         None => Disconnect::FORCE_NO_RECONNECT,
     };
     node.control(ControlMessage::Disconnect {

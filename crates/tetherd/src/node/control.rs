@@ -227,9 +227,12 @@ impl Node {
                 reason,
                 whitelist,
             } => {
-                let disconnect = Disconnect {
-                    code,
-                    reason: reason.into(),
+                let disconnect = match Disconnect::custom(code, reason) {
+                    Ok(disconnect) => disconnect,
+                    Err(why) => {
+                        tracing::warn!(from = %envelope.from, "control message dropped: {why}");
+                        return;
+                    }
                 };
                 for handle in self.sessions() {
                     let kept = handle

@@ -134,6 +134,26 @@ impl Disconnect {
     /// 3509: the client caused too many errors. Terminal.
     pub(crate) const TOO_MANY_ERRORS: Self = Self::named(3509, "too many errors");
 
+    /// An application's disconnect (the server API's, or one relayed by
+    /// another node): it becomes the WebSocket close frame, so the code must
+    /// be one an application may send (3000–4999) and the reason must fit
+    /// the frame.
+    pub(crate) fn custom(code: u16, reason: String) -> Result<Self, String> {
+        if !(3000..=4999).contains(&code) {
+            return Err("disconnect code must be 3000 to 4999".into());
+        }
+        if reason.len() > CloseFrame::MAX_REASON_BYTES {
+            return Err(format!(
+                "disconnect reason must be at most {} bytes",
+                CloseFrame::MAX_REASON_BYTES
+            ));
+        }
+        Ok(Self {
+            code,
+            reason: Cow::Owned(reason),
+        })
+    }
+
     const fn named(code: u16, reason: &'static str) -> Self {
         Self {
             code,
