@@ -16,13 +16,15 @@
 //   secret  no grants: subscription tokens only
 // and `auth.token_refresh_grace = "1s"`, so an unrefreshed token ends a connection soon.
 
-import { createHmac, createSign, randomBytes } from 'node:crypto';
+import { createSign, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { parseArgs } from 'node:util';
 
 import { Centrifuge } from 'centrifuge';
 import WebSocket from 'ws';
+
+import { apiCall, b64url, check, hs256 as signHs256, next, sleep, until } from './support.mjs';
 
 const { values: args } = parseArgs({
     options: {
@@ -45,12 +47,7 @@ const rsaKey = readFileSync(args['rsa-key'], 'utf8');
 // ---------------------------------------------------------------------------------------
 // Tokens, signed here with node:crypto.
 
-const b64url = (value) => Buffer.from(value).toString('base64url');
-
-function hs256(claims, secret = args.secret) {
-    const signed = `${b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }))}.${b64url(JSON.stringify(claims))}`;
-    return `${signed}.${createHmac('sha256', secret).update(signed).digest('base64url')}`;
-}
+const hs256 = (claims, secret = args.secret) => signHs256(claims, secret);
 
 function rs256(claims) {
     const signed = `${b64url(JSON.stringify({ alg: 'RS256', typ: 'JWT' }))}.${b64url(JSON.stringify(claims))}`;
@@ -63,60 +60,11 @@ const userToken = (user, extra = {}) => hs256({ sub: user, exp: now() + 600, ...
 // ---------------------------------------------------------------------------------------
 // Helpers.
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-function check(condition, message) {
-    if (!condition) {
-        throw new Error(message);
-    }
-}
-
 /** A fresh channel name, so scenarios never share state. */
 const channel = (namespace, name) => `${namespace}:${name}-${randomBytes(4).toString('hex')}`;
 
-/** Resolves with the first `event` of `emitter` (matching `filter`), rejects after `ms`. */
-function next(emitter, event, ms = 5000, filter = () => true) {
-    return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => {
-            emitter.removeListener(event, handler);
-            reject(new Error(`no '${event}' event within ${ms} ms`));
-        }, ms);
-        function handler(ctx) {
-            if (!filter(ctx)) {
-                return;
-            }
-            clearTimeout(timer);
-            emitter.removeListener(event, handler);
-            resolve(ctx);
-        }
-        emitter.on(event, handler);
-    });
-}
-
-/** Waits until `condition()` holds, polling; throws `what` after `ms`. */
-async function until(condition, what, ms = 5000) {
-    const deadline = Date.now() + ms;
-    while (!condition()) {
-        if (Date.now() > deadline) {
-            throw new Error(`timed out waiting for ${what}`);
-        }
-        await sleep(20);
-    }
-}
-
 /** `POST /api/METHOD` with the API key; returns `result`, throws on an `error`. */
-async function api(method, body) {
-    const response = await fetch(`${args.http}/api/${method}`, {
-        method: 'POST',
-        headers: { 'X-API-Key': args['api-key'], 'Content-Type': 'application/json' },
-        body: JSON.stringify(body),
-    });
-    const text = await response.text();
-    check(response.ok, `/api/${method}: HTTP ${response.status}: ${text}`);
-    const reply = JSON.parse(text);
-    check(!reply.error, `/api/${method}: ${text}`);
-    return reply.result;
-}
+const api = (method, body) => apiCall(args.http, args['api-key'], method, body);
 
 /** Clients made by a scenario; all disconnected when it ends. */
 let clients = [];

@@ -10,15 +10,11 @@ mod common;
 
 use std::{
     collections::BTreeSet,
-    io::{Read, Write},
-    net::TcpStream,
     time::{Duration, Instant},
 };
 
-use common::{RedisCluster, RedisServer, Tetherd};
+use common::{RedisCluster, RedisServer, Tetherd, protocol::Client};
 use serde_json::{Value, json};
-use tether::{MaybeTls, Message, WebSocket};
-use tokio::time::timeout;
 
 const CONFIG: &str = r#"
 [auth]
@@ -423,8 +419,6 @@ async fn a_draining_node_leaves_the_registry_at_once() {
     assert_eq!(left.len(), 1, "{left:?}");
 }
 
-/// Polls `/api/info` until it lists `count` nodes (at most 15 s); returns
-/// the last list.
 /// The response to GET `path` once it has `status`, within 20 s.
 async fn wait_for_status(node: &Tetherd, path: &str, status: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -442,134 +436,9 @@ async fn wait_for_status(node: &Tetherd, path: &str, status: &str) -> String {
 }
 
 fn wait_for_nodes(node: &Tetherd, count: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let info = api(node, "info", &json!({}));
-        let nodes = info["result"]["nodes"]
-            .as_array()
-            .unwrap_or_else(|| panic!("a node list: {info}"))
-            .clone();
-        if nodes.len() == count || Instant::now() >= deadline {
-            return nodes;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::protocol::wait_for_nodes(node, "redis-test-api-key-0123", count)
 }
 
 fn api(server: &Tetherd, method: &str, body: &Value) -> Value {
-    let body = body.to_string();
-    let mut tcp = TcpStream::connect(server.addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        tcp,
-        "POST /api/{method} HTTP/1.1\r\nHost: x\r\nX-API-Key: redis-test-api-key-0123\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    let _ = tcp.read_to_string(&mut response);
-    let json = response.split("\r\n\r\n").nth(1).unwrap_or_default();
-    serde_json::from_str(json).unwrap_or_else(|_| panic!("a JSON answer: {response}"))
-}
-
-/// A protocol client connected to a node.
-struct Client {
-    ws: WebSocket<MaybeTls>,
-    /// The client id the node gave it.
-    id: String,
-    next_id: u64,
-}
-
-impl Client {
-    async fn connect(node: &Tetherd) -> Self {
-        let (ws, _) = tether::connect(&node.gateway_url()).await.unwrap();
-        let mut client = Self {
-            ws,
-            id: String::new(),
-            next_id: 1,
-        };
-        let connected = client.call("connect", json!({})).await;
-        client.id = connected["client"]
-            .as_str()
-            .expect("a client id")
-            .to_owned();
-        client
-    }
-
-    /// Sends a command and returns its reply's result (panics on an error).
-    async fn call(&mut self, method: &str, params: Value) -> Value {
-        let reply = self.reply(method, params).await;
-        assert!(reply.get("error").is_none(), "{method}: {reply}");
-        reply[method].clone()
-    }
-
-    /// Sends a command and returns its whole reply.
-    async fn reply(&mut self, method: &str, params: Value) -> Value {
-        let id = self.next_id;
-        self.next_id += 1;
-        let command = json!({ "id": id, method: params });
-        self.ws
-            .send(Message::text(command.to_string()))
-            .await
-            .unwrap();
-        timeout(
-            Duration::from_secs(30),
-            self.next(|value| value["id"] == id),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("no reply to {method}"))
-    }
-
-    /// The next push in `channel` (at most 30 s).
-    async fn push_in(&mut self, channel: &str) -> Value {
-        self.push_within(channel, Duration::from_secs(30))
-            .await
-            .unwrap_or_else(|| panic!("no push in {channel}"))
-    }
-
-    async fn push_within(&mut self, channel: &str, wait: Duration) -> Option<Value> {
-        let push = timeout(wait, self.next(|value| value["push"]["channel"] == channel)).await;
-        push.ok().map(|value| value["push"].clone())
-    }
-
-    /// Reads until the node closes the connection (at most `wait`), checking
-    /// that no publication arrives first; returns the close code.
-    async fn close_code(&mut self, wait: Duration) -> u16 {
-        let frame = timeout(wait, async {
-            loop {
-                match self.ws.recv().await {
-                    Some(Ok(Message::Close(frame))) => return frame,
-                    Some(Ok(Message::Text(text))) => {
-                        assert!(
-                            !text.contains(r#""pub""#),
-                            "a publication before the close: {text}"
-                        );
-                    }
-                    Some(Ok(_)) => {}
-                    other => panic!("connection ended without a close frame: {other:?}"),
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("not closed within {wait:?}"));
-        frame.expect("a close frame with a code").code.0
-    }
-
-    /// Reads until a JSON message that `wanted` accepts.
-    async fn next(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
-        loop {
-            match self.ws.recv().await.expect("open").expect("no error") {
-                Message::Text(text) => {
-                    for line in text.lines() {
-                        let value: Value = serde_json::from_str(line).expect("JSON");
-                        if wanted(&value) {
-                            return value;
-                        }
-                    }
-                }
-                Message::Close(frame) => panic!("closed: {frame:?}"),
-                _ => {}
-            }
-        }
-    }
+    common::protocol::api(server, "redis-test-api-key-0123", method, body)
 }

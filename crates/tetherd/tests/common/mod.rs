@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses part of this module
 
+pub mod protocol;
+
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
