@@ -267,7 +267,8 @@ pub(crate) struct Namespace {
     /// Subscribers are told when others join or leave a channel.
     pub(crate) join_leave: bool,
     /// Any connected client with a user id may subscribe without a token,
-    /// except to channels starting with "$" (private: a token is needed).
+    /// except to channels starting with "$" (private: a token is needed;
+    /// "$chat:x" belongs to the namespace "chat").
     pub(crate) allow_subscribe_for_client: bool,
     /// With allow_subscribe_for_client, anonymous clients (see
     /// auth.allow_anonymous) may subscribe too.
@@ -329,9 +330,11 @@ impl Config {
     /// first `:` names it (`chat:lobby` → `chat`), a channel without `:`
     /// belongs to the default namespace `""`. `None` when that namespace is
     /// not configured, or for an empty prefix (`:lobby`), so each channel
-    /// has one spelling.
+    /// has one spelling. A private channel's `$` is not part of the name
+    /// (`$chat:secret` → `chat`), as in Centrifugo.
     pub(crate) fn namespace_for(&self, channel: &str) -> Option<&Namespace> {
-        let name = match channel.split_once(':') {
+        let unprefixed = channel.strip_prefix('$').unwrap_or(channel);
+        let name = match unprefixed.split_once(':') {
             Some(("", _)) => return None,
             Some((name, _)) => name,
             None => "",
@@ -659,6 +662,13 @@ mod tests {
         assert_eq!(name("demo:a:b"), Some("demo"));
         assert_eq!(name("chat:lobby"), None, "not configured");
         assert_eq!(name(":lobby"), None, "an empty prefix is no namespace");
+        assert_eq!(
+            name("$demo:secret"),
+            Some("demo"),
+            "private: `$` and then the name"
+        );
+        assert_eq!(name("$secret"), Some(""));
+        assert_eq!(name("$:secret"), None);
         let without_default = Config {
             namespaces: config.namespaces[1..].to_vec(),
             ..Config::default()

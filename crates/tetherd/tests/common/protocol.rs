@@ -59,19 +59,26 @@ pub struct Client {
 }
 
 impl Client {
+    /// Connects anonymously.
     pub async fn connect(node: &Tetherd) -> Self {
+        Self::connect_with(node, json!({})).await.0
+    }
+
+    /// Connects with the `connect` request `params` (a token, …); returns
+    /// the client and the connect result.
+    pub async fn connect_with(node: &Tetherd, params: Value) -> (Self, Value) {
         let (ws, _) = tether::connect(&node.gateway_url()).await.unwrap();
         let mut client = Self {
             ws,
             id: String::new(),
             next_id: 1,
         };
-        let connected = client.call("connect", json!({})).await;
+        let connected = client.call("connect", params).await;
         client.id = connected["client"]
             .as_str()
             .expect("a client id")
             .to_owned();
-        client
+        (client, connected)
     }
 
     /// Sends a command and returns its reply's result (panics on an error).
@@ -96,6 +103,37 @@ impl Client {
         )
         .await
         .unwrap_or_else(|_| panic!("no reply to {method}"))
+    }
+
+    /// Sends a command and returns its whole reply, or the close code if
+    /// the node ends the connection instead.
+    pub async fn reply_or_close(&mut self, method: &str, params: Value) -> Result<Value, u16> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let command = json!({ "id": id, method: params });
+        self.ws
+            .send(Message::text(command.to_string()))
+            .await
+            .unwrap();
+        let answer = async {
+            loop {
+                match self.ws.recv().await.expect("open").expect("no error") {
+                    Message::Text(text) => {
+                        for line in text.lines() {
+                            let value: Value = serde_json::from_str(line).expect("JSON");
+                            if value["id"] == id {
+                                return Ok(value);
+                            }
+                        }
+                    }
+                    Message::Close(frame) => return Err(frame.map_or(1005, |frame| frame.code.0)),
+                    _ => {}
+                }
+            }
+        };
+        timeout(Duration::from_secs(30), answer)
+            .await
+            .unwrap_or_else(|_| panic!("no reply to {method}"))
     }
 
     /// The next push in `channel` (at most 30 s).
