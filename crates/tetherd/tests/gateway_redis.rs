@@ -272,6 +272,25 @@ async fn redis_down_fails_publishes_and_redis_back_is_told_truthfully() {
             .is_some_and(|why| why.starts_with("redis")),
         "with the reason: {refused}"
     );
+    // Calls for the whole cluster fail the same way, at once: the caller
+    // knows they reached no node.
+    for (method, body) in [
+        ("disconnect", json!({ "user": "someone" })),
+        (
+            "subscribe",
+            json!({ "user": "someone", "channel": "news:x" }),
+        ),
+        ("channels", json!({})),
+    ] {
+        let started = Instant::now();
+        let refused = api(&node_a, method, &body);
+        assert_eq!(refused["error"]["code"], 100, "{method}: {refused}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{method} answered in {:?}",
+            started.elapsed()
+        );
+    }
     // B keeps its client, which is told its own publish failed.
     let reply = on_b
         .reply("publish", json!({ "channel": "news:live", "data": 3 }))
