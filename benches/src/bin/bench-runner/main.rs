@@ -1,10 +1,12 @@
-//! `bench-runner`: runs `tetherd echo` and the peer echo servers side by side
-//! under the same load generator and writes `benches/RESULTS.md`.
+//! `bench-runner`: runs `tetherd echo` and the peer echo servers, and the
+//! `tetherd` gateway and uWebSockets.js, side by side under the same load
+//! generator and writes `benches/RESULTS.md`.
 //! `benches/run.sh` builds everything in release mode and starts it.
 //!
 //! ```text
 //!  taskset -c S  loopback-floor --json   (once: the kernel's cost of a write)
-//!  round 1..=R ─► scenario (echo 16 B, 1 KiB, 64 KiB, 1 MiB; handshake; idle)
+//!  round 1..=R ─► scenario (echo 16 B, 1 KiB, 64 KiB, 1 MiB; handshake; idle;
+//!                            fan-out at 1 and 50 publications/s)
 //!    ─► server, in an order that rotates each round:
 //!         taskset -c S  <server> --listen 127.0.0.1:PORT
 //!         taskset -c L  tether-load … --json --server-pid PID   (tcp-load for plain TCP)
@@ -40,6 +42,9 @@ struct Args {
     /// Connections the idle scenario opens.
     #[arg(long, default_value_t = 15_000)]
     idle_conns: usize,
+    /// Subscribers in the fan-out scenarios.
+    #[arg(long, default_value_t = 15_000)]
+    fanout_subscribers: usize,
     /// Seconds the idle scenario holds its connections open.
     #[arg(long, default_value_t = 3.0)]
     hold: f64,
@@ -50,12 +55,14 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     load_core: usize,
     /// Run only these scenarios (comma-separated): echo-16, echo-1k,
-    /// echo-64k, echo-1m, handshake, idle.
+    /// echo-64k, echo-1m, handshake, idle, fanout-1, fanout-50.
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Run only these servers (comma-separated): tetherd, tetherd-2t
     /// (two runtime threads on both cores; echo-16 and echo-1k only),
-    /// tokio-tungstenite, fastwebsockets, tokio-websockets, tcp.
+    /// tokio-tungstenite, fastwebsockets, tokio-websockets, tcp; for the
+    /// fan-out scenarios tetherd-gateway and uws.js (uWebSockets.js from
+    /// npm, installed by run.sh into benches/peers).
     #[arg(long, value_delimiter = ',')]
     servers: Vec<String>,
     /// A line for RESULTS.md about the conditions, such as other load on
@@ -89,7 +96,7 @@ fn shown_arguments(mut arguments: impl Iterator<Item = String>) -> String {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    let scenarios: Vec<Scenario> = scenario::all(args.idle_conns)
+    let scenarios: Vec<Scenario> = scenario::all(args.idle_conns, args.fanout_subscribers)
         .into_iter()
         .filter(|scenario| {
             args.scenarios.is_empty() || args.scenarios.iter().any(|name| name == scenario.name)

@@ -14,7 +14,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::scenario::{Load, Scenario, Server};
+use crate::scenario::{GATEWAY_API_KEY, Load, Scenario, Server};
 
 /// How long a server may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -85,7 +85,8 @@ pub(crate) enum Metric {
     ServerCpu,
     /// The load generator's CPU time over wall time.
     LoadCpu,
-    /// 99th percentile send-to-echo latency, in microseconds.
+    /// 99th percentile send-to-echo (or publish-to-subscriber) latency, in
+    /// microseconds.
     LatencyP99,
     /// Growth of the server's resident memory per idle connection, bytes.
     RssPerConnection,
@@ -93,6 +94,12 @@ pub(crate) enum Metric {
     OpenRate,
     /// Connection cycles (connect, upgrade, close) per second.
     HandshakesPerSecond,
+    /// Publications received by subscribers per second.
+    DeliveriesPerSecond,
+    /// Publications made per second (the API may answer slower than asked).
+    PublicationsPerSecond,
+    /// Median publish-to-subscriber latency, in microseconds.
+    LatencyP50,
 }
 
 /// What one run measured, and what looked wrong in it.
@@ -153,7 +160,11 @@ pub(crate) fn measure(
     } else {
         &[settings.server_core]
     };
-    let mut command = pinned(settings, cores, server.program);
+    let mut command = if server.on_path {
+        taskset(cores, server.program)
+    } else {
+        pinned(settings, cores, server.program)
+    };
     command
         .args(server.args)
         .args(["--listen", &addr])
@@ -175,6 +186,7 @@ pub(crate) fn measure(
         Load::Echo { .. } => echo_figures(&report),
         Load::Idle { .. } => idle_figures(&report),
         Load::Handshake => handshake_figures(&report),
+        Load::Broadcast { .. } => broadcast_figures(&report),
     }
 }
 
@@ -215,17 +227,29 @@ fn load_command(settings: &Settings, websocket: bool, load: Load, addr: &str) ->
                 &duration,
             ]);
         }
+        Load::Broadcast { subscribers, rate } => {
+            command
+                .args(["broadcast", "--json"])
+                .args(["--url", &format!("{url}/connection/websocket")])
+                .args(["--api-key", GATEWAY_API_KEY])
+                .args(["--subscribers", &subscribers.to_string()])
+                .args(["--rate", &rate.to_string()])
+                .args(["--duration", &duration]);
+        }
     }
     command
 }
 
 /// `taskset -c CORE,… BIN_DIR/PROGRAM`.
 pub(crate) fn pinned(settings: &Settings, cores: &[usize], program: &str) -> Command {
+    taskset(cores, settings.bin_dir.join(program))
+}
+
+/// `taskset -c CORE,… PROGRAM` (a path, or a name looked up on the `PATH`).
+fn taskset(cores: &[usize], program: impl AsRef<std::ffi::OsStr>) -> Command {
     let cores: Vec<String> = cores.iter().map(usize::to_string).collect();
     let mut command = Command::new("taskset");
-    command
-        .args(["-c", &cores.join(",")])
-        .arg(settings.bin_dir.join(program));
+    command.args(["-c", &cores.join(",")]).arg(program);
     command
 }
 
@@ -345,6 +369,38 @@ fn handshake_figures(report: &Value) -> Result<Measured, String> {
     measured.put(Metric::LatencyP99, &report["handshake_latency_us"]["p99"]);
     cpu_figures(report, succeeded, &mut measured);
     measured.warn_counts(report, &["failed"]);
+    Ok(measured)
+}
+
+fn broadcast_figures(report: &Value) -> Result<Measured, String> {
+    let deliveries = report["deliveries"].as_f64().unwrap_or(0.0);
+    if deliveries == 0.0 {
+        return Err(format!("no publication was delivered: {report}"));
+    }
+    let mut measured = Measured::default();
+    measured.put(Metric::DeliveriesPerSecond, &report["deliveries_per_s"]);
+    measured.put(Metric::PublicationsPerSecond, &report["publish_rate"]);
+    measured.put(Metric::LatencyP50, &report["delivery_latency_us"]["p50"]);
+    measured.put(Metric::LatencyP99, &report["delivery_latency_us"]["p99"]);
+    cpu_figures(report, deliveries, &mut measured);
+    measured.warn_counts(
+        report,
+        &[
+            "subscribe_failed",
+            "lost",
+            "duplicated",
+            "reordered",
+            "unexpected",
+            "dropped",
+        ],
+    );
+    let asked = report["rate"].as_f64().unwrap_or(0.0);
+    let made = report["publish_rate"].as_f64().unwrap_or(0.0);
+    if made < asked * 0.95 {
+        measured.warnings.push(format!(
+            "published {made:.1}/s of {asked:.0}/s asked (the API answered slower)"
+        ));
+    }
     Ok(measured)
 }
 

@@ -1,6 +1,7 @@
 //! The Markdown written to `benches/RESULTS.md`: medians with min–max,
-//! tetherd's ratio to each peer, how two runtime threads scale, per-scenario
-//! details and machine notes.
+//! tetherd's ratio to each peer (the echo server's to the echo peers, the
+//! gateway's to uWebSockets.js), how two runtime threads scale,
+//! per-scenario details and machine notes.
 
 use std::fmt::Write as _;
 
@@ -58,7 +59,7 @@ fn spread_cell(spread: Spread, metric: Metric) -> String {
 pub(crate) fn render(inputs: &Inputs<'_>) -> String {
     let mut out = String::new();
     let machine = inputs.machine;
-    let _ = writeln!(out, "# Side-by-side echo benchmarks\n");
+    let _ = writeln!(out, "# Side-by-side benchmarks\n");
     let _ = writeln!(
         out,
         "Written by `benches/run.sh {}` on {} ({} round{}; how it measures: [README](README.md)). \
@@ -92,7 +93,7 @@ pub(crate) fn render(inputs: &Inputs<'_>) -> String {
     let _ = writeln!(out, "- crates: {}", machine.crates.join(", "));
     let _ = writeln!(
         out,
-        "- server pinned to core {}, load generator to core {}; echo runs measure {} s, idle runs hold {} s",
+        "- server pinned to core {}, load generator to core {}; echo and fan-out runs measure {} s, idle runs hold {} s",
         inputs.settings.server_core, inputs.settings.load_core, inputs.duration, inputs.hold
     );
     let _ = writeln!(out, "{}", floor_line(inputs.floor));
@@ -154,6 +155,11 @@ fn columns(scenarios: &[Scenario]) -> Vec<Column> {
                 (Metric::ServerCpuEach, "server CPU/handshake"),
             ],
             Load::Idle { .. } => &[(Metric::RssPerConnection, "RSS/conn")],
+            Load::Broadcast { .. } => &[
+                (Metric::DeliveriesPerSecond, "deliveries/s"),
+                (Metric::ServerCpuEach, "server CPU/delivery"),
+                (Metric::LatencyP99, "p99 to subscriber"),
+            ],
         };
         for &(metric, label) in metrics {
             columns.push(Column {
@@ -215,19 +221,30 @@ fn summary(out: &mut String, inputs: &Inputs<'_>, columns: &[Column]) {
 }
 
 fn ratios(out: &mut String, inputs: &Inputs<'_>, columns: &[Column]) {
+    let is_tetherd = |server: usize| {
+        inputs
+            .scenarios
+            .iter()
+            .any(|scenario| scenario.tetherd() == server)
+    };
     let peers: Vec<usize> = inputs
         .servers
         .iter()
         .copied()
-        .filter(|&server| server != TETHERD && SERVERS[server].threads == 1)
+        .filter(|&server| !is_tetherd(server) && SERVERS[server].threads == 1)
         .collect();
-    if !inputs.servers.contains(&TETHERD) || peers.is_empty() {
+    let measured_tetherd = inputs
+        .scenarios
+        .iter()
+        .any(|scenario| inputs.servers.contains(&scenario.tetherd()));
+    if !measured_tetherd || peers.is_empty() {
         return;
     }
     let _ = writeln!(
         out,
-        "## tetherd ÷ peer\n\nRatios of medians. Above 1 is better for rates; below 1 is better for CPU per \
-         message and RSS per connection (marked ↓).\n"
+        "## tetherd ÷ peer\n\nRatios of medians: `tetherd` to the echo peers, `tetherd-gateway` to \
+         uWebSockets.js. Above 1 is better for rates; below 1 is better for CPU per message, \
+         latency and RSS per connection (marked ↓).\n"
     );
     header_row(
         out,
@@ -235,7 +252,7 @@ fn ratios(out: &mut String, inputs: &Inputs<'_>, columns: &[Column]) {
         columns.iter().map(|column| {
             let lower_is_better = matches!(
                 column.metric,
-                Metric::ServerCpuEach | Metric::RssPerConnection
+                Metric::ServerCpuEach | Metric::RssPerConnection | Metric::LatencyP99
             );
             format!(
                 "{}{}",
@@ -248,7 +265,11 @@ fn ratios(out: &mut String, inputs: &Inputs<'_>, columns: &[Column]) {
         let cells: Vec<String> = columns
             .iter()
             .map(|column| {
-                let tetherd = spread(inputs, column.scenario, TETHERD, column.metric);
+                let scenario = &inputs.scenarios[column.scenario];
+                if !scenario.applies_to(&SERVERS[peer]) {
+                    return "—".into();
+                }
+                let tetherd = spread(inputs, column.scenario, scenario.tetherd(), column.metric);
                 let other = spread(inputs, column.scenario, peer, column.metric);
                 match (tetherd, other) {
                     (Some(tetherd), Some(other)) if other.median > 0.0 => {
@@ -362,6 +383,15 @@ fn details(out: &mut String, inputs: &Inputs<'_>) {
                 (Metric::RssPerConnection, "server RSS/conn"),
                 (Metric::OpenRate, "connections opened/s"),
             ],
+            Load::Broadcast { .. } => &[
+                (Metric::DeliveriesPerSecond, "deliveries/s"),
+                (Metric::PublicationsPerSecond, "publications/s"),
+                (Metric::ServerCpuEach, "server CPU/delivery"),
+                (Metric::LatencyP50, "p50 to subscriber"),
+                (Metric::LatencyP99, "p99 to subscriber"),
+                (Metric::ServerCpu, "server CPU"),
+                (Metric::LoadCpu, "load generator CPU"),
+            ],
         };
         let what = match scenario.load {
             Load::Echo {
@@ -375,6 +405,11 @@ fn details(out: &mut String, inputs: &Inputs<'_>) {
             }
             Load::Idle { conns } => format!("{conns} idle connections"),
             Load::Handshake => "connect, upgrade, close; 128 in flight".into(),
+            Load::Broadcast { subscribers, rate } => format!(
+                "{subscribers} subscribers of one channel; {rate} publications/s through \
+                 `POST /api/publish` on one keep-alive connection, each sent once the last was \
+                 answered"
+            ),
         };
         let _ = writeln!(out, "### {} ({what})\n", scenario.title);
         header_row(
@@ -430,7 +465,7 @@ fn warnings(out: &mut String, inputs: &Inputs<'_>) {
     if lines.is_empty() {
         let _ = writeln!(
             out,
-            "None: every run verified every echo and no connection failed.\n"
+            "None: every run verified every echo or delivery and no connection failed.\n"
         );
     } else {
         let _ = writeln!(out, "{}\n", lines.join("\n"));
@@ -440,7 +475,10 @@ fn warnings(out: &mut String, inputs: &Inputs<'_>) {
 /// A value of `metric` in the unit that suits it.
 fn format(metric: Metric, value: f64) -> String {
     match metric {
-        Metric::MessagesPerSecond | Metric::HandshakesPerSecond | Metric::OpenRate => match value {
+        Metric::MessagesPerSecond
+        | Metric::HandshakesPerSecond
+        | Metric::OpenRate
+        | Metric::DeliveriesPerSecond => match value {
             1e6.. => format!("{:.2} M", value / 1e6),
             1e5.. => format!("{:.0} k", value / 1e3),
             1e3.. => format!("{:.1} k", value / 1e3),
@@ -448,7 +486,8 @@ fn format(metric: Metric, value: f64) -> String {
         },
         Metric::MegabytesPerSecond if value >= 1000.0 => format!("{:.2} GB/s", value / 1000.0),
         Metric::MegabytesPerSecond => format!("{value:.0} MB/s"),
-        Metric::ServerCpuEach | Metric::LatencyP99 => match value {
+        Metric::PublicationsPerSecond => format!("{value:.1}/s"),
+        Metric::ServerCpuEach | Metric::LatencyP50 | Metric::LatencyP99 => match value {
             1000.0.. => format!("{:.2} ms", value / 1000.0),
             100.0.. => format!("{value:.0} µs"),
             _ => format!("{value:.2} µs"),
@@ -474,23 +513,39 @@ mod tests {
     /// One round of echo-16 and echo-1k against tetherd, tetherd-2t and
     /// tokio-tungstenite (index 2), with the given server CPU per message.
     fn page(cpu_each: [[f64; 3]; 2]) -> String {
-        let servers = [TETHERD, TETHERD_TWO_THREADS, 2];
-        let scenarios: Vec<Scenario> = crate::scenario::all(1000)
-            .into_iter()
-            .filter(|scenario| ["echo-16", "echo-1k"].contains(&scenario.name))
-            .collect();
-        let mut samples = Vec::new();
-        for (scenario, per_server) in cpu_each.iter().enumerate() {
-            for (&server, &cpu) in servers.iter().zip(per_server) {
+        rendered(
+            &["echo-16", "echo-1k"],
+            &[TETHERD, TETHERD_TWO_THREADS, 2],
+            |scenario, server| {
+                let cpu = cpu_each[scenario][server];
                 let mut measured = crate::measure::Measured::default();
                 measured.values.insert(Metric::ServerCpuEach, cpu);
                 measured.values.insert(Metric::MessagesPerSecond, 1e6 / cpu);
                 measured.values.insert(Metric::ServerCpu, 1.0);
+                measured
+            },
+        )
+    }
+
+    /// One round of the scenarios `names` against `servers`; `measured`
+    /// gives each run's figures by (scenario, server) position.
+    fn rendered(
+        names: &[&str],
+        servers: &[usize],
+        measured: impl Fn(usize, usize) -> crate::measure::Measured,
+    ) -> String {
+        let scenarios: Vec<Scenario> = crate::scenario::all(1000, 1000)
+            .into_iter()
+            .filter(|scenario| names.contains(&scenario.name))
+            .collect();
+        let mut samples = Vec::new();
+        for scenario in 0..scenarios.len() {
+            for (position, &server) in servers.iter().enumerate() {
                 samples.push(Sample {
                     round: 0,
                     scenario,
                     server,
-                    result: Ok(measured),
+                    result: Ok(measured(scenario, position)),
                 });
             }
         }
@@ -521,7 +576,7 @@ mod tests {
             floor: &Ok(Floor::example()),
             load_after: "0",
             scenarios: &scenarios,
-            servers: &servers,
+            servers,
             samples: &samples,
         })
     }
@@ -584,6 +639,45 @@ mod tests {
             section(&page, "Summary")
                 .iter()
                 .any(|line| line.starts_with("| tetherd-2t |"))
+        );
+    }
+
+    #[test]
+    fn the_gateway_is_compared_with_uws_and_the_echo_server_with_echo_peers() {
+        let uws = SERVERS
+            .iter()
+            .position(|server| server.name == "uws.js")
+            .unwrap();
+        let page = rendered(
+            &["echo-16", "fanout-50"],
+            &[TETHERD, 2, crate::scenario::TETHERD_GATEWAY, uws],
+            |_, position| {
+                let mut measured = crate::measure::Measured::default();
+                // tetherd, tokio-tungstenite, tetherd-gateway, uws.js
+                let rate = [2.0, 1.0, 3.0, 4.0][position] * 1e5;
+                measured.values.insert(Metric::MessagesPerSecond, rate);
+                measured.values.insert(Metric::DeliveriesPerSecond, rate);
+                measured
+            },
+        );
+        let ratios = section(&page, "tetherd ÷ peer");
+        let row = |name: &str| {
+            ratios
+                .iter()
+                .find(|line| line.starts_with(&format!("| {name} |")))
+                .copied()
+                .unwrap_or_else(|| panic!("no {name} row in {ratios:#?}"))
+        };
+        assert!(
+            row("tokio-tungstenite").starts_with("| tokio-tungstenite | 2.00× | — |"),
+            "{ratios:#?}"
+        );
+        assert!(row("uws.js").contains(" 0.75× |"), "{ratios:#?}");
+        assert!(row("uws.js").starts_with("| uws.js | — |"), "{ratios:#?}");
+        assert!(
+            !ratios
+                .iter()
+                .any(|line| line.starts_with("| tetherd-gateway |"))
         );
     }
 }

@@ -1,12 +1,25 @@
-//! The servers under test and the scenarios of issue #6's table.
+//! The servers under test and the scenarios: issue #6's echo table, and
+//! issue #18's fan-out through a gateway.
+
+/// What a server is measured as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// An echo server: the echo, handshake and idle scenarios.
+    Echo,
+    /// A pub/sub gateway speaking Centrifugo's JSON client protocol and
+    /// `POST /api/publish`: the fan-out scenarios.
+    Gateway,
+}
 
 /// A server under test: a program started as `PROGRAM ARGS… --listen ADDR`.
 #[derive(Debug)]
 pub(crate) struct Server {
     /// Name in the tables and in `--servers`.
     pub(crate) name: &'static str,
-    /// Program next to `bench-runner` in the target directory.
+    /// Program next to `bench-runner` in the target directory, or on the
+    /// `PATH` when `on_path`.
     pub(crate) program: &'static str,
+    pub(crate) on_path: bool,
     pub(crate) args: &'static [&'static str],
     /// Whether it speaks WebSocket (the plain TCP echo does not).
     pub(crate) websocket: bool,
@@ -14,25 +27,35 @@ pub(crate) struct Server {
     /// on the load generator's core too, takes only the small-message echo
     /// loads, and is compared with one thread by server CPU per message.
     pub(crate) threads: usize,
+    pub(crate) role: Role,
 }
 
-/// Index of `tetherd` in [`SERVERS`]: the ratios are its to each peer.
+/// Index of `tetherd` in [`SERVERS`]: the echo ratios are its to each peer.
 pub(crate) const TETHERD: usize = 0;
 
 /// Index of `tetherd` with two runtime threads in [`SERVERS`].
 pub(crate) const TETHERD_TWO_THREADS: usize = 1;
 
+/// Index of the `tetherd` gateway in [`SERVERS`]: the fan-out ratios are
+/// its to uWebSockets.js's.
+pub(crate) const TETHERD_GATEWAY: usize = 6;
+
+/// The API key of `peers/tetherd-gateway.toml` (the uWS peer takes any).
+pub(crate) const GATEWAY_API_KEY: &str = "bench-api-key-0123456789abcdef";
+
 /// Messages at least this large are reported by bytes per second.
 pub(crate) const LARGE_MESSAGE: usize = 64 * 1024;
 
 /// Every server, tetherd first.
-pub(crate) const SERVERS: [Server; 6] = [
+pub(crate) const SERVERS: [Server; 8] = [
     Server {
         name: "tetherd",
         program: "tetherd",
         args: &["echo", "--threads", "1"],
         websocket: true,
         threads: 1,
+        on_path: false,
+        role: Role::Echo,
     },
     Server {
         name: "tetherd-2t",
@@ -40,6 +63,8 @@ pub(crate) const SERVERS: [Server; 6] = [
         args: &["echo", "--threads", "2"],
         websocket: true,
         threads: 2,
+        on_path: false,
+        role: Role::Echo,
     },
     Server {
         name: "tokio-tungstenite",
@@ -47,6 +72,8 @@ pub(crate) const SERVERS: [Server; 6] = [
         args: &[],
         websocket: true,
         threads: 1,
+        on_path: false,
+        role: Role::Echo,
     },
     Server {
         name: "fastwebsockets",
@@ -54,6 +81,8 @@ pub(crate) const SERVERS: [Server; 6] = [
         args: &[],
         websocket: true,
         threads: 1,
+        on_path: false,
+        role: Role::Echo,
     },
     Server {
         name: "tokio-websockets",
@@ -61,6 +90,8 @@ pub(crate) const SERVERS: [Server; 6] = [
         args: &[],
         websocket: true,
         threads: 1,
+        on_path: false,
+        role: Role::Echo,
     },
     Server {
         name: "tcp",
@@ -68,6 +99,34 @@ pub(crate) const SERVERS: [Server; 6] = [
         args: &[],
         websocket: false,
         threads: 1,
+        on_path: false,
+        role: Role::Echo,
+    },
+    Server {
+        name: "tetherd-gateway",
+        program: "tetherd",
+        args: &[
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/peers/tetherd-gateway.toml"),
+            "--threads",
+            "1",
+        ],
+        websocket: true,
+        threads: 1,
+        on_path: false,
+        role: Role::Gateway,
+    },
+    Server {
+        name: "uws.js",
+        program: "node",
+        args: &[concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/peers/uws-gateway.cjs"
+        )],
+        websocket: true,
+        threads: 1,
+        on_path: true,
+        role: Role::Gateway,
     },
 ];
 
@@ -87,6 +146,10 @@ pub(crate) enum Load {
     /// Connection churn: connect, upgrade and close, as fast as 128 cycles
     /// in flight allow.
     Handshake,
+    /// `subscribers` of one channel; publications at `rate` per second
+    /// through `POST /api/publish` on one keep-alive connection, each sent
+    /// when the previous one was answered.
+    Broadcast { subscribers: usize, rate: u32 },
 }
 
 /// One column group of the results.
@@ -105,14 +168,25 @@ impl Scenario {
     /// small messages only.
     pub(crate) fn applies_to(&self, server: &Server) -> bool {
         match self.load {
+            Load::Broadcast { .. } => server.role == Role::Gateway,
+            _ if server.role != Role::Echo => false,
             Load::Echo { size, .. } => server.threads == 1 || size < LARGE_MESSAGE,
             Load::Idle { .. } | Load::Handshake => server.websocket && server.threads == 1,
         }
     }
+
+    /// The tetherd whose figures the ratios compare for this scenario.
+    pub(crate) fn tetherd(&self) -> usize {
+        match self.load {
+            Load::Broadcast { .. } => TETHERD_GATEWAY,
+            _ => TETHERD,
+        }
+    }
 }
 
-/// The scenarios of issue #6's table, in its order.
-pub(crate) fn all(idle_conns: usize) -> Vec<Scenario> {
+/// The scenarios of issue #6's table, in its order, then issue #18's
+/// fan-out.
+pub(crate) fn all(idle_conns: usize, fanout_subscribers: usize) -> Vec<Scenario> {
     let echo = |name, conns, inflight, size, size_label| Scenario {
         name,
         title: format!("{conns}×{inflight} {size_label}"),
@@ -134,14 +208,29 @@ pub(crate) fn all(idle_conns: usize) -> Vec<Scenario> {
         },
         Scenario {
             name: "idle",
-            title: if idle_conns >= 1000 && idle_conns.is_multiple_of(1000) {
-                format!("idle {}k", idle_conns / 1000)
-            } else {
-                format!("idle {idle_conns}")
-            },
+            title: format!("idle {}", thousands(idle_conns)),
             load: Load::Idle { conns: idle_conns },
         },
+        fanout("fanout-1", fanout_subscribers, 1),
+        fanout("fanout-50", fanout_subscribers, 50),
     ]
+}
+
+fn fanout(name: &'static str, subscribers: usize, rate: u32) -> Scenario {
+    Scenario {
+        name,
+        title: format!("fan-out {}×{rate}/s", thousands(subscribers)),
+        load: Load::Broadcast { subscribers, rate },
+    }
+}
+
+/// `15k` for 15,000; other counts as they are.
+fn thousands(count: usize) -> String {
+    if count >= 1000 && count.is_multiple_of(1000) {
+        format!("{}k", count / 1000)
+    } else {
+        count.to_string()
+    }
 }
 
 #[cfg(test)]
@@ -162,18 +251,40 @@ mod tests {
         assert_eq!(SERVERS[TETHERD].threads, 1);
         assert_eq!(SERVERS[TETHERD_TWO_THREADS].program, "tetherd");
         assert_eq!(SERVERS[TETHERD_TWO_THREADS].threads, 2);
+        assert_eq!(SERVERS[TETHERD_GATEWAY].name, "tetherd-gateway");
+    }
+
+    #[test]
+    fn gateways_take_the_fanout_loads_only() {
+        for (index, server) in SERVERS.iter().enumerate() {
+            let taken: Vec<&str> = all(1000, 1000)
+                .iter()
+                .filter(|scenario| scenario.applies_to(server))
+                .map(|scenario| scenario.name)
+                .collect();
+            let fanout = taken.iter().all(|name| name.starts_with("fanout"));
+            assert_eq!(
+                fanout,
+                server.role == Role::Gateway,
+                "{}: {taken:?}",
+                server.name
+            );
+            if server.role == Role::Gateway {
+                assert_eq!(taken.len(), 2, "{}", SERVERS[index].name);
+            }
+        }
     }
 
     #[test]
     fn two_threads_take_the_small_echo_loads_only() {
-        let taken: Vec<&str> = all(1000)
+        let taken: Vec<&str> = all(1000, 1000)
             .iter()
             .filter(|scenario| scenario.applies_to(&SERVERS[TETHERD_TWO_THREADS]))
             .map(|scenario| scenario.name)
             .collect();
         assert_eq!(taken, ["echo-16", "echo-1k"]);
         assert_eq!(
-            all(1000)
+            all(1000, 1000)
                 .iter()
                 .filter(|scenario| scenario.applies_to(&SERVERS[TETHERD]))
                 .count(),
