@@ -163,6 +163,19 @@ struct HandleState {
     waker: Option<Waker>,
 }
 
+/// What [`SessionHandle::queue`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Queued {
+    /// The session was asleep on an empty outbox: it needs a wake
+    /// ([`SessionHandle::wake_for_frames`]).
+    Asleep,
+    /// The session is awake, or a wake is already on its way.
+    Awake,
+    /// Past the bound: the outbox closed (3008) and the session was woken
+    /// to end.
+    Refused,
+}
+
 /// What a session takes from its outbox, in this order of priority.
 #[derive(Debug)]
 pub(crate) enum Item {
@@ -185,24 +198,53 @@ impl SessionHandle {
         }
     }
 
-    /// Queues `frame`; if that would pass the bound, the outbox closes with
-    /// [`Disconnect::SLOW`] instead and `false` is returned.
+    /// Queues `frame` and wakes the session; if that would pass the bound,
+    /// the outbox closes with [`Disconnect::SLOW`] instead and `false` is
+    /// returned.
     pub(crate) fn push(&self, frame: Frame) -> bool {
+        match self.queue(frame) {
+            Queued::Asleep => {
+                self.wake_for_frames();
+                true
+            }
+            Queued::Awake => true,
+            Queued::Refused => false,
+        }
+    }
+
+    /// Queues `frame` without waking the session: a fan-out queues to every
+    /// subscriber first and wakes the sleeping ones afterwards, a slice at a
+    /// time ([`crate::hub`]). Past the bound it is [`push`](Self::push): the
+    /// outbox closes and the session is woken to end.
+    pub(crate) fn queue(&self, frame: Frame) -> Queued {
         let mut state = self.lock();
         if state.closed.is_some() {
-            return false;
+            return Queued::Refused;
         }
         if state.bytes + frame.text.len() > self.limit {
             state.closed = Some(Box::new(Disconnect::SLOW));
             state.frames = VecDeque::new();
             state.bytes = 0;
             Self::wake(state);
-            return false;
+            return Queued::Refused;
         }
         state.bytes += frame.text.len();
         state.frames.push_back(frame);
-        Self::wake(state);
-        true
+        // A session sleeps only with an empty outbox; the frame that ends
+        // the emptiness is the one that must see it woken.
+        if state.frames.len() == 1 && state.waker.is_some() {
+            Queued::Asleep
+        } else {
+            Queued::Awake
+        }
+    }
+
+    /// Wakes the session if frames wait for it (and it is not awake yet).
+    pub(crate) fn wake_for_frames(&self) {
+        let state = self.lock();
+        if !state.frames.is_empty() {
+            Self::wake(state);
+        }
     }
 
     /// Ends the connection with `disconnect` once the session sees it;

@@ -6,6 +6,17 @@
 //! compressed once per encoding: [`crate::compression`]). A subscriber whose
 //! outbox would exceed its byte bound is disconnected (slow client) instead
 //! of growing memory.
+//!
+//! Queuing and waking are apart. The frame is queued to every subscriber at
+//! once, in publication order; subscribers that were asleep join one queue
+//! of sessions to wake ([`wakes`]), woken a slice at a time by a task that
+//! yields between slices. Woken all at once, 15,000 session tasks would run
+//! before the publisher's next request is even read (the runtime's queue is
+//! first in, first out), so every publication would cost every subscriber
+//! a write of its own. Woken in slices, the publisher is served between
+//! them, and a subscriber still waiting takes every publication queued
+//! since in one write; the queue is first in, first out, so none waits
+//! longer than one pass over the others.
 
 use std::{
     collections::HashMap,
@@ -13,8 +24,11 @@ use std::{
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
+mod wakes;
+
+use self::wakes::Wakes;
 use crate::{
-    handle::{ConnId, Frame, SessionHandle},
+    handle::{ConnId, Frame, Queued, SessionHandle},
     wire::Disconnect,
 };
 
@@ -30,6 +44,7 @@ type Subscribers = HashMap<ConnId, Arc<SessionHandle>>;
 pub(crate) struct Hub {
     shards: Box<[Mutex<HashMap<String, Subscribers>>]>,
     hasher: RandomState,
+    wakes: Arc<Wakes>,
 }
 
 impl Default for Hub {
@@ -37,6 +52,7 @@ impl Default for Hub {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
+            wakes: Arc::default(),
         }
     }
 }
@@ -83,12 +99,19 @@ impl Hub {
             Some(subscribers) => subscribers.values().cloned().collect(),
             None => return 0,
         };
-        handles
-            .iter()
-            .filter(|handle| handle.push(frame.clone()))
-            .count()
+        let mut queued = 0;
+        let mut asleep = Vec::new();
+        for handle in handles {
+            match handle.queue(frame.clone()) {
+                Queued::Asleep => asleep.push(handle),
+                Queued::Awake => {}
+                Queued::Refused => continue,
+            }
+            queued += 1;
+        }
+        self.wakes.add(asleep);
+        queued
     }
-
     /// Ends the connection of every local subscriber of `channel` with
     /// `disconnect`; returns how many.
     pub(crate) fn close_subscribers(&self, channel: &str, disconnect: &Disconnect) -> usize {
@@ -170,5 +193,58 @@ mod tests {
         );
         assert!(fast.take().is_none());
         assert!(matches!(slow.take(), Some(Item::Closed(d)) if d == Disconnect::SLOW));
+    }
+
+    /// Counts its wakes.
+    struct Counter(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_fanout_wakes_sleeping_subscribers_a_slice_at_a_time() {
+        let hub = Hub::default();
+        let woken = Arc::new(Counter(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(woken.clone());
+        let subscribers = 3 * wakes::WAKE_SLICE + 1;
+        let handles: Vec<_> = (0..subscribers)
+            .map(|conn| {
+                let handle = Arc::new(SessionHandle::new(1024));
+                hub.subscribe("c", conn as ConnId, handle.clone());
+                // The session waits: its waker is registered.
+                let mut cx = std::task::Context::from_waker(&waker);
+                assert!(handle.poll_ready(&mut cx).is_pending());
+                handle
+            })
+            .collect();
+        let frame = Frame::plain(Bytes::from_static(b"{\"push\":{}}")).unwrap();
+        assert_eq!(hub.broadcast("c", &frame), subscribers);
+        // A second publication finds every session due a wake already.
+        assert_eq!(hub.broadcast("c", &frame), subscribers);
+        let count = || woken.0.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(count(), 0, "nobody yet: the publisher goes on first");
+        let mut seen = Vec::new();
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+            seen.push(count());
+        }
+        assert_eq!(count(), subscribers, "every subscriber, each once");
+        assert!(
+            seen.iter()
+                .all(|&n| n % wakes::WAKE_SLICE == 0 || n == subscribers),
+            "a slice at a time: {seen:?}"
+        );
+        assert!(
+            seen.iter().filter(|&&n| n > 0 && n < subscribers).count() >= 3,
+            "with other tasks run in between: {seen:?}"
+        );
+        assert!(
+            handles
+                .iter()
+                .all(|handle| handle.take().is_some() && handle.take().is_some())
+        );
     }
 }
