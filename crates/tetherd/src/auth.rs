@@ -36,7 +36,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use self::capabilities::RawCapability;
-pub(crate) use self::capabilities::{Capability, Permission, granted};
+pub(crate) use self::capabilities::{Capability, Permission, channel_matches, granted};
 
 /// Checks token signatures with the configured keys.
 #[derive(Clone)]

@@ -214,7 +214,7 @@ impl SessionHandle {
 
     /// Queues `frame` without waking the session: a fan-out queues to every
     /// subscriber first and wakes the sleeping ones afterwards, a slice at a
-    /// time ([`crate::hub`]). Past the bound it is [`push`](Self::push): the
+    /// time (the hub's wake queue). Past the bound it is [`push`](Self::push): the
     /// outbox closes and the session is woken to end.
     pub(crate) fn queue(&self, frame: Frame) -> Queued {
         let mut state = self.lock();

@@ -6,7 +6,7 @@ mod channels;
 mod control;
 
 pub(crate) use self::{
-    channels::{PublishOptions, broker_error, channel_matches, history_options},
+    channels::{PublishOptions, broker_error, history_options},
     control::ControlMessage,
 };
 

@@ -113,7 +113,7 @@ impl Capability {
             Channels::Exact(names) => names.iter().any(|name| name == channel),
             Channels::Wildcard(patterns) => patterns
                 .iter()
-                .any(|pattern| crate::node::channel_matches(pattern, channel)),
+                .any(|pattern| channel_matches(pattern, channel)),
             Channels::Regex(patterns) => patterns.iter().any(|regex| regex.is_match(channel)),
         }
     }
@@ -125,6 +125,30 @@ pub(crate) fn granted(caps: &[Capability], permission: Permission, channel: &str
     caps.iter()
         .find(|cap| cap.matches(channel))
         .is_some_and(|cap| cap.allow.contains(&permission))
+}
+
+/// Centrifugo's channel pattern (the `channels` API's, a `caps` wildcard):
+/// `*` matches any run of characters; an empty pattern matches everything.
+pub(crate) fn channel_matches(pattern: &str, name: &str) -> bool {
+    if pattern.is_empty() {
+        return true;
+    }
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<_> = parts.collect();
+    for (i, part) in parts.iter().enumerate() {
+        if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        }
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.is_empty()
 }
 
 #[cfg(test)]
@@ -183,5 +207,15 @@ mod tests {
         assert!(bad(r#"{"channels":["a"],"allow":["all"]}"#).contains("unknown permission"));
         assert!(bad(r#"{"channels":["a"],"match":"glob"}"#).contains("unknown match"));
         assert!(bad(r#"{"channels":["("],"match":"regex"}"#).contains("bad regex"));
+    }
+
+    #[test]
+    fn channel_patterns() {
+        assert!(channel_matches("", "chat:a"));
+        assert!(channel_matches("chat:*", "chat:a"));
+        assert!(!channel_matches("chat:*", "news:a"));
+        assert!(channel_matches("*:a", "chat:a"));
+        assert!(channel_matches("c*t:*", "chat:lobby"));
+        assert!(!channel_matches("chat", "chat:a"));
     }
 }

@@ -78,30 +78,6 @@ impl Node {
     }
 }
 
-/// Centrifugo's channel pattern (the `channels` API's, a `caps` wildcard):
-/// `*` matches any run of characters; an empty pattern matches everything.
-pub(crate) fn channel_matches(pattern: &str, name: &str) -> bool {
-    if pattern.is_empty() {
-        return true;
-    }
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or_default();
-    let Some(mut rest) = name.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<_> = parts.collect();
-    for (i, part) in parts.iter().enumerate() {
-        if i == parts.len() - 1 {
-            return rest.ends_with(part);
-        }
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    rest.is_empty()
-}
-
 /// The history a namespace keeps, if any.
 pub(crate) fn history_options(namespace: &Namespace) -> Option<HistoryOptions> {
     (namespace.history_size > 0 && !namespace.history_ttl.is_zero()).then_some(HistoryOptions {
@@ -118,20 +94,5 @@ pub(crate) fn broker_error(error: BrokerError) -> ReplyError {
             message: why.into(),
             ..ReplyError::INTERNAL
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn channel_patterns() {
-        assert!(channel_matches("", "chat:a"));
-        assert!(channel_matches("chat:*", "chat:a"));
-        assert!(!channel_matches("chat:*", "news:a"));
-        assert!(channel_matches("*:a", "chat:a"));
-        assert!(channel_matches("c*t:*", "chat:lobby"));
-        assert!(!channel_matches("chat", "chat:a"));
     }
 }

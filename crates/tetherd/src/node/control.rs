@@ -248,7 +248,7 @@ impl Node {
                     .hub
                     .channels()
                     .into_iter()
-                    .filter(|(name, _)| super::channel_matches(&pattern, name))
+                    .filter(|(name, _)| crate::auth::channel_matches(&pattern, name))
                     .map(|(name, clients)| (name, u32::try_from(clients).unwrap_or(u32::MAX)))
                     .collect();
                 let reply = ControlMessage::ChannelsReply {
