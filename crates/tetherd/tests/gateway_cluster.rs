@@ -12,7 +12,6 @@ mod common;
 
 use std::{
     process::{Command, Stdio},
-    thread,
     time::{Duration, Instant},
 };
 
@@ -61,7 +60,7 @@ fn wait_for_nodes(node: &Tetherd, count: usize) -> Vec<Value> {
 /// the API calls to `api_node`; panics unless it printed `ok`.
 fn sdk_across(api_node: &Tetherd, client_node: &Tetherd) {
     let dir = sdk_dir();
-    let mut child = Command::new("node")
+    let child = Command::new("node")
         .arg(dir.join("cluster.mjs"))
         .args(["--ws", &client_node.gateway_url()])
         .args(["--http", &api_node.http_url()])
@@ -72,22 +71,7 @@ fn sdk_across(api_node: &Tetherd, client_node: &Tetherd) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("node runs (is Node.js installed?)");
-    let stdout = common::read_to_end(child.stdout.take().expect("piped"));
-    let stderr = common::read_to_end(child.stderr.take().expect("piped"));
-    let deadline = Instant::now() + SCRIPT_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for node") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
+    let (status, stdout, stderr) = common::run_to_end(child, SCRIPT_TIMEOUT);
     print!("{stdout}");
     eprint!("{stderr}");
     assert!(

@@ -10,12 +10,11 @@ mod common;
 use std::{
     io::{Read, Write},
     net::TcpStream,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use base64::Engine;
-use common::Tetherd;
-use jsonwebtoken::{EncodingKey, Header, encode};
+use common::{Tetherd, unix_now};
 use serde_json::{Value, json};
 use tether::{MaybeTls, Message, WebSocket};
 use tokio::time::timeout;
@@ -50,20 +49,8 @@ recovery = true
 name = "secret"
 "#;
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn token(claims: &Value) -> String {
-    encode(
-        &Header::default(),
-        claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    common::hs256_token(SECRET, claims)
 }
 
 /// A WebSocket to the gateway, connected (with `token`, or anonymously).

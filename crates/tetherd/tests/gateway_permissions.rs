@@ -6,10 +6,7 @@
 
 mod common;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use common::{Tetherd, protocol::Client};
-use jsonwebtoken::{EncodingKey, Header, encode};
+use common::{Tetherd, protocol::Client, unix_now};
 use serde_json::{Value, json};
 
 const SECRET: &str = "permissions-test-secret-0123456789abcdef";
@@ -227,20 +224,8 @@ const CASES: &[Case] = &[
     },
 ];
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn token(claims: &Value) -> String {
-    encode(
-        &Header::default(),
-        claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    common::hs256_token(SECRET, claims)
 }
 
 /// The connect request for `who`.
@@ -248,7 +233,7 @@ fn connect_params(who: Who) -> Value {
     match who {
         Who::Anonymous => json!({}),
         Who::User(user, extra) => {
-            let mut claims = json!({ "sub": user, "exp": now() + 600 });
+            let mut claims = json!({ "sub": user, "exp": unix_now() + 600 });
             let extra: Value = serde_json::from_str(extra).expect("extra claims are JSON");
             for (key, value) in extra.as_object().expect("an object") {
                 claims[key] = value.clone();
@@ -263,7 +248,7 @@ async fn attempt(client: &mut Client, action: Action, channel: &str) -> Outcome 
     let (method, params) = match action {
         Action::Subscribe => ("subscribe", json!({ "channel": channel })),
         Action::SubscribeWithToken(user) => {
-            let claims = json!({ "sub": user, "channel": channel, "exp": now() + 600 });
+            let claims = json!({ "sub": user, "channel": channel, "exp": unix_now() + 600 });
             (
                 "subscribe",
                 json!({ "channel": channel, "token": token(&claims) }),
@@ -319,7 +304,7 @@ async fn channels_and_subs_claims_subscribe_at_connect() {
         json!({ "channels": ["none:claimed"] }),
         json!({ "subs": { "none:claimed": {} } }),
     ] {
-        let mut full = json!({ "sub": "42", "exp": now() + 600 });
+        let mut full = json!({ "sub": "42", "exp": unix_now() + 600 });
         for (key, value) in claims.as_object().unwrap() {
             full[key] = value.clone();
         }

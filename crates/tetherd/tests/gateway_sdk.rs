@@ -11,15 +11,13 @@
 mod common;
 
 use std::{
-    io::Read,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::OnceLock,
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use common::{Tetherd, repo_root};
+use common::{Tetherd, sdk_dir};
 
 const API_KEY: &str = "sdk-test-api-key-0123456789";
 const HMAC_SECRET: &str = "sdk-test-hmac-secret-0123456789abcdef";
@@ -99,19 +97,6 @@ fn rsa_keys() -> &'static (PathBuf, PathBuf) {
     })
 }
 
-/// `clients/sdk-tests`, with its `node_modules` installed.
-fn sdk_dir() -> PathBuf {
-    let dir = repo_root().join("clients/sdk-tests");
-    for package in ["centrifuge", "ws"] {
-        assert!(
-            dir.join("node_modules").join(package).exists(),
-            "clients/sdk-tests/node_modules/{package} is missing: run `bash scripts/test.sh`, \
-             which installs them (or `npm ci` in clients/sdk-tests)"
-        );
-    }
-    dir
-}
-
 fn config(public_key: &Path) -> String {
     format!(
         r#"
@@ -132,7 +117,7 @@ fn scenario(name: &str) {
     let dir = sdk_dir();
     let (private_key, public_key) = rsa_keys();
     let server = Tetherd::gateway(&config(public_key), &[]);
-    let mut child = Command::new("node")
+    let child = Command::new("node")
         .arg(dir.join("scenarios.mjs"))
         .args(["--ws", &server.gateway_url(), "--http", &server.http_url()])
         .args(["--api-key", API_KEY, "--secret", HMAC_SECRET])
@@ -145,32 +130,7 @@ fn scenario(name: &str) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("node runs (is Node.js installed?)");
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let err = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + SCENARIO_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for node") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
+    let (status, stdout, stderr) = common::run_to_end(child, SCENARIO_TIMEOUT);
     print!("{stdout}");
     eprint!("{stderr}");
     let status = status.unwrap_or_else(|| {

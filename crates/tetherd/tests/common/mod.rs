@@ -633,36 +633,18 @@ impl Nginx {
             dir.join("nginx.pid").display(),
             error_log.display()
         );
-        let mut child = Command::new("nginx")
+        let mut command = Command::new("nginx");
+        command
             .arg("-p")
             .arg(&dir)
             .arg("-c")
             .arg(&conf)
             .arg("-e")
             .arg(&error_log)
-            .args(["-g", &globals])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!(
-                    "cannot start nginx ({error}): run `bash scripts/test.sh`, which installs it"
-                )
-            });
-        let stderr = read_to_end(child.stderr.take().expect("stderr is piped"));
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "nginx exited ({status}): {}\n{}",
-                    stderr.join().unwrap_or_default(),
-                    std::fs::read_to_string(&error_log).unwrap_or_default()
-                );
-            }
-            assert!(std::time::Instant::now() < deadline, "nginx did not start");
-            thread::sleep(Duration::from_millis(20));
-        }
+            .args(["-g", &globals]);
+        let child = start_listening("nginx", command, port, || {
+            std::fs::read_to_string(&error_log).unwrap_or_default()
+        });
         Self { child, dir }
     }
 
@@ -727,34 +709,9 @@ impl HaProxy {
             unique()
         ));
         std::fs::write(&path, config).expect("haproxy.cfg written");
-        let mut child = Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!(
-                    "cannot start haproxy ({error}): run `bash scripts/test.sh`, which installs it"
-                )
-            });
-        let stderr = read_to_end(child.stderr.take().expect("stderr is piped"));
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "haproxy exited ({status}): {}",
-                    stderr.join().unwrap_or_default()
-                );
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "haproxy did not start"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        let mut command = Command::new("haproxy");
+        command.arg("-db").arg("-f").arg(&path);
+        let child = start_listening("haproxy", command, port, String::new);
         Self { child }
     }
 }
@@ -764,6 +721,78 @@ impl Drop for HaProxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `command` (a proxy called `name`) and waits until it listens on
+/// 127.0.0.1:`port`; panics with its stderr and `log()` if it exits first.
+fn start_listening(name: &str, mut command: Command, port: u16, log: impl Fn() -> String) -> Child {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| {
+            panic!("cannot start {name} ({error}): run `bash scripts/test.sh`, which installs it")
+        });
+    let stderr = read_to_end(child.stderr.take().expect("stderr is piped"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{name} exited ({status}): {}\n{}",
+                stderr.join().unwrap_or_default(),
+                log()
+            );
+        }
+        assert!(std::time::Instant::now() < deadline, "{name} did not start");
+        thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// Runs a child to its end, at most `limit`: its exit status (`None` when
+/// it was killed at the limit), stdout and stderr.
+pub fn run_to_end(
+    mut child: Child,
+    limit: Duration,
+) -> (Option<std::process::ExitStatus>, String, String) {
+    let stdout = read_to_end(child.stdout.take().expect("stdout is piped"));
+    let stderr = read_to_end(child.stderr.take().expect("stderr is piped"));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    (
+        status,
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default(),
+    )
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}
+
+/// A JWT with `claims`, signed with HS256 and `secret`.
+pub fn hs256_token(secret: &str, claims: &serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("claims serialize")
 }
 
 /// The text of `deploy/NAME`.

@@ -88,21 +88,12 @@ impl Client {
         reply[method].clone()
     }
 
-    /// Sends a command and returns its whole reply.
+    /// Sends a command and returns its whole reply (panics if the node
+    /// closes the connection instead).
     pub async fn reply(&mut self, method: &str, params: Value) -> Value {
-        let id = self.next_id;
-        self.next_id += 1;
-        let command = json!({ "id": id, method: params });
-        self.ws
-            .send(Message::text(command.to_string()))
+        self.reply_or_close(method, params)
             .await
-            .unwrap();
-        timeout(
-            Duration::from_secs(30),
-            self.next(|value| value["id"] == id),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("no reply to {method}"))
+            .unwrap_or_else(|code| panic!("{method}: closed with {code}"))
     }
 
     /// Sends a command and returns its whole reply, or the close code if
