@@ -8,7 +8,6 @@ use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper::{server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
-use tether::handshake::HandshakeError;
 use tether::server::OriginPolicy;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -75,13 +74,9 @@ async fn serve(config: Config) -> io::Result<()> {
                 Ok((stream, peer)) if node.trusted_proxies.trusts(peer.ip()) => {
                     tokio::spawn(proxied(node.clone(), stream, peer, tls.clone()));
                 }
-                Ok((stream, peer)) => match node.limiter.try_acquire(peer.ip()) {
-                    Ok(permit) => {
-                        let admission = Admission::Counted(Arc::new(permit));
-                        tokio::spawn(connection(node.clone(), stream, peer, tls.clone(), admission));
-                    }
-                    Err(refusal) => refuse(&node, stream, peer, refusal, tls.is_none()),
-                },
+                Ok((stream, peer)) => {
+                    tokio::spawn(admit(node.clone(), stream, peer, tls.clone()));
+                }
                 Err(error) => {
                     warn!(%error, "accept failed");
                     sleep(Duration::from_millis(50)).await;
@@ -138,17 +133,22 @@ async fn shutdown_signal() {
     }
 }
 
-/// Turns a connection away under the connection limits: a 503 where there
-/// is no TLS to go through first, else just the close.
-fn refuse(node: &Node, stream: TcpStream, peer: SocketAddr, refusal: HandshakeError, plain: bool) {
-    node.metrics.refused(refusal.http_status());
-    info!(%peer, reason = %refusal, "connection refused");
-    if plain {
-        tokio::spawn(tether::server::reject(
-            stream,
-            refusal,
-            Duration::from_secs(1),
-        ));
+/// Serves `client`'s connection if the connection limits have room for
+/// it; otherwise turns it away: a 503 where there is no TLS to go through
+/// first, else just the close.
+async fn admit(node: Arc<Node>, stream: TcpStream, client: SocketAddr, tls: Option<TlsAcceptor>) {
+    match node.limiter.try_acquire(client.ip()) {
+        Ok(permit) => {
+            let admission = Admission::Counted(Arc::new(permit));
+            connection(node, stream, client, tls, admission).await;
+        }
+        Err(refusal) => {
+            node.metrics.refused(refusal.http_status());
+            info!(peer = %client, reason = %refusal, "connection refused");
+            if tls.is_none() {
+                tether::server::reject(stream, refusal, Duration::from_secs(1)).await;
+            }
+        }
     }
 }
 
@@ -167,13 +167,7 @@ async fn proxied(
     }
     let deadline = Instant::now() + node.server_config.handshake_timeout;
     match read_proxy_header(&mut stream, deadline).await {
-        Ok(Some(client)) => match node.limiter.try_acquire(client.ip()) {
-            Ok(permit) => {
-                let admission = Admission::Counted(Arc::new(permit));
-                connection(node, stream, client, tls, admission).await;
-            }
-            Err(refusal) => refuse(&node, stream, client, refusal, tls.is_none()),
-        },
+        Ok(Some(client)) => admit(node, stream, client, tls).await,
         Ok(None) => connection(node, stream, proxy, tls, Admission::PerUpgrade).await,
         Err(error) => {
             info!(%proxy, %error, "no valid PROXY header from a trusted proxy (security.proxy_protocol)")
