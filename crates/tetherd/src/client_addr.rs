@@ -124,8 +124,8 @@ pub(crate) async fn read_proxy_header(
             HeaderResult::V1(Err(error)) => return Err(invalid(&format!("PROXY header: {error}"))),
             HeaderResult::V2(Err(error)) => return Err(invalid(&format!("PROXY header: {error}"))),
         };
-        let mut consumed = vec![0; length];
-        stream.read_exact(&mut consumed).await?;
+        // Consumed for real now: exactly the header's bytes, already peeked.
+        stream.read_exact(&mut peeked[..length]).await?;
         return Ok(client);
     }
 }
