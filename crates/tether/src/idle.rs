@@ -75,7 +75,7 @@ use tokio::net::TcpStream;
 pub use pool::{Dormant, IdlePool, Parker};
 
 pub use crate::stream::Received;
-use crate::{WebSocket, stream::Pump};
+use crate::{WebSocket, stream::Parked};
 
 /// Idle detection and parking for a [`WebSocket`] over TCP. Implemented
 /// for `WebSocket<TcpStream>` only: import it to use its methods.
@@ -102,11 +102,10 @@ impl IdleExt for WebSocket<TcpStream> {
         std::future::poll_fn(|cx| self.pump.poll_received(&mut self.io, cx, Some(quiet))).await
     }
 
-    fn into_dormant(mut self) -> io::Result<DormantWebSocket> {
-        self.pump.park();
+    fn into_dormant(self) -> io::Result<DormantWebSocket> {
         Ok(DormantWebSocket {
             io: self.io.into_std()?,
-            pump: self.pump,
+            pump: self.pump.park(),
         })
     }
 }
@@ -116,24 +115,22 @@ impl IdleExt for WebSocket<TcpStream> {
 /// [`WebSocket`].
 pub struct DormantWebSocket {
     io: net::TcpStream,
-    pump: Pump,
+    pump: Parked,
 }
 
 impl DormantWebSocket {
     /// Registers the socket with the runtime again. Call it from within one.
     pub fn wake(self) -> io::Result<WebSocket<TcpStream>> {
-        let mut pump = self.pump;
-        pump.wake();
         Ok(WebSocket {
             io: TcpStream::from_std(self.io)?,
-            pump,
+            pump: self.pump.wake(),
         })
     }
 
     /// When the connection must run even if nothing arrives: a keepalive
     /// ping, the pong's deadline, the idle timeout.
     pub fn deadline(&self) -> Option<std::time::Instant> {
-        self.pump.conn.poll_timeout()
+        self.pump.conn().poll_timeout()
     }
 }
 

@@ -23,8 +23,8 @@ use tether_proto::{
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub(crate) use pump::Pump;
 pub use pump::Received;
+pub(crate) use pump::{Parked, Pump};
 pub use split::{ReadHalf, WriteHalf};
 
 use crate::Error;

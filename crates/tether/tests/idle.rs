@@ -130,6 +130,38 @@ async fn bytes_that_arrived_before_parking_wake_it_at_once() {
 }
 
 #[tokio::test]
+async fn a_connection_parked_in_the_middle_of_a_frame_keeps_the_half_it_has() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = async {
+        let (tcp, _) = listener.accept().await.unwrap();
+        tether::accept(tcp, &ServerConfig::default())
+            .await
+            .unwrap()
+            .0
+    };
+    let (mut server, mut client) = within("the handshake", async {
+        tokio::join!(server, raw_client(addr))
+    })
+    .await;
+    let frame = client_frame(0x81, b"half now, half after the nap");
+    let (first, rest) = frame.split_at(frame.len() / 2);
+    client.write(first).await;
+    // Half a frame is not a message: after the quiet period, idle.
+    assert!(matches!(
+        within("idle", server.recv_or_idle(Duration::from_millis(100))).await,
+        Received::Idle
+    ));
+    client.write(rest).await;
+    let mut pool = IdlePool::new().unwrap();
+    let mut server = park_and_wait(&mut pool, server).await;
+    assert_eq!(
+        message(&mut server, Duration::ZERO).await,
+        Message::text("half now, half after the nap")
+    );
+}
+
+#[tokio::test]
 async fn a_peer_that_closes_while_parked_gets_its_close_answered() {
     let (server, mut client) = pair(ServerConfig::default()).await;
     let mut pool = IdlePool::new().unwrap();

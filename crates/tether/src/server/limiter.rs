@@ -3,7 +3,7 @@
 
 use std::{
     collections::HashMap,
-    net::IpAddr,
+    net::{IpAddr, Ipv6Addr},
     sync::{Arc, Mutex, PoisonError},
 };
 
@@ -35,8 +35,10 @@ impl ConnectionLimiter {
     }
 
     /// A permit for one more connection from `ip`, or the `503` refusal
-    /// saying which limit was hit.
+    /// saying which limit was hit. An IPv4 address mapped into IPv6 (from a
+    /// dual-stack listener) counts as the IPv4 address it is.
     pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionPermit, HandshakeError> {
+        let ip = ip.to_canonical();
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         if counts.total >= self.max_total {
             return Err(HandshakeError::Refused {
@@ -58,7 +60,10 @@ impl ConnectionLimiter {
         counts.total += 1;
         Ok(ConnectionPermit {
             limiter: self.clone(),
-            ip,
+            ip: match ip {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                IpAddr::V6(v6) => v6,
+            },
         })
     }
 
@@ -75,7 +80,17 @@ impl ConnectionLimiter {
 #[derive(Debug)]
 pub struct ConnectionPermit {
     limiter: Arc<ConnectionLimiter>,
-    ip: IpAddr,
+    /// The client's address, IPv4 mapped into IPv6: 16 bytes where an
+    /// `IpAddr` takes 17 and pads the permit to 32. Servers keep a permit
+    /// per connection, idle ones included.
+    ip: Ipv6Addr,
+}
+
+impl ConnectionPermit {
+    /// The address the permit counts against (IPv4 for a mapped one).
+    pub fn ip(&self) -> IpAddr {
+        IpAddr::V6(self.ip).to_canonical()
+    }
 }
 
 impl Drop for ConnectionPermit {
@@ -86,10 +101,11 @@ impl Drop for ConnectionPermit {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         counts.total -= 1;
-        if let Some(from_ip) = counts.per_ip.get_mut(&self.ip) {
+        let ip = self.ip();
+        if let Some(from_ip) = counts.per_ip.get_mut(&ip) {
             *from_ip -= 1;
             if *from_ip == 0 {
-                counts.per_ip.remove(&self.ip);
+                counts.per_ip.remove(&ip);
             }
         }
     }
@@ -115,5 +131,27 @@ mod tests {
         drop(first);
         assert_eq!(limiter.open(), 2);
         assert!(limiter.try_acquire(a).is_ok());
+    }
+
+    #[test]
+    fn a_mapped_ipv4_address_counts_as_the_ipv4_one_and_is_given_back() {
+        let limiter = ConnectionLimiter::new(10, 2);
+        let v4: IpAddr = "10.0.0.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:10.0.0.7".parse().unwrap();
+        let v6: IpAddr = "2001:db8::7".parse().unwrap();
+        let first = limiter.try_acquire(mapped).unwrap();
+        assert_eq!(first.ip(), v4);
+        let second = limiter.try_acquire(v4).unwrap();
+        assert!(
+            limiter.try_acquire(mapped).is_err(),
+            "one address, two forms"
+        );
+        let third = limiter.try_acquire(v6).unwrap();
+        assert_eq!(third.ip(), v6);
+        assert_eq!(size_of::<ConnectionPermit>(), 24);
+        drop((first, second, third));
+        assert_eq!(limiter.open(), 0);
+        let counts = limiter.counts.lock().unwrap();
+        assert!(counts.per_ip.is_empty(), "{:?}", counts.per_ip);
     }
 }

@@ -57,6 +57,41 @@ pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Transport for T {}
 
+/// A [`Pump`] while its connection is parked.
+pub(crate) enum Parked {
+    /// Idle: the rest of the pump is in its initial state.
+    Idle {
+        conn: Connection,
+        max_buffered: usize,
+    },
+    /// Parked with something in flight (a partial frame, an error to
+    /// report): kept whole.
+    Busy(Box<Pump>),
+}
+
+impl Parked {
+    /// The protocol core, for its deadline.
+    pub(crate) fn conn(&self) -> &Connection {
+        match self {
+            Self::Idle { conn, .. } => conn,
+            Self::Busy(pump) => &pump.conn,
+        }
+    }
+
+    /// Back from being parked, with a task of its own again.
+    pub(crate) fn wake(self) -> Pump {
+        let mut pump = match self {
+            Self::Idle { conn, max_buffered } => Pump {
+                max_buffered,
+                ..Pump::with_connection(conn, &[])
+            },
+            Self::Busy(pump) => *pump,
+        };
+        pump.woken = true;
+        pump
+    }
+}
+
 /// Everything about a connection except its transport.
 pub(crate) struct Pump {
     pub(crate) conn: Connection,
@@ -92,8 +127,12 @@ impl Pump {
     /// holds the bytes read past the handshake, decoded first.
     pub(super) fn new(role: Role, config: Arc<Config>, leftover: &[u8]) -> Self {
         let now = Instant::now().into_std();
+        Self::with_connection(Connection::new(role, config, now), leftover)
+    }
+
+    fn with_connection(conn: Connection, leftover: &[u8]) -> Self {
         Self {
-            conn: Connection::new(role, config, now),
+            conn,
             read_buf: BytesMut::from(leftover),
             leftover: !leftover.is_empty(),
             written: 0,
@@ -109,15 +148,22 @@ impl Pump {
         }
     }
 
-    /// About to be parked without a task: a parked connection holds no
-    /// timer (the pool watches its deadline).
-    pub(crate) fn park(&mut self) {
-        self.timer = None;
-    }
-
-    /// Back from being parked, with a task of its own again.
-    pub(crate) fn wake(&mut self) {
-        self.woken = true;
+    /// About to be parked without a task. A parked connection holds no
+    /// timer (the pool watches its deadline) and, when it is idle as
+    /// [`Received::Idle`] means it, nothing but the protocol core and the
+    /// outbound bound: the rest is rebuilt on waking. Parked connections
+    /// are what a server holds most of, so every byte here counts.
+    pub(crate) fn park(self) -> Parked {
+        if self.is_idle() && self.read_buf.is_empty() && self.closed_by.is_none() {
+            Parked::Idle {
+                conn: self.conn,
+                max_buffered: self.max_buffered,
+            }
+        } else {
+            let mut pump = self;
+            pump.timer = None;
+            Parked::Busy(Box::new(pump))
+        }
     }
 
     pub(crate) fn poll_next(
