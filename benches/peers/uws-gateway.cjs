@@ -5,26 +5,12 @@
 // pings, so every figure it gives is a floor for a gateway built on uWS.
 //
 //   node uws-gateway.cjs --listen 127.0.0.1:PORT
-//
-// The package ships one binary per platform and Node ABI; the one for this Node is loaded
-// directly (on Linux x64 with Node 20: binaries/uws_linux_x64_115.node).
 
 'use strict';
 
-const path = require('node:path');
-const { parseArgs } = require('node:util');
+const { listen, loadUws } = require('./uws.cjs');
 
-const { values: args } = parseArgs({ options: { listen: { type: 'string' } } });
-if (!args.listen) {
-    console.error('usage: node uws-gateway.cjs --listen HOST:PORT');
-    process.exit(2);
-}
-const [host, port] = [args.listen.slice(0, args.listen.lastIndexOf(':')), Number(args.listen.split(':').pop())];
-
-const packageDir = path.dirname(require.resolve('@trufflesuite/uws-js-unofficial/package.json'));
-const binary = `uws_${process.platform}_${process.arch}_${process.versions.modules}.node`;
-const uWS = require(path.join(packageDir, 'binaries', binary));
-
+const uWS = loadUws();
 const decoder = new TextDecoder();
 let nextClient = 0;
 
@@ -85,9 +71,4 @@ app.post('/api/publish', (res) => {
     });
 });
 
-app.listen(host, port, (socket) => {
-    if (!socket) {
-        console.error(`uws-gateway: cannot listen on ${args.listen}`);
-        process.exit(1);
-    }
-});
+listen(app, 'uws-gateway.cjs');

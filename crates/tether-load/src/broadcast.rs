@@ -3,13 +3,14 @@
 //!
 //! Subscribers live in worker processes ([`crate::subscriber`]); this
 //! process samples the server's memory once they are all subscribed, then
-//! publishes through the HTTP API at a fixed rate, each publication stamped
-//! with its sequence number and `CLOCK_MONOTONIC` send time, and finally
-//! gathers what every subscriber received.
+//! publishes at a fixed rate ([`crate::publisher`]: the HTTP API or a
+//! WebSocket client, on one connection or several), each publication
+//! stamped with its sequence number and `CLOCK_MONOTONIC` send time, and
+//! finally gathers what every subscriber received.
 //!
 //! ```text
 //!  RSS before ── workers: connect + subscribe ── settle, RSS subscribed
-//!  ── publish R/s for S s (HTTP API, one keep-alive connection)
+//!  ── publish R/s for S s (--via api|websocket, --publishers N)
 //!  ── workers: wait for every publication (or --drain); CPU times read
 //!  ── workers: close ── report
 //! ```
@@ -19,16 +20,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tether_load_os as os;
-use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 use crate::{
-    gateway, http1,
     meter::{CpuMeter, own_cpu_time, server_rss},
     progress,
+    publisher::{self, Plan, Publishing, Via},
     report::{
         Cpu, HumanTable, Report, counted, fleet_title, latency_histogram, mib, percentiles_us,
         plural, total,
@@ -65,9 +64,17 @@ pub(crate) struct Args {
     /// subscription.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     channels: u32,
-    /// Publications per second.
+    /// Publications per second, over all publisher connections.
     #[arg(long, default_value_t = 10.0)]
     rate: f64,
+    /// How publications reach the gateway: the HTTP API, or a client's
+    /// `publish` command over the WebSocket endpoint.
+    #[arg(long, value_enum, default_value_t = Via::Api)]
+    via: Via,
+    /// Publisher connections; publication k goes out on connection
+    /// k mod N (so several may be under way at once).
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
     /// Seconds to publish.
     #[arg(long, default_value = "10", value_parser = crate::parse_seconds)]
     duration: Duration,
@@ -95,6 +102,9 @@ pub(crate) struct Args {
 pub(crate) fn run(args: Args) -> Result<(), String> {
     if args.subscribers == 0 {
         return Err("--subscribers must be at least 1".into());
+    }
+    if args.publishers == 0 {
+        return Err("--publishers must be at least 1".into());
     }
     if !(args.rate.is_finite() && args.rate > 0.0) {
         return Err("--rate must be a positive number of publications per second".into());
@@ -149,6 +159,8 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
             _ => None,
         },
         rate: args.rate,
+        via: args.via,
+        publishers: args.publishers,
         size: args.size,
         publishing,
         publish_wall,
@@ -191,7 +203,18 @@ fn publish_and_deliver(
     let meter = CpuMeter::start(args.server_pid, || cpu_of_all(fleet))?;
     let publish_start = Instant::now();
     let first_send_ns = os::monotonic_ns();
-    let publishing = runtime.block_on(publish(args, api, count));
+    let plan = Plan {
+        via: args.via,
+        api: api.clone(),
+        api_key: args.api_key.clone(),
+        url: args.url.clone(),
+        channel: args.channel.clone(),
+        size: args.size,
+        rate: args.rate,
+        count,
+        connections: args.publishers,
+    };
+    let publishing = runtime.block_on(publisher::publish(plan));
     let publish_wall = publish_start.elapsed();
     // Tell the workers how many to expect even if publishing failed, so
     // they report what did arrive.
@@ -250,70 +273,6 @@ fn subscribe(args: &Args, shards: &[workers::Shard]) -> Result<(Vec<Worker>, Rea
     Ok((fleet, ready))
 }
 
-/// What the publisher did.
-#[derive(Debug)]
-struct Publishing {
-    /// Publications the API accepted: sequence numbers `0..sent`.
-    sent: u64,
-    /// Request to response of each publish call, in nanoseconds.
-    latency: Histogram<u64>,
-}
-
-/// Publishes `count` publications at `--rate`, one after another on one
-/// keep-alive connection; stops at the first one the API refuses.
-async fn publish(args: &Args, api: &Target, count: u64) -> Result<Publishing, String> {
-    let mut stream = TcpStream::connect(api.addr)
-        .await
-        .map_err(|error| format!("cannot connect to the API at {}: {error}", api.addr))?;
-    stream
-        .set_nodelay(true)
-        .map_err(|error| error.to_string())?;
-    let path = format!("{}/publish", api.path.trim_end_matches('/'));
-    let mut buf = BytesMut::new();
-    let mut publishing = Publishing {
-        sent: 0,
-        latency: latency_histogram(),
-    };
-    let line = progress::line(true, count, progress::PUBLISHED);
-    let start = tokio::time::Instant::now();
-    let period = Duration::from_secs_f64(1.0 / args.rate);
-    for seq in 0..count {
-        tokio::time::sleep_until(start + period.mul_f64(seq as f64)).await;
-        let sent_at = Instant::now();
-        let body = gateway::publish_body(&args.channel, seq, os::monotonic_ns(), args.size);
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nX-API-Key: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            api.host,
-            args.api_key,
-            body.len()
-        );
-        let failed = |error: String| format!("publication {seq} of {count}: {error}");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|error| failed(error.to_string()))?;
-        let response = http1::read_response(&mut stream, &mut buf)
-            .await
-            .map_err(failed)?;
-        let reply: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-        if response.status != 200 || reply.get("error").is_some() {
-            let shown = String::from_utf8_lossy(&response.body);
-            return Err(failed(format!(
-                "the API answered {}: {}",
-                response.status,
-                shown.trim()
-            )));
-        }
-        publishing
-            .latency
-            .saturating_record(sent_at.elapsed().as_nanos() as u64);
-        publishing.sent += 1;
-        line.set_position(publishing.sent);
-    }
-    line.finish();
-    Ok(publishing)
-}
-
 /// The server's resident memory before and with the subscribers.
 #[derive(Debug, Clone, Copy)]
 struct Memory {
@@ -342,6 +301,8 @@ struct BroadcastReport {
     subscribe_wall: Duration,
     memory: Option<Memory>,
     rate: f64,
+    via: Via,
+    publishers: usize,
     size: usize,
     publishing: Publishing,
     publish_wall: Duration,
@@ -364,6 +325,24 @@ impl BroadcastReport {
 
     fn deliveries_per_s(&self) -> f64 {
         self.received.deliveries as f64 / (self.delivery_wall_ns as f64 / 1e9).max(1e-9)
+    }
+
+    /// For each publication that reached any subscriber: from sending it to
+    /// its last subscriber having it, in nanoseconds.
+    fn last_subscriber_latency(&self) -> Histogram<u64> {
+        let mut histogram = latency_histogram();
+        let published = self.received.last_arrival.iter();
+        for (_, &latency) in published.filter(|&(&seq, _)| seq < self.publishing.sent) {
+            histogram.saturating_record(latency);
+        }
+        histogram
+    }
+
+    fn via(&self) -> &'static str {
+        match self.via {
+            Via::Api => "api",
+            Via::Websocket => "websocket",
+        }
     }
 }
 
@@ -393,6 +372,8 @@ impl Report for BroadcastReport {
             "handshake_latency_us": percentiles_us(&self.ready.handshake),
             "subscribe_latency_us": percentiles_us(&self.ready.subscribe),
             "rate": self.rate,
+            "via": self.via(),
+            "publishers": self.publishers,
             "size": self.size,
             "published": self.publishing.sent,
             "publish_s": self.publish_wall.as_secs_f64(),
@@ -402,6 +383,7 @@ impl Report for BroadcastReport {
             "deliveries": received.deliveries,
             "deliveries_per_s": self.deliveries_per_s(),
             "delivery_latency_us": percentiles_us(&received.latency),
+            "last_subscriber_latency_us": percentiles_us(&self.last_subscriber_latency()),
             "lost": received.lost,
             "duplicated": received.duplicated,
             "reordered": received.reordered,
@@ -459,16 +441,18 @@ impl Report for BroadcastReport {
         table.row(
             "published",
             format!(
-                "{:>12}   to {}, {} B, at {:.1} /s of {} /s asked, in {:.2} s",
+                "{:>12}   to {}, {} B, via {} x{}, at {:.1} /s of {} /s asked, in {:.2} s",
                 self.publishing.sent,
                 self.channel,
                 self.size,
+                self.via(),
+                self.publishers,
                 self.publish_rate(),
                 self.rate,
                 self.publish_wall.as_secs_f64()
             ),
         );
-        table.latency("api latency", &self.publishing.latency);
+        table.latency("publish latency", &self.publishing.latency);
         table.row(
             "deliveries",
             format!(
@@ -479,6 +463,7 @@ impl Report for BroadcastReport {
             ),
         );
         table.latency("latency", &received.latency);
+        table.latency("last sub latency", &self.last_subscriber_latency());
         table.row(
             "errors",
             format!(

@@ -31,6 +31,7 @@ mod idle;
 mod meter;
 mod overhead;
 mod progress;
+mod publisher;
 mod report;
 mod sources;
 mod subscriber;

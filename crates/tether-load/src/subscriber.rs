@@ -5,7 +5,9 @@
 //! extra channels, answers pings, and checks every publication on the
 //! broadcast channel: its sequence number (lost, repeated, reordered) and
 //! its delivery latency (`CLOCK_MONOTONIC` now minus the stamp the publisher
-//! put in it). The worker's first line reports the subscriptions; a line on
+//! put in it), and for each publication the latest arrival at any of the
+//! worker's subscribers (the parent takes the latest over all workers: the
+//! time until the last subscriber had it). The worker's first line reports the subscriptions; a line on
 //! its stdin then brings the number of publications sent, and each
 //! connection waits (up to `--drain`) for all of them. The second line
 //! reports what arrived. Connections stay open until the parent closes the
@@ -14,6 +16,7 @@
 //! third line reports the closes.
 
 use std::{
+    collections::HashMap,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
@@ -126,7 +129,7 @@ async fn subscribe_all(args: &WorkerArgs) -> Result<(Ready, Running), String> {
     );
     dialer.check_capacity(args.shard.conns)?;
     let dialer = Arc::new(dialer);
-    let latency = Arc::new(Mutex::new(latency_histogram()));
+    let latencies = Arc::new(Mutex::new(Latencies::default()));
     let (published_tx, published_rx) = watch::channel(None);
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
     let (receipts_tx, receipts) = mpsc::unbounded_channel();
@@ -136,7 +139,7 @@ async fn subscribe_all(args: &WorkerArgs) -> Result<(Ready, Running), String> {
         let subscriber = Subscriber {
             index,
             channels: channels_of(&args.channel, args.channels, index),
-            latency: latency.clone(),
+            latencies: latencies.clone(),
         };
         let signals = Signals {
             ready: ready_tx.clone(),
@@ -163,7 +166,7 @@ async fn subscribe_all(args: &WorkerArgs) -> Result<(Ready, Running), String> {
         Running {
             published: published_tx,
             receipts,
-            latency,
+            latencies,
             open: Open {
                 close: close_tx,
                 tasks,
@@ -221,7 +224,7 @@ struct Running {
     /// What each subscriber received; ends once every task has sent its
     /// receipt or ended without one.
     receipts: mpsc::UnboundedReceiver<Receipt>,
-    latency: Arc<Mutex<Histogram<u64>>>,
+    latencies: Arc<Mutex<Latencies>>,
     open: Open,
 }
 
@@ -238,10 +241,14 @@ impl Running {
         while let Some(receipt) = self.receipts.recv().await {
             received.add(receipt, published);
         }
-        received.latency = std::mem::replace(
-            &mut *self.latency.lock().unwrap_or_else(PoisonError::into_inner),
-            latency_histogram(),
+        let latencies = std::mem::take(
+            &mut *self
+                .latencies
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
         );
+        received.latency = latencies.all;
+        received.last_arrival = latencies.last;
         (received, self.open)
     }
 }
@@ -287,6 +294,9 @@ pub(crate) struct Received {
     pub(crate) unexpected: u64,
     /// Publisher's stamp to receipt, in nanoseconds.
     pub(crate) latency: Histogram<u64>,
+    /// Sequence number → latest stamp-to-receipt of that publication at
+    /// any subscriber, in nanoseconds.
+    pub(crate) last_arrival: HashMap<u64, u64>,
     /// `CLOCK_MONOTONIC` of the last delivery, in nanoseconds.
     pub(crate) last_delivery_ns: u64,
     /// Connections the server closed, or that failed, while subscribed.
@@ -304,6 +314,7 @@ impl Default for Received {
             reordered: 0,
             unexpected: 0,
             latency: latency_histogram(),
+            last_arrival: HashMap::new(),
             last_delivery_ns: 0,
             dropped: ErrorCounts::new(),
             closed_clean: 0,
@@ -339,6 +350,7 @@ impl Received {
             "reordered": self.reordered,
             "unexpected": self.unexpected,
             "latency_ns": histogram_to_json(&self.latency),
+            "last_arrival_ns": self.last_arrival.iter().map(|(&seq, &ns)| [seq, ns]).collect::<Vec<_>>(),
             "last_delivery_ns": self.last_delivery_ns,
             "dropped": self.dropped,
             "closed_clean": self.closed_clean,
@@ -356,8 +368,36 @@ impl Received {
         self.closed_clean += count("closed_clean");
         self.last_delivery_ns = self.last_delivery_ns.max(count("last_delivery_ns"));
         merge_histogram_json(&mut self.latency, &line["latency_ns"]);
+        let pairs = line["last_arrival_ns"].as_array().into_iter().flatten();
+        for pair in pairs.filter_map(|pair| Some((pair[0].as_u64()?, pair[1].as_u64()?))) {
+            note_arrival(&mut self.last_arrival, pair.0, pair.1);
+        }
         merge_counts(&mut self.dropped, &line["dropped"]);
         merge_counts(&mut self.close_errors, &line["close_errors"]);
+    }
+}
+
+/// Records that publication `seq` reached a subscriber `latency`
+/// nanoseconds after it was sent, if no later arrival is known.
+fn note_arrival(last_arrival: &mut HashMap<u64, u64>, seq: u64, latency: u64) {
+    let last = last_arrival.entry(seq).or_default();
+    *last = (*last).max(latency);
+}
+
+/// Latencies the subscribers of one worker share.
+struct Latencies {
+    /// Every delivery's.
+    all: Histogram<u64>,
+    /// Each publication's latest, by sequence number.
+    last: HashMap<u64, u64>,
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self {
+            all: latency_histogram(),
+            last: HashMap::new(),
+        }
     }
 }
 
@@ -397,7 +437,7 @@ struct Signals {
 struct Subscriber {
     index: usize,
     channels: Vec<String>,
-    latency: Arc<Mutex<Histogram<u64>>>,
+    latencies: Arc<Mutex<Latencies>>,
 }
 
 impl Subscriber {
@@ -439,7 +479,7 @@ impl Subscriber {
         drop(ready);
         let mut receiving = Receiving {
             channel: &self.channels[0],
-            latency: &self.latency,
+            latencies: &self.latencies,
             seqs: SeqTracker::default(),
             samples: Vec::new(),
             last_delivery_ns: 0,
@@ -500,9 +540,10 @@ impl Subscriber {
 /// A subscriber's state while publications arrive.
 struct Receiving<'a> {
     channel: &'a str,
-    latency: &'a Mutex<Histogram<u64>>,
+    latencies: &'a Mutex<Latencies>,
     seqs: SeqTracker,
-    samples: Vec<u64>,
+    /// Sequence number and latency of deliveries not yet in `latencies`.
+    samples: Vec<(u64, u64)>,
     last_delivery_ns: u64,
 }
 
@@ -541,7 +582,7 @@ impl Receiving<'_> {
                     Event::Publication { channel, stamp } if channel == self.channel => {
                         self.seqs.record(stamp.seq);
                         self.last_delivery_ns = now;
-                        self.samples.push(now.saturating_sub(stamp.t));
+                        self.samples.push((stamp.seq, now.saturating_sub(stamp.t)));
                         if self.samples.len() == SAMPLE_BATCH {
                             self.flush_samples();
                         }
@@ -557,11 +598,15 @@ impl Receiving<'_> {
     }
 
     fn flush_samples(&mut self) {
-        let mut latency = self.latency.lock().unwrap_or_else(PoisonError::into_inner);
-        for &sample in &self.samples {
-            latency.saturating_record(sample);
+        let mut latencies = self
+            .latencies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for &(seq, latency) in &self.samples {
+            latencies.all.saturating_record(latency);
+            note_arrival(&mut latencies.last, seq, latency);
         }
-        drop(latency);
+        drop(latencies);
         self.samples.clear();
     }
 }

@@ -40,6 +40,9 @@ pub(crate) const TETHERD_TWO_THREADS: usize = 1;
 /// its to uWebSockets.js's.
 pub(crate) const TETHERD_GATEWAY: usize = 6;
 
+/// Index of the `tetherd` gateway with two runtime threads in [`SERVERS`].
+pub(crate) const TETHERD_GATEWAY_TWO_THREADS: usize = 7;
+
 /// The API key of `peers/tetherd-gateway.toml` (the uWS peer takes any).
 pub(crate) const GATEWAY_API_KEY: &str = "bench-api-key-0123456789abcdef";
 
@@ -47,7 +50,7 @@ pub(crate) const GATEWAY_API_KEY: &str = "bench-api-key-0123456789abcdef";
 pub(crate) const LARGE_MESSAGE: usize = 64 * 1024;
 
 /// Every server, tetherd first.
-pub(crate) const SERVERS: [Server; 8] = [
+pub(crate) const SERVERS: [Server; 10] = [
     Server {
         name: "tetherd",
         program: "tetherd",
@@ -117,7 +120,21 @@ pub(crate) const SERVERS: [Server; 8] = [
         role: Role::Gateway,
     },
     Server {
-        name: "uws.js",
+        name: "tetherd-gateway-2t",
+        program: "tetherd",
+        args: &[
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/peers/tetherd-gateway.toml"),
+            "--threads",
+            "2",
+        ],
+        websocket: true,
+        threads: 2,
+        on_path: false,
+        role: Role::Gateway,
+    },
+    Server {
+        name: "uws.js-gateway",
         program: "node",
         args: &[concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -127,6 +144,15 @@ pub(crate) const SERVERS: [Server; 8] = [
         threads: 1,
         on_path: true,
         role: Role::Gateway,
+    },
+    Server {
+        name: "uws.js",
+        program: "node",
+        args: &[concat!(env!("CARGO_MANIFEST_DIR"), "/peers/uws-echo.cjs")],
+        websocket: true,
+        threads: 1,
+        on_path: true,
+        role: Role::Echo,
     },
 ];
 
@@ -147,9 +173,22 @@ pub(crate) enum Load {
     /// in flight allow.
     Handshake,
     /// `subscribers` of one channel; publications at `rate` per second
-    /// through `POST /api/publish` on one keep-alive connection, each sent
-    /// when the previous one was answered.
-    Broadcast { subscribers: usize, rate: u32 },
+    /// from `publisher`, each connection sending its next one when the
+    /// previous one was answered.
+    Broadcast {
+        subscribers: usize,
+        rate: u32,
+        publisher: Publisher,
+    },
+}
+
+/// Where the fan-out scenarios' publications come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Publisher {
+    /// `POST /api/publish` on this many keep-alive connections.
+    Api(usize),
+    /// A client's `publish` command over one WebSocket.
+    WebSocket,
 }
 
 /// One column group of the results.
@@ -168,7 +207,13 @@ impl Scenario {
     /// small messages only.
     pub(crate) fn applies_to(&self, server: &Server) -> bool {
         match self.load {
-            Load::Broadcast { .. } => server.role == Role::Gateway,
+            // Two threads: the sustained API loads, where a core is busy.
+            Load::Broadcast {
+                rate, publisher, ..
+            } => {
+                server.role == Role::Gateway
+                    && (server.threads == 1 || (rate > 1 && publisher != Publisher::WebSocket))
+            }
             _ if server.role != Role::Echo => false,
             Load::Echo { size, .. } => server.threads == 1 || size < LARGE_MESSAGE,
             Load::Idle { .. } | Load::Handshake => server.websocket && server.threads == 1,
@@ -180,6 +225,14 @@ impl Scenario {
         match self.load {
             Load::Broadcast { .. } => TETHERD_GATEWAY,
             _ => TETHERD,
+        }
+    }
+
+    /// The same tetherd with two runtime threads.
+    pub(crate) fn tetherd_two_threads(&self) -> usize {
+        match self.load {
+            Load::Broadcast { .. } => TETHERD_GATEWAY_TWO_THREADS,
+            _ => TETHERD_TWO_THREADS,
         }
     }
 }
@@ -211,16 +264,27 @@ pub(crate) fn all(idle_conns: usize, fanout_subscribers: usize) -> Vec<Scenario>
             title: format!("idle {}", thousands(idle_conns)),
             load: Load::Idle { conns: idle_conns },
         },
-        fanout("fanout-1", fanout_subscribers, 1),
-        fanout("fanout-50", fanout_subscribers, 50),
+        fanout("fanout-1", fanout_subscribers, 1, Publisher::Api(1)),
+        fanout("fanout-50", fanout_subscribers, 50, Publisher::Api(1)),
+        fanout("fanout-50-api4", fanout_subscribers, 50, Publisher::Api(4)),
+        fanout("fanout-50-ws", fanout_subscribers, 50, Publisher::WebSocket),
     ]
 }
 
-fn fanout(name: &'static str, subscribers: usize, rate: u32) -> Scenario {
+fn fanout(name: &'static str, subscribers: usize, rate: u32, publisher: Publisher) -> Scenario {
+    let via = match publisher {
+        Publisher::Api(1) => String::new(),
+        Publisher::Api(connections) => format!(" API×{connections}"),
+        Publisher::WebSocket => " WS".into(),
+    };
     Scenario {
         name,
-        title: format!("fan-out {}×{rate}/s", thousands(subscribers)),
-        load: Load::Broadcast { subscribers, rate },
+        title: format!("fan-out {}×{rate}/s{via}", thousands(subscribers)),
+        load: Load::Broadcast {
+            subscribers,
+            rate,
+            publisher,
+        },
     }
 }
 
@@ -237,6 +301,8 @@ fn thousands(count: usize) -> String {
 mod tests {
     use super::*;
 
+    const UWS_ECHO: usize = 9;
+
     #[test]
     fn threads_match_the_command_line() {
         for server in &SERVERS {
@@ -252,6 +318,11 @@ mod tests {
         assert_eq!(SERVERS[TETHERD_TWO_THREADS].program, "tetherd");
         assert_eq!(SERVERS[TETHERD_TWO_THREADS].threads, 2);
         assert_eq!(SERVERS[TETHERD_GATEWAY].name, "tetherd-gateway");
+        assert_eq!(SERVERS[TETHERD_GATEWAY_TWO_THREADS].threads, 2);
+        assert_eq!(
+            SERVERS[TETHERD_GATEWAY_TWO_THREADS].role,
+            SERVERS[TETHERD_GATEWAY].role
+        );
     }
 
     #[test]
@@ -270,7 +341,12 @@ mod tests {
                 server.name
             );
             if server.role == Role::Gateway {
-                assert_eq!(taken.len(), 2, "{}", SERVERS[index].name);
+                let expected: &[&str] = if server.threads == 1 {
+                    &["fanout-1", "fanout-50", "fanout-50-api4", "fanout-50-ws"]
+                } else {
+                    &["fanout-50", "fanout-50-api4"]
+                };
+                assert_eq!(taken, expected, "{}", SERVERS[index].name);
             }
         }
     }
@@ -290,5 +366,14 @@ mod tests {
                 .count(),
             6
         );
+        assert_eq!(
+            all(1000, 1000)
+                .iter()
+                .filter(|scenario| scenario.applies_to(&SERVERS[UWS_ECHO]))
+                .count(),
+            6,
+            "uWebSockets.js takes every echo load"
+        );
+        assert_eq!(SERVERS[UWS_ECHO].name, "uws.js");
     }
 }
