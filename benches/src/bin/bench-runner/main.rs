@@ -5,8 +5,8 @@
 //!
 //! ```text
 //!  taskset -c S  loopback-floor --json   (once: the kernel's cost of a write)
-//!  round 1..=R ─► scenario (echo 16 B, 1 KiB, 64 KiB, 1 MiB; handshake; idle;
-//!                            fan-out at 1 and 50 publications/s)
+//!  round 1..=R ─► scenario (echo 16 B, 1 KiB, 64 KiB, 1 MiB; handshake; idle
+//!                            by two clients; fan-out at 1 and 50 publications/s)
 //!    ─► server, in an order that rotates each round:
 //!         taskset -c S  <server> --listen 127.0.0.1:PORT
 //!         taskset -c L  tether-load … --json --server-pid PID   (tcp-load for plain TCP)
@@ -55,14 +55,16 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     load_core: usize,
     /// Run only these scenarios (comma-separated): echo-16, echo-1k,
-    /// echo-64k, echo-1m, handshake, idle, fanout-1, fanout-50.
+    /// echo-64k, echo-1m, handshake, idle, idle-node, fanout-1, fanout-50,
+    /// fanout-50-api4, fanout-50-ws.
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Run only these servers (comma-separated): tetherd, tetherd-2t
     /// (two runtime threads on both cores; echo-16 and echo-1k only),
-    /// tokio-tungstenite, fastwebsockets, tokio-websockets, tcp; for the
-    /// fan-out scenarios tetherd-gateway and uws.js (uWebSockets.js from
-    /// npm, installed by run.sh into benches/peers).
+    /// tokio-tungstenite, fastwebsockets, tokio-websockets, tcp, uws.js
+    /// (uWebSockets.js from npm, installed by run.sh into benches/peers);
+    /// for the fan-out scenarios tetherd-gateway, tetherd-gateway-2t and
+    /// uws.js-gateway.
     #[arg(long, value_delimiter = ',')]
     servers: Vec<String>,
     /// A line for RESULTS.md about the conditions, such as other load on

@@ -14,7 +14,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::scenario::{GATEWAY_API_KEY, Load, Publisher, Scenario, Server};
+use crate::scenario::{GATEWAY_API_KEY, IdleClient, Load, Publisher, Scenario, Server};
 
 /// How long a server may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -218,9 +218,26 @@ fn load_command(settings: &Settings, websocket: bool, load: Load, addr: &str) ->
                 .args(["--size", &size.to_string()])
                 .args(["--duration", &duration]);
         }
-        Load::Idle { conns } => {
+        Load::Idle {
+            conns,
+            client: IdleClient::TetherLoad,
+        } => {
             command
                 .args(["idle", "--url", &url, "--json"])
+                .args(["--conns", &conns.to_string()])
+                .args(["--hold", &settings.hold.to_string()]);
+        }
+        Load::Idle {
+            conns,
+            client: IdleClient::Node,
+        } => {
+            command = taskset(&[settings.load_core], "node");
+            command
+                .args([
+                    "--experimental-websocket",
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/peers/idle-client.cjs"),
+                ])
+                .args(["--url", &format!("{url}/")])
                 .args(["--conns", &conns.to_string()])
                 .args(["--hold", &settings.hold.to_string()]);
         }

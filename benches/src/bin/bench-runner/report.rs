@@ -11,7 +11,7 @@ use crate::{
     floor::Floor,
     machine::Machine,
     measure::{Metric, Sample, Settings},
-    scenario::{LARGE_MESSAGE, Load, Publisher, SERVERS, Scenario},
+    scenario::{IdleClient, LARGE_MESSAGE, Load, Publisher, SERVERS, Scenario},
 };
 
 /// Issue #6's target: two runtime threads on two cores give at least this
@@ -411,7 +411,16 @@ fn details(out: &mut String, inputs: &Inputs<'_>) {
                     "echo, {conns} connections × {inflight} messages in flight, {size} B binary"
                 )
             }
-            Load::Idle { conns } => format!("{conns} idle connections"),
+            Load::Idle {
+                conns,
+                client: IdleClient::TetherLoad,
+            } => format!("{conns} idle connections opened by `tether-load idle`"),
+            Load::Idle {
+                conns,
+                client: IdleClient::Node,
+            } => format!(
+                "{conns} idle connections opened by Node's WebSocket client (`peers/idle-client.cjs`)"
+            ),
             Load::Handshake => "connect, upgrade, close; 128 in flight".into(),
             Load::Broadcast {
                 subscribers,

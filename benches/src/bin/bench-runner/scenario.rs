@@ -54,7 +54,14 @@ pub(crate) const SERVERS: [Server; 10] = [
     Server {
         name: "tetherd",
         program: "tetherd",
-        args: &["echo", "--threads", "1"],
+        // Node's client in `idle-node` connects from one address.
+        args: &[
+            "echo",
+            "--threads",
+            "1",
+            "--max-connections-per-ip",
+            "100000",
+        ],
         websocket: true,
         threads: 1,
         on_path: false,
@@ -63,7 +70,13 @@ pub(crate) const SERVERS: [Server; 10] = [
     Server {
         name: "tetherd-2t",
         program: "tetherd",
-        args: &["echo", "--threads", "2"],
+        args: &[
+            "echo",
+            "--threads",
+            "2",
+            "--max-connections-per-ip",
+            "100000",
+        ],
         websocket: true,
         threads: 2,
         on_path: false,
@@ -166,9 +179,9 @@ pub(crate) enum Load {
         inflight: usize,
         size: usize,
     },
-    /// `conns` idle connections: server RSS per connection and the rate at
-    /// which they were opened.
-    Idle { conns: usize },
+    /// `conns` idle connections opened by `client`: server RSS per
+    /// connection and the rate at which they were opened.
+    Idle { conns: usize, client: IdleClient },
     /// Connection churn: connect, upgrade and close, as fast as 128 cycles
     /// in flight allow.
     Handshake,
@@ -180,6 +193,17 @@ pub(crate) enum Load {
         rate: u32,
         publisher: Publisher,
     },
+}
+
+/// What opens the idle scenarios' connections: two tools that share no
+/// code, so that a figure both agree on is the server's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IdleClient {
+    /// `tether-load idle`, from 127.0.0.x source addresses.
+    TetherLoad,
+    /// Node's built-in WebSocket client (`peers/idle-client.cjs`), from one
+    /// address.
+    Node,
 }
 
 /// Where the fan-out scenarios' publications come from.
@@ -262,7 +286,18 @@ pub(crate) fn all(idle_conns: usize, fanout_subscribers: usize) -> Vec<Scenario>
         Scenario {
             name: "idle",
             title: format!("idle {}", thousands(idle_conns)),
-            load: Load::Idle { conns: idle_conns },
+            load: Load::Idle {
+                conns: idle_conns,
+                client: IdleClient::TetherLoad,
+            },
+        },
+        Scenario {
+            name: "idle-node",
+            title: format!("idle {} (Node client)", thousands(idle_conns)),
+            load: Load::Idle {
+                conns: idle_conns,
+                client: IdleClient::Node,
+            },
         },
         fanout("fanout-1", fanout_subscribers, 1, Publisher::Api(1)),
         fanout("fanout-50", fanout_subscribers, 50, Publisher::Api(1)),
@@ -364,14 +399,14 @@ mod tests {
                 .iter()
                 .filter(|scenario| scenario.applies_to(&SERVERS[TETHERD]))
                 .count(),
-            6
+            7
         );
         assert_eq!(
             all(1000, 1000)
                 .iter()
                 .filter(|scenario| scenario.applies_to(&SERVERS[UWS_ECHO]))
                 .count(),
-            6,
+            7,
             "uWebSockets.js takes every echo load"
         );
         assert_eq!(SERVERS[UWS_ECHO].name, "uws.js");
