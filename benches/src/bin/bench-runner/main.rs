@@ -6,7 +6,7 @@
 //! ```text
 //!  taskset -c S  loopback-floor --json   (once: the kernel's cost of a write)
 //!  round 1..=R ─► scenario (echo 16 B, 1 KiB, 64 KiB, 1 MiB; handshake; idle
-//!                            by two clients; fan-out at 1 and 50 publications/s)
+//!                            by two clients; fan-out at 1, 4 and 50 publications/s)
 //!    ─► server, in an order that rotates each round:
 //!         taskset -c S  <server> --listen 127.0.0.1:PORT
 //!         taskset -c L  tether-load … --json --server-pid PID   (tcp-load for plain TCP)
@@ -55,7 +55,7 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     load_core: usize,
     /// Run only these scenarios (comma-separated): echo-16, echo-1k,
-    /// echo-64k, echo-1m, handshake, idle, idle-node, fanout-1, fanout-50,
+    /// echo-64k, echo-1m, handshake, idle, idle-node, fanout-1, fanout-4, fanout-50,
     /// fanout-50-api4, fanout-50-ws.
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
