@@ -81,12 +81,17 @@ pub(crate) fn spawn(
 /// Runs the connection until it ends, then cleans up after it.
 async fn run(mut session: Box<Session>) {
     let ending = loop {
-        let work = match poll_fn(|cx| session.poll_wake(cx)).await {
+        let wake = poll_fn(|cx| session.poll_wake(cx)).await;
+        // Pushes delivered from the outbox move no deadline: a fan-out
+        // wakes every subscriber, and each would recompute it for nothing.
+        let delivered_only = matches!(wake, Wake::SessionHandle);
+        let work = match wake {
             Wake::SessionHandle => session.take_outbox(),
             Wake::Received(received) => session.received(received),
         };
         let done = match work {
             Ok(Some(work)) => Box::pin(session.work(work)).await,
+            Ok(None) if delivered_only => continue,
             Ok(None) => Ok(()),
             Err(ending) => Err(ending),
         };
