@@ -112,6 +112,12 @@ impl Hub {
         self.wakes.add(asleep);
         queued
     }
+
+    /// Whether `channel` has a local subscriber.
+    pub(crate) fn has_subscribers(&self, channel: &str) -> bool {
+        self.shard(channel).contains_key(channel)
+    }
+
     /// Ends the connection of every local subscriber of `channel` with
     /// `disconnect`; returns how many.
     pub(crate) fn close_subscribers(&self, channel: &str, disconnect: &Disconnect) -> usize {

@@ -1,11 +1,14 @@
 //! Counters exposed at `/metrics` in the Prometheus text format (0.0.4),
 //! kept and written by `prometheus-client`.
 //!
-//! Counters and gauges are atomics; the publish latency histogram takes a
-//! short lock per publish (not per delivery). Gauges the node knows only
+//! Counters and gauges are atomics; the latency histograms take a short
+//! lock per publication (not per delivery). Gauges the node knows only
 //! when asked (connections, subscriptions, channels, draining) are set when
 //! the page is rendered.
 
+use std::time::Instant;
+
+use bytes::Bytes;
 use prometheus_client::{
     encoding::{EncodeLabelSet, prometheus_text},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -25,6 +28,9 @@ const PUBLISH_LATENCY_BOUNDS: [f64; 16] = [
 
 /// What `tether_publish_latency_seconds` measures.
 const PUBLISH_LATENCY_HELP: &str = "Time from handing a publication (API or client) to the broker until the broker acknowledged it: appended to history and queued for fan-out (memory) or the publish script's reply (Redis). Successful publishes only";
+
+/// What `tether_fanout_seconds` measures.
+const FANOUT_HELP: &str = "Time from a publication reaching this node (from the broker) until its push was handed to the socket of the last local subscriber that took it (written, or queued behind earlier writes). Publications with local subscribers only";
 
 /// Statuses a handshake refusal can have; anything else counts as 500.
 const REFUSAL_STATUSES: [u16; 8] = [400, 401, 403, 405, 426, 431, 503, 500];
@@ -59,7 +65,31 @@ pub(crate) struct Metrics {
     /// How long successful publishes waited for the broker, in seconds
     /// (see [`PUBLISH_LATENCY_HELP`]).
     pub(crate) publish_latency: Histogram,
+    /// See [`FANOUT_HELP`] and [`Metrics::timed_push`].
+    fanout: Histogram,
     refusals: Family<Refusal, Counter>,
+}
+
+/// A push's bytes, shared by every subscriber it is queued to. Dropped
+/// when the last copy is: once every subscriber's connection has written
+/// it or copied it into its write buffer on the way to the socket (or gave
+/// up on it). The fan-out's time is taken then, with no cost per delivery.
+struct TimedPush {
+    bytes: Bytes,
+    made: Instant,
+    fanout: Histogram,
+}
+
+impl AsRef<[u8]> for TimedPush {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for TimedPush {
+    fn drop(&mut self) {
+        self.fanout.observe(self.made.elapsed().as_secs_f64());
+    }
 }
 
 /// Gauges the node knows at render time.
@@ -72,6 +102,16 @@ pub(crate) struct Gauges {
 }
 
 impl Metrics {
+    /// `push` as bytes that record `tether_fanout_seconds` when their last
+    /// copy is dropped.
+    pub(crate) fn timed_push(&self, push: Bytes) -> Bytes {
+        Bytes::from_owner(TimedPush {
+            bytes: push,
+            made: Instant::now(),
+            fanout: self.fanout.clone(),
+        })
+    }
+
     /// Counts a refused handshake.
     pub(crate) fn refused(&self, status: u16) {
         let status = if REFUSAL_STATUSES.contains(&status) {
@@ -152,6 +192,8 @@ impl Default for Metrics {
             PUBLISH_LATENCY_HELP,
             publish_latency.clone(),
         );
+        let fanout = Histogram::new(PUBLISH_LATENCY_BOUNDS);
+        registry.register("tether_fanout_seconds", FANOUT_HELP, fanout.clone());
         Self {
             registry,
             connections,
@@ -169,6 +211,7 @@ impl Default for Metrics {
             deflate_bytes_out,
             deflate_bytes_out_uncompressed,
             publish_latency,
+            fanout,
             refusals,
         }
     }
@@ -223,6 +266,25 @@ mod tests {
 
     fn observe(metrics: &Metrics, duration: Duration) {
         metrics.publish_latency.observe(duration.as_secs_f64());
+    }
+
+    #[test]
+    fn a_push_is_timed_when_its_last_copy_is_dropped() {
+        let metrics = Metrics::default();
+        let count = |metrics: &Metrics| {
+            samples(metrics)
+                .into_iter()
+                .find(|(key, _)| key == "tether_fanout_seconds_count")
+                .map(|(_, value)| value)
+        };
+        let push = metrics.timed_push(Bytes::from_static(b"{\"push\":{}}"));
+        let copies = [push.clone(), push.slice(1..5)];
+        assert_eq!(&push[..], b"{\"push\":{}}");
+        drop(push);
+        drop(copies[0].clone());
+        assert_eq!(count(&metrics), Some(0.0));
+        drop(copies);
+        assert_eq!(count(&metrics), Some(1.0));
     }
 
     #[test]

@@ -275,7 +275,10 @@ struct Events(Weak<Node>);
 impl BrokerEvents for Events {
     fn publication(&self, channel: &str, publication: Publication, epoch: &str) {
         if let Some(node) = self.0.upgrade() {
-            let bytes = wire::encode_publication_push(channel, &publication);
+            let mut bytes = wire::encode_publication_push(channel, &publication);
+            if node.hub.has_subscribers(channel) {
+                bytes = node.metrics.timed_push(bytes);
+            }
             let position = (publication.offset > 0).then(|| Position {
                 channel: Arc::from(channel),
                 offset: publication.offset,

@@ -106,6 +106,12 @@ async fn claim_subscribes_and_publications_arrive(args: &[&str]) {
     let push: Value = serde_json::from_str(&push).unwrap();
     assert_eq!(push["push"]["channel"], "news:alerts");
     assert_eq!(push["push"]["pub"]["data"]["alert"], 1);
+    // The push reached its one subscriber: its fan-out was timed.
+    let metrics = get(&server, "/metrics");
+    assert!(
+        metrics.contains("\ntether_fanout_seconds_count 1\n"),
+        "{metrics}"
+    );
 }
 
 /// The close code the server ends `ws` with, skipping everything before.
@@ -343,6 +349,11 @@ fn publish_latency_is_a_prometheus_histogram() {
     assert_eq!(buckets.last().unwrap(), &(f64::INFINITY, PUBLISHES));
     assert_eq!(count, Some(PUBLISHES), "{metrics}");
     assert!(sum.is_some_and(|sum| sum > 0.0), "{metrics}");
+    // Nobody subscribed: no fan-out to time.
+    assert!(
+        metrics.contains("\ntether_fanout_seconds_count 0\n"),
+        "{metrics}"
+    );
 }
 
 /// `history` with `since` and `reverse` pages backwards from `since`, as
