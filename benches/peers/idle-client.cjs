@@ -64,7 +64,7 @@ async function main() {
     };
     await Promise.all(Array.from({ length: Number(args.concurrency) }, opener));
     await sleep(Number(args.settle) * 1000);
-    const open_ = rss();
+    const rssOpen = rss();
     const dropped = sockets.filter((ws) => ws.readyState !== WebSocket.OPEN).length;
     await sleep(Math.max(0, Number(args.hold) - Number(args.settle)) * 1000);
     for (const ws of sockets) {
@@ -76,8 +76,8 @@ async function main() {
         dropped,
         server: {
             rss_before: before,
-            rss_open: open_,
-            rss_per_conn: sockets.length > 0 ? (open_ - before) / sockets.length : null,
+            rss_open: rssOpen,
+            rss_per_conn: sockets.length > 0 ? (rssOpen - before) / sockets.length : null,
         },
     }));
     // Closing handshakes are not waited for: the measurement is done.

@@ -331,7 +331,7 @@ impl BroadcastReport {
     /// its last subscriber having it, in nanoseconds.
     fn last_subscriber_latency(&self) -> Histogram<u64> {
         let mut histogram = latency_histogram();
-        let published = self.received.last_arrival.iter();
+        let published = self.received.latencies.last.iter();
         for (_, &latency) in published.filter(|&(&seq, _)| seq < self.publishing.sent) {
             histogram.saturating_record(latency);
         }
@@ -382,7 +382,7 @@ impl Report for BroadcastReport {
             "expected_deliveries": self.expected(),
             "deliveries": received.deliveries,
             "deliveries_per_s": self.deliveries_per_s(),
-            "delivery_latency_us": percentiles_us(&received.latency),
+            "delivery_latency_us": percentiles_us(&received.latencies.all),
             "last_subscriber_latency_us": percentiles_us(&self.last_subscriber_latency()),
             "lost": received.lost,
             "duplicated": received.duplicated,
@@ -462,7 +462,7 @@ impl Report for BroadcastReport {
                 self.deliveries_per_s()
             ),
         );
-        table.latency("latency", &received.latency);
+        table.latency("latency", &received.latencies.all);
         table.latency("last sub latency", &self.last_subscriber_latency());
         table.row(
             "errors",

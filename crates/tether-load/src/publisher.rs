@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
 use serde_json::Value;
 use tether::{ClientConfig, Keepalive, Message, WebSocket};
 use tether_load_os as os;
@@ -62,6 +63,15 @@ pub(crate) struct Publishing {
     pub(crate) latency: Histogram<u64>,
 }
 
+impl Default for Publishing {
+    fn default() -> Self {
+        Self {
+            sent: 0,
+            latency: latency_histogram(),
+        }
+    }
+}
+
 /// Opens every connection, then publishes the plan's publications on
 /// them; fails at the first one the gateway refuses.
 pub(crate) async fn publish(plan: Plan) -> Result<Publishing, String> {
@@ -73,37 +83,15 @@ pub(crate) async fn publish(plan: Plan) -> Result<Publishing, String> {
     let start = tokio::time::Instant::now();
     let mut tasks = JoinSet::new();
     for (first, connection) in connections.into_iter().enumerate() {
-        let plan = plan.clone();
-        let line = line.clone();
-        tasks.spawn(async move {
-            let mut publishing = Publishing {
-                sent: 0,
-                latency: latency_histogram(),
-            };
-            let mut connection = connection;
-            let period = Duration::from_secs_f64(1.0 / plan.rate);
-            for seq in (first as u64..plan.count).step_by(plan.connections) {
-                tokio::time::sleep_until(start + period.mul_f64(seq as f64)).await;
-                let sent_at = Instant::now();
-                let body = gateway::publish_body(&plan.channel, seq, os::monotonic_ns(), plan.size);
-                connection
-                    .publish(&body, seq)
-                    .await
-                    .map_err(|error| format!("publication {seq} of {}: {error}", plan.count))?;
-                publishing
-                    .latency
-                    .saturating_record(sent_at.elapsed().as_nanos() as u64);
-                publishing.sent += 1;
-                line.inc(1);
-            }
-            connection.close().await;
-            Ok::<_, String>(publishing)
-        });
+        tasks.spawn(publish_on(
+            connection,
+            first,
+            plan.clone(),
+            start,
+            line.clone(),
+        ));
     }
-    let mut total = Publishing {
-        sent: 0,
-        latency: latency_histogram(),
-    };
+    let mut total = Publishing::default();
     while let Some(joined) = tasks.join_next().await {
         let publishing = joined.map_err(|error| format!("a publisher failed: {error}"))??;
         total.sent += publishing.sent;
@@ -111,6 +99,36 @@ pub(crate) async fn publish(plan: Plan) -> Result<Publishing, String> {
     }
     line.finish();
     Ok(total)
+}
+
+/// Publishes publications `first`, `first + connections`, … of the plan
+/// on `connection`, each at its time (`start` + its sequence number ÷ the
+/// rate).
+async fn publish_on(
+    mut connection: Connection,
+    first: usize,
+    plan: Plan,
+    start: tokio::time::Instant,
+    line: ProgressBar,
+) -> Result<Publishing, String> {
+    let mut publishing = Publishing::default();
+    let period = Duration::from_secs_f64(1.0 / plan.rate);
+    for seq in (first as u64..plan.count).step_by(plan.connections) {
+        tokio::time::sleep_until(start + period.mul_f64(seq as f64)).await;
+        let sent_at = Instant::now();
+        let body = gateway::publish_body(&plan.channel, seq, os::monotonic_ns(), plan.size);
+        connection
+            .publish(&body, seq)
+            .await
+            .map_err(|error| format!("publication {seq} of {}: {error}", plan.count))?;
+        publishing
+            .latency
+            .saturating_record(sent_at.elapsed().as_nanos() as u64);
+        publishing.sent += 1;
+        line.inc(1);
+    }
+    connection.close().await;
+    Ok(publishing)
 }
 
 /// One publisher connection.

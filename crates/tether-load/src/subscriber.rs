@@ -7,8 +7,9 @@
 //! its delivery latency (`CLOCK_MONOTONIC` now minus the stamp the publisher
 //! put in it), and for each publication the latest arrival at any of the
 //! worker's subscribers (the parent takes the latest over all workers: the
-//! time until the last subscriber had it). The worker's first line reports the subscriptions; a line on
-//! its stdin then brings the number of publications sent, and each
+//! time until the last subscriber had it). The worker's first line reports
+//! the subscriptions; a line on its stdin then brings the number of
+//! publications sent, and each
 //! connection waits (up to `--drain`) for all of them. The second line
 //! reports what arrived. Connections stay open until the parent closes the
 //! worker's stdin, so that no close overlaps a delivery still under way in
@@ -241,14 +242,12 @@ impl Running {
         while let Some(receipt) = self.receipts.recv().await {
             received.add(receipt, published);
         }
-        let latencies = std::mem::take(
+        received.latencies = std::mem::take(
             &mut *self
                 .latencies
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         );
-        received.latency = latencies.all;
-        received.last_arrival = latencies.last;
         (received, self.open)
     }
 }
@@ -283,7 +282,7 @@ impl Open {
 }
 
 /// What the subscribers received, in one process or all of them.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Received {
     /// Publications received on the broadcast channel, repeats included.
     pub(crate) deliveries: u64,
@@ -292,35 +291,13 @@ pub(crate) struct Received {
     pub(crate) reordered: u64,
     /// Sequence numbers that were never published.
     pub(crate) unexpected: u64,
-    /// Publisher's stamp to receipt, in nanoseconds.
-    pub(crate) latency: Histogram<u64>,
-    /// Sequence number → latest stamp-to-receipt of that publication at
-    /// any subscriber, in nanoseconds.
-    pub(crate) last_arrival: HashMap<u64, u64>,
+    pub(crate) latencies: Latencies,
     /// `CLOCK_MONOTONIC` of the last delivery, in nanoseconds.
     pub(crate) last_delivery_ns: u64,
     /// Connections the server closed, or that failed, while subscribed.
     pub(crate) dropped: ErrorCounts,
     pub(crate) closed_clean: u64,
     pub(crate) close_errors: ErrorCounts,
-}
-
-impl Default for Received {
-    fn default() -> Self {
-        Self {
-            deliveries: 0,
-            lost: 0,
-            duplicated: 0,
-            reordered: 0,
-            unexpected: 0,
-            latency: latency_histogram(),
-            last_arrival: HashMap::new(),
-            last_delivery_ns: 0,
-            dropped: ErrorCounts::new(),
-            closed_clean: 0,
-            close_errors: ErrorCounts::new(),
-        }
-    }
 }
 
 impl Received {
@@ -349,8 +326,8 @@ impl Received {
             "duplicated": self.duplicated,
             "reordered": self.reordered,
             "unexpected": self.unexpected,
-            "latency_ns": histogram_to_json(&self.latency),
-            "last_arrival_ns": self.last_arrival.iter().map(|(&seq, &ns)| [seq, ns]).collect::<Vec<_>>(),
+            "latency_ns": histogram_to_json(&self.latencies.all),
+            "last_arrival_ns": self.latencies.last.iter().map(|(&seq, &ns)| [seq, ns]).collect::<Vec<_>>(),
             "last_delivery_ns": self.last_delivery_ns,
             "dropped": self.dropped,
             "closed_clean": self.closed_clean,
@@ -367,29 +344,42 @@ impl Received {
         self.unexpected += count("unexpected");
         self.closed_clean += count("closed_clean");
         self.last_delivery_ns = self.last_delivery_ns.max(count("last_delivery_ns"));
-        merge_histogram_json(&mut self.latency, &line["latency_ns"]);
+        merge_histogram_json(&mut self.latencies.all, &line["latency_ns"]);
         let pairs = line["last_arrival_ns"].as_array().into_iter().flatten();
-        for pair in pairs.filter_map(|pair| Some((pair[0].as_u64()?, pair[1].as_u64()?))) {
-            note_arrival(&mut self.last_arrival, pair.0, pair.1);
+        for (seq, latency) in pairs.filter_map(|pair| Some((pair[0].as_u64()?, pair[1].as_u64()?)))
+        {
+            self.latencies.note_last(seq, latency);
         }
         merge_counts(&mut self.dropped, &line["dropped"]);
         merge_counts(&mut self.close_errors, &line["close_errors"]);
     }
 }
 
-/// Records that publication `seq` reached a subscriber `latency`
-/// nanoseconds after it was sent, if no later arrival is known.
-fn note_arrival(last_arrival: &mut HashMap<u64, u64>, seq: u64, latency: u64) {
-    let last = last_arrival.entry(seq).or_default();
-    *last = (*last).max(latency);
+/// Publisher's stamp to receipt, in nanoseconds: shared by the subscribers
+/// of one worker, then merged over all workers.
+#[derive(Debug)]
+pub(crate) struct Latencies {
+    /// Every delivery's.
+    pub(crate) all: Histogram<u64>,
+    /// Each publication's latest (its last subscriber's), by sequence
+    /// number.
+    pub(crate) last: HashMap<u64, u64>,
 }
 
-/// Latencies the subscribers of one worker share.
-struct Latencies {
-    /// Every delivery's.
-    all: Histogram<u64>,
-    /// Each publication's latest, by sequence number.
-    last: HashMap<u64, u64>,
+impl Latencies {
+    /// Publication `seq` reached a subscriber `latency` nanoseconds after
+    /// it was sent.
+    fn record(&mut self, seq: u64, latency: u64) {
+        self.all.saturating_record(latency);
+        self.note_last(seq, latency);
+    }
+
+    /// Keeps `latency` as publication `seq`'s latest, unless a later
+    /// arrival is known.
+    fn note_last(&mut self, seq: u64, latency: u64) {
+        let last = self.last.entry(seq).or_default();
+        *last = (*last).max(latency);
+    }
 }
 
 impl Default for Latencies {
@@ -603,8 +593,7 @@ impl Receiving<'_> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         for &(seq, latency) in &self.samples {
-            latencies.all.saturating_record(latency);
-            note_arrival(&mut latencies.last, seq, latency);
+            latencies.record(seq, latency);
         }
         drop(latencies);
         self.samples.clear();

@@ -199,8 +199,15 @@ pub(crate) fn measure(
 fn load_command(settings: &Settings, websocket: bool, load: Load, addr: &str) -> Command {
     let url = format!("ws://{addr}");
     let duration = settings.duration.to_string();
-    let program = if websocket { "tether-load" } else { "tcp-load" };
-    let mut command = pinned(settings, &[settings.load_core], program);
+    let load_core = &[settings.load_core];
+    let mut command = match load {
+        Load::Idle {
+            client: IdleClient::Node,
+            ..
+        } => taskset(load_core, "node"),
+        _ if websocket => pinned(settings, load_core, "tether-load"),
+        _ => pinned(settings, load_core, "tcp-load"),
+    };
     match load {
         Load::Echo {
             conns,
@@ -231,7 +238,6 @@ fn load_command(settings: &Settings, websocket: bool, load: Load, addr: &str) ->
             conns,
             client: IdleClient::Node,
         } => {
-            command = taskset(&[settings.load_core], "node");
             command
                 .args([
                     "--experimental-websocket",
