@@ -23,6 +23,7 @@ mod command;
 mod duration;
 mod example;
 mod load;
+mod proxy;
 mod validate;
 
 use std::{
@@ -45,6 +46,10 @@ pub(crate) use self::{
     command::{ConfigCommand, run},
     example::EXAMPLE,
     load::Flags,
+    proxy::{
+        Channel, ClientHook, ClientProxies, NamedProxy, Proxy, Rpc, RpcNamespace,
+        UNFORWARDABLE_HEADERS,
+    },
 };
 
 /// The gateway's settings. Each section and key has a default, so an empty
@@ -82,6 +87,15 @@ pub(crate) struct Config {
     pub(crate) compression: Compression,
     /// Shutting down on SIGTERM or SIGINT.
     pub(crate) drain: Drain,
+    /// What all channels share: the channel hooks' default endpoints.
+    pub(crate) channel: Channel,
+    /// The client's rpc command, answered by a backend.
+    pub(crate) rpc: Rpc,
+    /// Named backend endpoints, for several backends: namespaces pick one
+    /// with subscribe_proxy_name, publish_proxy_name, sub_refresh_proxy_name,
+    /// RPC namespaces with proxy_name. Each [[proxies]] table has a name and
+    /// the keys of [channel.proxy.subscribe].
+    pub(crate) proxies: Vec<NamedProxy>,
     /// Channel namespaces: channel "chat:lobby" belongs to namespace "chat",
     /// a channel without ":" to the default namespace "". Channels whose
     /// namespace is not listed are refused. Listing any [[namespace]]
@@ -206,6 +220,8 @@ pub(crate) struct Client {
     /// Most publications a resubscribing client recovers; when it missed
     /// more, it is told recovered: false and gets none of them.
     pub(crate) recovery_max_publication_limit: usize,
+    /// Hooks that ask the application's backend about a connection.
+    pub(crate) proxy: ClientProxies,
 }
 
 /// `[compression]`: permessage-deflate, off unless enabled.
@@ -295,6 +311,22 @@ pub(crate) struct Namespace {
     /// and a comma-separated list of user ids that holds it: "personal:#42",
     /// "dialog:#42,43".
     pub(crate) allow_user_limited_channels: bool,
+    /// A subscribe without a subscription token asks the backend
+    /// ([channel.proxy.subscribe]) instead of the allow_subscribe_* options.
+    /// User-limited channels are not asked about.
+    pub(crate) subscribe_proxy_enabled: bool,
+    /// One of [[proxies]] for the subscribe hook; empty: the default.
+    pub(crate) subscribe_proxy_name: String,
+    /// A client's publish asks the backend ([channel.proxy.publish])
+    /// instead of the allow_publish_* options.
+    pub(crate) publish_proxy_enabled: bool,
+    /// One of [[proxies]] for the publish hook; empty: the default.
+    pub(crate) publish_proxy_name: String,
+    /// A subscription that reaches the expire_at its subscribe hook gave is
+    /// extended by the backend ([channel.proxy.sub_refresh]).
+    pub(crate) sub_refresh_proxy_enabled: bool,
+    /// One of [[proxies]] for the sub_refresh hook; empty: the default.
+    pub(crate) sub_refresh_proxy_name: String,
 }
 
 /// How log lines are written.
@@ -397,6 +429,9 @@ impl Default for Config {
             client: Client::default(),
             compression: Compression::default(),
             drain: Drain::default(),
+            channel: Channel::default(),
+            rpc: Rpc::default(),
+            proxies: Vec::new(),
             namespaces: vec![
                 Namespace::default(),
                 Namespace {
@@ -528,6 +563,7 @@ impl Default for Client {
             pong_timeout: Duration::from_secs(10),
             history_max_publication_limit: 300,
             recovery_max_publication_limit: 300,
+            proxy: ClientProxies::default(),
         }
     }
 }

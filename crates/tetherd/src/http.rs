@@ -70,10 +70,11 @@ fn websocket(
     };
     match tether::server::upgrade(&mut request, &node.server_config) {
         Ok((response, pending)) => {
+            let headers = node.proxies.keep_headers(request.headers(), peer.ip());
             // A short task: the session gets its own, without this one's state.
             tokio::spawn(async move {
                 match pending.wait().await {
-                    Ok(ws) => session::spawn(node, ws, peer, permit),
+                    Ok(ws) => session::spawn(node, ws, peer, permit, headers),
                     Err(error) => info!(%peer, %error, "upgrade failed"),
                 }
             });

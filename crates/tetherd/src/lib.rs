@@ -30,7 +30,8 @@
 //! Beside them: `client_addr` (the client behind a trusted proxy),
 //! `handle` (what the node holds of a session), `auth`
 //! (tokens), `config`, `wire` (the client protocol's codec),
-//! `compression`, `metrics`, `logging`, `tls`, `echo`, `runtime`.
+//! `proxy` (hooks to the application's backend), `compression`,
+//! `metrics`, `logging`, `tls`, `echo`, `runtime`.
 //! `docs/architecture.md` follows one publication through the functions.
 
 use std::process::ExitCode;
@@ -54,6 +55,7 @@ mod logging;
 mod metrics;
 mod node;
 mod pages;
+mod proxy;
 mod runtime;
 mod session;
 mod tls;

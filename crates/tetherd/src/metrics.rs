@@ -6,7 +6,7 @@
 //! when asked (connections, subscriptions, channels, draining) are set when
 //! the page is rendered.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prometheus_client::{
@@ -34,6 +34,25 @@ const FANOUT_HELP: &str = "Time from a publication reaching this node (from the 
 
 /// Statuses a handshake refusal can have; anything else counts as 500.
 const REFUSAL_STATUSES: [u16; 8] = [400, 401, 403, 405, 426, 431, 503, 500];
+
+/// Upper bounds of the proxy call buckets, in seconds: a backend on the
+/// same host (sub-ms) to the default 1 s timeout and past it.
+const PROXY_LATENCY_BOUNDS: [f64; 14] = [
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// The label of the proxy metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ProxyHook {
+    hook: &'static str,
+}
+
+/// The labels of `tether_proxy_errors_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ProxyFailure {
+    hook: &'static str,
+    kind: &'static str,
+}
 
 /// The label of `tether_handshake_refusals_total`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -68,6 +87,9 @@ pub(crate) struct Metrics {
     /// See [`FANOUT_HELP`] and [`Metrics::timed_push`].
     fanout: Histogram,
     refusals: Family<Refusal, Counter>,
+    proxy_requests: Family<ProxyHook, Counter>,
+    proxy_errors: Family<ProxyFailure, Counter>,
+    proxy_latency: Family<ProxyHook, Histogram, fn() -> Histogram>,
 }
 
 /// A push's bytes, shared by every subscriber it is queued to. Dropped
@@ -120,6 +142,25 @@ impl Metrics {
             500
         };
         self.refusals.get_or_create(&Refusal { status }).inc();
+    }
+
+    /// Counts a proxy call to `hook` that took `took` and failed with an
+    /// error of `failed` kind, if it did.
+    pub(crate) fn proxy_call(
+        &self,
+        hook: &'static str,
+        took: Duration,
+        failed: Option<&'static str>,
+    ) {
+        self.proxy_requests.get_or_create(&ProxyHook { hook }).inc();
+        self.proxy_latency
+            .get_or_create(&ProxyHook { hook })
+            .observe(took.as_secs_f64());
+        if let Some(kind) = failed {
+            self.proxy_errors
+                .get_or_create(&ProxyFailure { hook, kind })
+                .inc();
+        }
     }
 
     /// The text exposition.
@@ -194,6 +235,25 @@ impl Default for Metrics {
         );
         let fanout = Histogram::new(PUBLISH_LATENCY_BOUNDS);
         registry.register("tether_fanout_seconds", FANOUT_HELP, fanout.clone());
+        let proxy_requests = Family::<ProxyHook, Counter>::default();
+        registry.register(
+            "tether_proxy_requests",
+            "Calls to the application's backend (proxy hooks), by hook",
+            proxy_requests.clone(),
+        );
+        let proxy_errors = Family::<ProxyFailure, Counter>::default();
+        registry.register(
+            "tether_proxy_errors",
+            "Proxy calls that gave no usable answer, by hook and kind: timeout, connection, status (not 200), too_large, malformed",
+            proxy_errors.clone(),
+        );
+        let proxy_latency: Family<ProxyHook, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(PROXY_LATENCY_BOUNDS));
+        registry.register(
+            "tether_proxy_duration_seconds",
+            "Time of proxy calls, answered or not, by hook",
+            proxy_latency.clone(),
+        );
         Self {
             registry,
             connections,
@@ -213,6 +273,9 @@ impl Default for Metrics {
             publish_latency,
             fanout,
             refusals,
+            proxy_requests,
+            proxy_errors,
+            proxy_latency,
         }
     }
 }

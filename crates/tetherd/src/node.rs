@@ -32,6 +32,7 @@ use crate::{
     handle::{ConnId, Frame, Position, SessionHandle, epoch_tag},
     hub::Hub,
     metrics::Metrics,
+    proxy::Proxies,
     wire::{self, Disconnect, PushBody},
 };
 
@@ -42,6 +43,8 @@ pub(crate) struct Node {
     pub(crate) hub: Hub,
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) verifier: Verifier,
+    /// The application backend's hooks.
+    pub(crate) proxies: Proxies,
     pub(crate) metrics: Metrics,
     /// Caps on open connections, in total and per client address.
     pub(crate) limiter: Arc<ConnectionLimiter>,
@@ -85,6 +88,7 @@ impl Node {
             // Validated with the rest of the configuration.
             trusted_proxies: TrustedProxies::parse(&config.security.trusted_proxies)
                 .unwrap_or_default(),
+            proxies: Proxies::new(&config),
             config,
             hub: Hub::default(),
             broker,

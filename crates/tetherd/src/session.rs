@@ -20,6 +20,7 @@
 
 mod commands;
 mod deadlines;
+mod hooks;
 mod permissions;
 mod subscriptions;
 
@@ -48,6 +49,7 @@ use crate::{
     broker::ClientInfo,
     handle::{ConnId, Frame, Item, ServerCommand, SessionHandle},
     node::Node,
+    proxy::ClientHeaders,
     wire::{Disconnect, PushBody, encode_push},
 };
 
@@ -57,6 +59,7 @@ pub(crate) fn spawn(
     ws: WebSocket<Upgraded>,
     peer: SocketAddr,
     permit: Arc<ConnectionPermit>,
+    headers: Option<ClientHeaders>,
 ) {
     node.metrics.connections_total.inc();
     let conn = node.next_conn_id();
@@ -70,7 +73,12 @@ pub(crate) fn spawn(
         handle,
         conn,
         peer,
-        token: None,
+        extras: headers.map(|headers| {
+            Box::new(Extras {
+                headers: Some(headers),
+                ..Extras::default()
+            })
+        }),
         subs: Vec::new(),
         timers,
         _permit: permit,
@@ -153,11 +161,19 @@ struct Sub {
     chan_info: Option<Box<Bytes>>,
 }
 
-/// A connection token's `info` and `caps`.
-#[derive(Debug)]
-struct TokenExtras {
+/// What some connections have besides their user (boxed: most have
+/// none of it).
+#[derive(Debug, Default)]
+struct Extras {
+    /// The connection token's `info`, or the connect hook's.
     info: Option<Bytes>,
+    /// The connection token's `caps`.
     caps: Vec<Capability>,
+    /// What the proxy hooks forward of the upgrade request.
+    headers: Option<ClientHeaders>,
+    /// The connect hook identified the client: its expiry is the refresh
+    /// hook's to extend, not the client's.
+    by_backend: bool,
 }
 
 pub(crate) struct Session {
@@ -167,9 +183,7 @@ pub(crate) struct Session {
     handle: Arc<SessionHandle>,
     conn: ConnId,
     peer: SocketAddr,
-    /// What the connection token carried besides the user (boxed: most
-    /// tokens carry neither).
-    token: Option<Box<TokenExtras>>,
+    extras: Option<Box<Extras>>,
     subs: Vec<Sub>,
     timers: Timers,
     _permit: Arc<ConnectionPermit>,
@@ -281,6 +295,17 @@ impl Session {
         self.handle.identity().map_or("", |id| &id.user)
     }
 
+    fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_default()
+    }
+
+    /// What the proxy hooks forward of the upgrade request.
+    fn headers(&self) -> Option<&ClientHeaders> {
+        self.extras
+            .as_ref()
+            .and_then(|extras| extras.headers.as_ref())
+    }
+
     fn sub(&self, channel: &str) -> Option<&Sub> {
         self.subs.iter().find(|sub| &*sub.channel == channel)
     }
@@ -294,7 +319,7 @@ impl Session {
         ClientInfo {
             client: self.client(),
             user: self.user().to_owned(),
-            conn_info: self.token.as_ref().and_then(|token| token.info.clone()),
+            conn_info: self.extras.as_ref().and_then(|extras| extras.info.clone()),
             chan_info,
         }
     }

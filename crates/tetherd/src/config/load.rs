@@ -16,7 +16,7 @@ use std::{
 
 use toml::{Table, Value};
 
-use super::{Config, ConfigError, ConfigErrors, Namespace};
+use super::{Config, ConfigError, ConfigErrors, NamedProxy, Namespace, RpcNamespace};
 
 #[cfg(test)]
 mod tests;
@@ -26,8 +26,10 @@ use tree::{defaults, entry_key, leaf_paths, lookup, merge, parent, table_of};
 
 /// The prefix of the environment variables that override keys.
 const ENV_PREFIX: &str = "TETHER_";
-/// The `[[namespace]]` array (not reachable from the environment).
+/// The `[[namespace]]` array.
 const NAMESPACES: &str = "namespace";
+/// The arrays of tables (not reachable from the environment).
+const ENTRY_ARRAYS: [&str; 3] = [NAMESPACES, "proxies", "rpc.namespaces"];
 /// Environment variables named after the flags, besides the key-path names.
 const ENV_ALIASES: &[(&str, &str)] = &[
     ("TETHER_API_KEY", "auth.api_key"),
@@ -141,7 +143,8 @@ pub(crate) fn env_name(path: &str) -> String {
 /// found so far.
 struct Layers {
     defaults: Table,
-    namespace_defaults: Table,
+    /// What each entry of [`ENTRY_ARRAYS`] is merged over.
+    entry_defaults: Vec<(&'static str, Table)>,
     tree: Table,
     /// Key path → the environment variable or flag that set it.
     sources: BTreeMap<String, String>,
@@ -154,7 +157,11 @@ impl Layers {
         Self {
             tree: defaults.clone(),
             defaults,
-            namespace_defaults: table_of(&Namespace::default()),
+            entry_defaults: vec![
+                (NAMESPACES, table_of(&Namespace::default())),
+                ("proxies", table_of(&NamedProxy::default())),
+                ("rpc.namespaces", table_of(&RpcNamespace::default())),
+            ],
             sources: BTreeMap::new(),
             errors: Vec::new(),
         }
@@ -177,7 +184,7 @@ impl Layers {
                 &mut self.tree,
                 table,
                 "",
-                &self.namespace_defaults,
+                &self.entry_defaults,
                 &mut self.errors,
             ),
             Err(error) => self
@@ -362,32 +369,42 @@ impl Layers {
                 bad.push(path);
             }
         }
-        let Some(Value::Array(namespaces)) = self.tree.get_mut(NAMESPACES) else {
-            return bad;
-        };
-        for (index, entry) in namespaces.iter_mut().enumerate() {
-            let Value::Table(entry) = entry else {
+        for (array, defaults) in &self.entry_defaults {
+            let Some(Value::Array(entries)) = lookup_mut(&mut self.tree, array) else {
                 continue;
             };
-            let prefix = entry_key(entry, index);
-            for (key, value) in entry.iter_mut() {
-                let mut namespace = self.namespace_defaults.clone();
-                namespace.insert(key.clone(), value.clone());
-                let mut candidate = self.defaults.clone();
-                candidate.insert(
-                    NAMESPACES.to_owned(),
-                    Value::Array(vec![Value::Table(namespace)]),
-                );
-                if let Err(error) = Value::Table(candidate).try_into::<Config>() {
-                    let path = format!("{prefix}.{key}");
-                    self.errors.push(ConfigError::new(&path, error.message()));
-                    if let Some(default) = self.namespace_defaults.get(key) {
-                        *value = default.clone();
+            for (index, entry) in entries.iter_mut().enumerate() {
+                let Value::Table(entry) = entry else {
+                    continue;
+                };
+                let prefix = entry_key(array, entry, index);
+                for (key, value) in entry.iter_mut() {
+                    let mut alone = defaults.clone();
+                    alone.insert(key.clone(), value.clone());
+                    let mut candidate = self.defaults.clone();
+                    let (table, last) = parent(&mut candidate, array);
+                    table.insert(last.to_owned(), Value::Array(vec![Value::Table(alone)]));
+                    if let Err(error) = Value::Table(candidate).try_into::<Config>() {
+                        let path = format!("{prefix}.{key}");
+                        self.errors.push(ConfigError::new(&path, error.message()));
+                        if let Some(default) = defaults.get(key) {
+                            *value = default.clone();
+                        }
+                        bad.push(path);
                     }
-                    bad.push(path);
                 }
             }
         }
         bad
     }
+}
+
+/// The value at a dotted path of tables, to change it.
+fn lookup_mut<'a>(table: &'a mut Table, path: &str) -> Option<&'a mut Value> {
+    let (tables, key) = path.rsplit_once('.').unwrap_or(("", path));
+    let mut table = table;
+    for name in tables.split('.').filter(|name| !name.is_empty()) {
+        table = table.get_mut(name)?.as_table_mut()?;
+    }
+    table.get_mut(key)
 }

@@ -194,6 +194,7 @@ impl Config {
             }
             check_history(namespace, |field, reason| refuse(&key(field), reason));
         }
+        self.check_proxies(&mut |key, reason| refuse(&key, reason));
 
         if errors.is_empty() {
             Ok(())

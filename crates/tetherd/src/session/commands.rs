@@ -22,9 +22,7 @@ use bytes::Bytes;
 use tether::Utf8Bytes;
 use tracing::info;
 
-use super::{
-    Session, TokenExtras, deadlines::ttl, permissions::Permission, subscriptions::MAX_CHANNELS,
-};
+use super::{Session, deadlines::ttl, permissions::Permission, subscriptions::MAX_CHANNELS};
 use crate::{
     auth::TokenError,
     broker::{BrokerError, HistoryQuery},
@@ -146,7 +144,7 @@ impl Session {
                 self.unsubscribe(&request.channel).await;
                 ReplyResult::Unsubscribe
             }
-            Request::Publish(publish) => self.publish(publish.channel, publish.data).await,
+            Request::Publish(publish) => self.publish(publish.channel, publish.data).await?,
             Request::Presence(request) => self.presence(&request.channel, false).await,
             Request::PresenceStats(request) => self.presence(&request.channel, true).await,
             Request::History(request) => self.history(&request.channel, request.query()).await,
@@ -155,8 +153,14 @@ impl Session {
                 self.timers.ponged();
                 return Ok(None);
             }
-            Request::Send(_) => return Ok(None),
-            Request::Rpc(_) => ReplyResult::Error(ReplyError::NOT_AVAILABLE),
+            Request::Send(send) => {
+                self.send_message(send.data)?;
+                return Ok(None);
+            }
+            Request::Rpc(rpc) => match self.rpc(&rpc.method, rpc.data.as_ref()).await? {
+                Ok(data) => ReplyResult::Rpc(data),
+                Err(error) => ReplyResult::Error(error),
+            },
             Request::Refresh(refresh) => self.refresh(&refresh.token)?,
             Request::SubRefresh(refresh) => self.sub_refresh(&refresh.channel, &refresh.token)?,
             Request::Unknown => ReplyResult::Error(ReplyError::METHOD_NOT_FOUND),
@@ -172,10 +176,28 @@ impl Session {
             return Err(Disconnect::BAD_REQUEST);
         }
         let node = self.node.clone();
+        let client = ClientId::random();
         let mut user = String::new();
         let mut server_channels = Vec::new();
         let mut expires_at = None;
-        if request.token.is_empty() {
+        let mut data = None;
+        let proxy_connect = node.proxies.connect().filter(|_| request.token.is_empty());
+        if let Some(route) = proxy_connect {
+            let identified = match self
+                .connect_hook(route, &client.to_string(), &request)
+                .await?
+            {
+                Ok(identified) => identified,
+                Err(error) => return Ok(ReplyResult::Error(error)),
+            };
+            user = identified.user;
+            expires_at = identified.expire_at;
+            data = identified.data;
+            server_channels = identified.channels;
+            let extras = self.extras_mut();
+            extras.info = identified.info;
+            extras.by_backend = true;
+        } else if request.token.is_empty() {
             if !node.config.auth.allow_anonymous {
                 return Ok(ReplyResult::Error(ReplyError::UNAUTHORIZED));
             }
@@ -184,13 +206,16 @@ impl Session {
                 Ok(claims) => {
                     user = claims.user;
                     if claims.info.is_some() || !claims.caps.is_empty() {
-                        self.token = Some(Box::new(TokenExtras {
-                            info: claims.info,
-                            caps: claims.caps,
-                        }));
+                        let extras = self.extras_mut();
+                        extras.info = claims.info;
+                        extras.caps = claims.caps;
                     }
                     expires_at = claims.expires_at;
-                    server_channels = claims.channels;
+                    server_channels = claims
+                        .channels
+                        .into_iter()
+                        .map(|channel| (channel, None))
+                        .collect();
                 }
                 Err(TokenError::Expired) => {
                     return Ok(ReplyResult::Error(ReplyError::TOKEN_EXPIRED));
@@ -201,17 +226,22 @@ impl Session {
                 }
             }
         }
-        self.handle.set_identity(Identity {
-            client: ClientId::random(),
-            user,
-        });
+        self.handle.set_identity(Identity { client, user });
         self.timers.connected(&node);
-        let expires_in = self.timers.token_expires(&node, expires_at);
+        // A connection the backend identified is refreshed by the backend
+        // (or ends at expire_at): the client has no token to refresh with,
+        // so it is not told when it expires.
+        let expires_in = if proxy_connect.is_some() {
+            self.timers.backend_expires(&node, expires_at);
+            None
+        } else {
+            self.timers.token_expires(&node, expires_at)
+        };
         let mut subs = Vec::new();
         if server_channels.len() > MAX_CHANNELS {
             info!(peer = %self.peer, client = %self.client(), channels = server_channels.len(), "the token lists more server-side channels than a connection may hold; the rest are ignored");
         }
-        for channel in server_channels.into_iter().take(MAX_CHANNELS) {
+        for (channel, chan_info) in server_channels.into_iter().take(MAX_CHANNELS) {
             let since = request
                 .subs
                 .iter()
@@ -222,7 +252,7 @@ impl Session {
                 .map(|(_, s): &(String, SubscribeResult)| s.size_hint())
                 .sum();
             let left = room.saturating_sub(taken);
-            if let Ok(result) = self.join_channel(&channel, since, None, left).await {
+            if let Ok(result) = self.join_channel(&channel, since, chan_info, left).await {
                 subs.push((channel, result));
             }
         }
@@ -231,6 +261,7 @@ impl Session {
             client: self.client(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             expires_in,
+            data,
             subs,
             ping,
             pong: ping > 0,
@@ -239,26 +270,37 @@ impl Session {
         }))
     }
 
-    async fn publish(&mut self, channel: String, data: Bytes) -> ReplyResult {
-        let namespace = match self.node.namespace(&channel) {
+    /// A client's publish: decided by the namespace's publish hook (which
+    /// may rewrite the data or keep it out of history) or its allow_*
+    /// options.
+    async fn publish(&mut self, channel: String, data: Bytes) -> Result<ReplyResult, Disconnect> {
+        let node = self.node.clone();
+        let namespace = match node.namespace(&channel) {
             Ok(namespace) => namespace,
-            Err(error) => return ReplyResult::Error(error),
+            Err(error) => return Ok(ReplyResult::Error(error)),
         };
-        if !self.granted(Permission::Publish, &channel, namespace) {
-            return ReplyResult::Error(ReplyError::PERMISSION_DENIED);
-        }
+        let mut options = PublishOptions::default();
+        let data = if let Some(route) = node.proxies.publish(namespace) {
+            match self.publish_hook(route, &channel, data).await? {
+                Ok(grant) => {
+                    options.skip_history = grant.skip_history;
+                    grant.data
+                }
+                Err(error) => return Ok(ReplyResult::Error(error)),
+            }
+        } else if self.granted(Permission::Publish, &channel, namespace) {
+            data
+        } else {
+            return Ok(ReplyResult::Error(ReplyError::PERMISSION_DENIED));
+        };
         let chan_info = self
             .sub(&channel)
             .and_then(|sub| sub.chan_info.as_deref().cloned());
-        let info = self.client_info(chan_info);
-        let options = PublishOptions {
-            info: Some(info),
-            ..PublishOptions::default()
-        };
-        match self.node.publish(&channel, data, options).await {
+        options.info = Some(self.client_info(chan_info));
+        Ok(match node.publish(&channel, data, options).await {
             Ok(_) => ReplyResult::Publish,
             Err(_) => ReplyResult::Error(ReplyError::INTERNAL),
-        }
+        })
     }
 
     async fn presence(&mut self, channel: &str, stats: bool) -> ReplyResult {

@@ -6,11 +6,17 @@
 //! token's expiry plus `auth.token_refresh_grace`, a ping's answer-by)
 //! and never recomputed from "now", so waiting never moves it.
 
-use std::num::{NonZeroU32, NonZeroU64};
+use std::{
+    num::{NonZeroU32, NonZeroU64},
+    time::Duration,
+};
 
 use tracing::info;
 
-use super::Session;
+use super::{
+    Session,
+    hooks::{RETRY_REFRESH, Refreshed},
+};
 use crate::{
     node::Node,
     wire::{self, Disconnect, PushBody, Unsubscribe},
@@ -27,7 +33,8 @@ pub(super) struct Timers {
     answer_by: Option<NonZeroU64>,
     next_ping: u64,
     /// The connection token's expiry plus the refresh grace: a client that
-    /// has not refreshed by then is disconnected with 3005.
+    /// has not refreshed by then is disconnected with 3005. For a connection
+    /// the backend identified, its expire_at: the refresh hook decides.
     expire_by: Option<NonZeroU64>,
     commands: CommandRate,
 }
@@ -80,11 +87,16 @@ impl Timers {
     /// never: the connection ends `auth.token_refresh_grace` after it unless
     /// refreshed. Returns the seconds left, for the reply's `ttl`.
     pub(super) fn token_expires(&mut self, node: &Node, expires_at: Option<u64>) -> Option<u32> {
-        self.expire_by = expires_at.map(|at| {
-            let by = node.clock_ms_at(at, node.config.auth.token_refresh_grace);
-            NonZeroU64::new(by).unwrap_or(NonZeroU64::MIN)
-        });
+        self.expire_by = expires_at
+            .map(|at| at_least_one(node.clock_ms_at(at, node.config.auth.token_refresh_grace)));
         expires_at.map(ttl)
+    }
+
+    /// The connect hook identified the client, to expire at `expires_at`
+    /// (Unix seconds), or never: then the refresh hook is asked, or the
+    /// connection ends.
+    pub(super) fn backend_expires(&mut self, node: &Node, expires_at: Option<u64>) {
+        self.expire_by = expires_at.map(|at| at_least_one(node.clock_ms_at(at, Duration::ZERO)));
     }
 
     /// Takes one command from the bucket; `false` when the client sent
@@ -110,6 +122,11 @@ impl Timers {
     }
 }
 
+/// A node clock instant as a deadline.
+fn at_least_one(ms: u64) -> NonZeroU64 {
+    NonZeroU64::new(ms).unwrap_or(NonZeroU64::MIN)
+}
+
 /// The command bucket's size, in thousandths of a command.
 fn bucket_size(node: &Node) -> u32 {
     node.config
@@ -124,12 +141,21 @@ pub(super) fn ttl(expires_at: u64) -> u32 {
     u32::try_from(expires_at.saturating_sub(crate::node::unix_now())).unwrap_or(u32::MAX)
 }
 
-/// When a subscription token expiring at `expires_at` (Unix seconds) ends
-/// the subscription, in whole node clock seconds, rounded up.
-pub(super) fn sub_expire_by(node: &Node, expires_at: Option<u64>) -> Option<NonZeroU32> {
-    let by = node.clock_ms_at(expires_at?, node.config.auth.token_refresh_grace);
-    let seconds = u32::try_from(by.div_ceil(1000)).unwrap_or(u32::MAX);
-    Some(NonZeroU32::new(seconds).unwrap_or(NonZeroU32::MIN))
+/// When a subscription expiring at `expires_at` (Unix seconds) ends, with
+/// `grace` (a token's refresh grace, or none when the backend refreshes it),
+/// in whole node clock seconds, rounded up.
+pub(super) fn sub_expire_by(
+    node: &Node,
+    expires_at: Option<u64>,
+    grace: Duration,
+) -> Option<NonZeroU32> {
+    Some(whole_seconds(node.clock_ms_at(expires_at?, grace)))
+}
+
+/// A node clock instant in whole seconds, rounded up.
+fn whole_seconds(ms: u64) -> NonZeroU32 {
+    let seconds = u32::try_from(ms.div_ceil(1000)).unwrap_or(u32::MAX);
+    NonZeroU32::new(seconds).unwrap_or(NonZeroU32::MIN)
 }
 
 impl Session {
@@ -147,8 +173,21 @@ impl Session {
             });
         }
         if passed(self.timers.expire_by.map(NonZeroU64::get)) {
-            info!(peer = %self.peer, client = %self.client(), user = %self.user(), "connection token expired and was not refreshed");
-            return Err(Disconnect::EXPIRED);
+            if !self.extras.as_ref().is_some_and(|extras| extras.by_backend) {
+                info!(peer = %self.peer, client = %self.client(), user = %self.user(), "connection token expired and was not refreshed");
+                return Err(Disconnect::EXPIRED);
+            }
+            match self.refresh_hook().await {
+                Refreshed::Expired => {
+                    info!(peer = %self.peer, client = %self.client(), user = %self.user(), "the backend did not extend the connection");
+                    return Err(Disconnect::EXPIRED);
+                }
+                Refreshed::Until(at) => self.timers.backend_expires(&self.node, at),
+                Refreshed::Failed => {
+                    self.timers.expire_by =
+                        Some(at_least_one(now + RETRY_REFRESH.as_millis() as u64));
+                }
+            }
         }
         self.end_expired_subscriptions(now).await?;
         if passed(self.ping_at()) {
@@ -164,7 +203,8 @@ impl Session {
 
     /// Ends each subscription whose token expired and was not refreshed in
     /// time, as Centrifugo does: an `unsubscribe` push with code 2501, on
-    /// which the SDKs subscribe again with a fresh token.
+    /// which the SDKs subscribe again with a fresh token. In a namespace
+    /// with a sub_refresh hook, the backend is asked first.
     async fn end_expired_subscriptions(&mut self, now: u64) -> Result<(), Disconnect> {
         let expired: Vec<Box<str>> = self
             .subs
@@ -176,12 +216,36 @@ impl Session {
             .map(|sub| sub.channel.clone())
             .collect();
         for channel in expired {
+            let node = self.node.clone();
+            let namespace = node.namespace(&channel).ok();
+            if let Some(namespace) = namespace.filter(|ns| node.proxies.sub_refresh(ns).is_some()) {
+                let expire_by = match self.sub_refresh_hook(namespace, &channel).await {
+                    Refreshed::Until(at) => sub_expire_by(&node, at, Duration::ZERO),
+                    Refreshed::Failed => {
+                        Some(whole_seconds(now + RETRY_REFRESH.as_millis() as u64))
+                    }
+                    Refreshed::Expired => {
+                        info!(peer = %self.peer, client = %self.client(), user = %self.user(), %channel, "the backend did not extend the subscription");
+                        self.end_subscription(&channel).await?;
+                        continue;
+                    }
+                };
+                if let Some(sub) = self.sub_mut(&channel) {
+                    sub.expire_by = expire_by;
+                }
+                continue;
+            }
             info!(peer = %self.peer, client = %self.client(), user = %self.user(), %channel, "subscription token expired and was not refreshed");
-            self.unsubscribe(&channel).await;
-            self.send_push(&channel, PushBody::Unsubscribe(&Unsubscribe::EXPIRED))
-                .await?;
+            self.end_subscription(&channel).await?;
         }
         Ok(())
+    }
+
+    /// Ends an expired subscription with an `unsubscribe` push, code 2501.
+    async fn end_subscription(&mut self, channel: &str) -> Result<(), Disconnect> {
+        self.unsubscribe(channel).await;
+        self.send_push(channel, PushBody::Unsubscribe(&Unsubscribe::EXPIRED))
+            .await
     }
 
     /// Tells the ticker the next deadline.

@@ -22,7 +22,10 @@ impl Session {
         channel: &str,
         namespace: &Namespace,
     ) -> bool {
-        let caps = self.token.as_ref().map_or(&[][..], |token| &token.caps[..]);
+        let caps = self
+            .extras
+            .as_ref()
+            .map_or(&[][..], |extras| &extras.caps[..]);
         if auth::granted(caps, permission, channel) {
             return true;
         }

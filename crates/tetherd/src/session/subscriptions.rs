@@ -23,6 +23,18 @@ use crate::{
 /// Presence entries live this long unless refreshed (refreshed every ping).
 pub(super) const PRESENCE_TTL: Duration = Duration::from_secs(60);
 
+/// Who allowed a subscription, and what with.
+#[derive(Default)]
+struct Grant {
+    chan_info: Option<Bytes>,
+    /// Unix seconds.
+    expires_at: Option<u64>,
+    /// For the subscribe reply.
+    data: Option<Bytes>,
+    /// The subscribe hook granted it (not a token).
+    by_backend: bool,
+}
+
 /// Most channels one connection may subscribe to.
 pub(super) const MAX_CHANNELS: usize = 128;
 
@@ -50,23 +62,44 @@ impl Session {
         if self.subs.len() >= MAX_CHANNELS {
             return refuse(ReplyError::LIMIT_EXCEEDED);
         }
-        // A token decides when there is one; without, what the namespace
-        // and the connection token grant (deny by default).
-        let mut token = None;
-        if !request.token.is_empty() {
+        // A token decides when there is one; without, the namespace's
+        // subscribe hook (except for user-limited channels, which decide
+        // themselves, as in Centrifugo) or what the namespace and the
+        // connection token grant (deny by default).
+        let node = self.node.clone();
+        let user_limited = namespace.allow_user_limited_channels && request.channel.contains('#');
+        let hook = node.proxies.subscribe(namespace).filter(|_| !user_limited);
+        let grant = if !request.token.is_empty() {
             match self.subscription_token(&request.token, &request.channel)? {
-                Ok(claims) => token = Some(claims),
+                Ok(claims) => Grant {
+                    chan_info: claims.info,
+                    expires_at: claims.expires_at,
+                    ..Grant::default()
+                },
                 Err(error) => return refuse(error),
             }
-        } else if !self.granted(Permission::Subscribe, &request.channel, namespace) {
+        } else if let Some(route) = hook {
+            match self
+                .subscribe_hook(route, &request.channel, request.data.as_ref())
+                .await?
+            {
+                Ok(granted) => Grant {
+                    chan_info: granted.info,
+                    expires_at: granted.expire_at,
+                    data: granted.data,
+                    by_backend: true,
+                },
+                Err(error) => return refuse(error),
+            }
+        } else if self.granted(Permission::Subscribe, &request.channel, namespace) {
+            Grant::default()
+        } else {
             return refuse(ReplyError::PERMISSION_DENIED);
-        }
-        let (chan_info, expires_at) =
-            token.map_or((None, None), |claims| (claims.info, claims.expires_at));
+        };
         let reject_unrecovered = request.reject_unrecovered;
         Ok(
             match self
-                .join_channel(&request.channel, request.since, chan_info, room)
+                .join_channel(&request.channel, request.since, grant.chan_info, room)
                 .await
             {
                 Ok(result) if reject_unrecovered && result.was_recovering && !result.recovered => {
@@ -74,11 +107,20 @@ impl Session {
                     ReplyResult::Error(ReplyError::UNRECOVERABLE_POSITION)
                 }
                 Ok(mut result) => {
-                    let expire_by = sub_expire_by(&self.node, expires_at);
+                    // A subscription the backend granted is refreshed by the
+                    // backend (or ends) at its expire_at: the client, with no
+                    // token to refresh with, is not told.
+                    let grace = if grant.by_backend {
+                        Duration::ZERO
+                    } else {
+                        result.expires_in = expires_in(grant.expires_at);
+                        node.config.auth.token_refresh_grace
+                    };
+                    let expire_by = sub_expire_by(&node, grant.expires_at, grace);
                     if let Some(sub) = self.sub_mut(&request.channel) {
                         sub.expire_by = expire_by;
                     }
-                    result.expires_in = expires_in(expires_at);
+                    result.data = grant.data;
                     ReplyResult::Subscribe(result)
                 }
                 Err(error) => ReplyResult::Error(error),
@@ -133,7 +175,8 @@ impl Session {
             Ok(claims) => claims,
             Err(error) => return Ok(ReplyResult::Error(error)),
         };
-        let expire_by = sub_expire_by(&self.node, claims.expires_at);
+        let grace = self.node.config.auth.token_refresh_grace;
+        let expire_by = sub_expire_by(&self.node, claims.expires_at, grace);
         if let Some(sub) = self.sub_mut(channel) {
             sub.expire_by = expire_by;
         }

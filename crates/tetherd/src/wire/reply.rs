@@ -41,11 +41,7 @@ pub(crate) enum ReplyResult {
     PresenceStats(PresenceStats),
     History(History),
     Ping,
-    /// The RPC handler's raw JSON answer.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "the rpc command is answered 108 until RPC lands")
-    )]
+    /// The RPC backend's raw JSON answer.
     Rpc(Option<Bytes>),
     Refresh(RefreshResult),
     SubRefresh(RefreshResult),

@@ -3,8 +3,8 @@
 
 use toml::{Table, Value};
 
-use super::NAMESPACES;
-use crate::config::{Config, ConfigError, validate::namespace_key};
+use super::{ENTRY_ARRAYS, NAMESPACES};
+use crate::config::{Config, ConfigError};
 
 /// Namespace keys of earlier versions, with what replaced them: a config
 /// that still has one is refused with this advice, never read with a new
@@ -43,13 +43,20 @@ pub(super) fn parent<'t, 'p>(root: &'t mut Table, path: &'p str) -> (&'t mut Tab
     (table, key)
 }
 
+/// Each array of tables (`[[namespace]]`, `[[proxies]]`, …) with the
+/// defaults its entries are merged over.
+pub(super) type EntryDefaults = [(&'static str, Table)];
+
+/// Tables whose keys are the user's (header names), not the defaults'.
+const FREE_TABLES: &[&str] = &["static_headers"];
+
 /// Merges `over` into `base`: tables key by key, anything else replaced
-/// whole; `[[namespace]]` entries each over the namespace defaults.
+/// whole; each entry of an array of tables over its defaults.
 pub(super) fn merge(
     base: &mut Table,
     over: Table,
     prefix: &str,
-    namespace_defaults: &Table,
+    entry_defaults: &EntryDefaults,
     errors: &mut Vec<ConfigError>,
 ) {
     for (key, value) in over {
@@ -69,29 +76,31 @@ pub(super) fn merge(
             continue;
         };
         match (slot, value) {
+            (slot @ Value::Table(_), Value::Table(over)) if FREE_TABLES.contains(&key.as_str()) => {
+                *slot = Value::Table(over);
+            }
             (Value::Table(base), Value::Table(over)) => {
-                merge(base, over, &path, namespace_defaults, errors);
+                merge(base, over, &path, entry_defaults, errors);
             }
             (Value::Table(_), other) => errors.push(ConfigError::new(
                 path.clone(),
                 format!("expected a [{path}] table, found {}", a(other.type_str())),
             )),
-            (slot, Value::Array(entries)) if path == NAMESPACES => {
+            (slot, Value::Array(entries)) if entry_defaults_of(entry_defaults, &path).is_some() => {
+                // Invariant: just checked.
+                let defaults = entry_defaults_of(entry_defaults, &path).expect("entry defaults");
                 let mut merged = Vec::with_capacity(entries.len());
                 for (index, entry) in entries.into_iter().enumerate() {
                     match entry {
                         Value::Table(entry) => {
-                            let key = entry_key(&entry, index);
-                            let mut namespace = namespace_defaults.clone();
-                            merge(&mut namespace, entry, &key, namespace_defaults, errors);
-                            merged.push(Value::Table(namespace));
+                            let key = entry_key(&path, &entry, index);
+                            let mut full = defaults.clone();
+                            merge(&mut full, entry, &key, entry_defaults, errors);
+                            merged.push(Value::Table(full));
                         }
                         other => errors.push(ConfigError::new(
-                            format!("{NAMESPACES}[{index}]"),
-                            format!(
-                                "expected a [[{NAMESPACES}]] table, found {}",
-                                a(other.type_str())
-                            ),
+                            format!("{path}[{index}]"),
+                            format!("expected a [[{path}]] table, found {}", a(other.type_str())),
                         )),
                     }
                 }
@@ -102,12 +111,24 @@ pub(super) fn merge(
     }
 }
 
-/// How errors name a `[[namespace]]` entry: by its name, or by its place
-/// when the name is missing or not a string.
-pub(super) fn entry_key(entry: &Table, index: usize) -> String {
+/// The defaults of the entries of the array of tables at `path`, if it is one.
+pub(super) fn entry_defaults_of<'a>(
+    entry_defaults: &'a EntryDefaults,
+    path: &str,
+) -> Option<&'a Table> {
+    entry_defaults
+        .iter()
+        .find(|(array, _)| *array == path)
+        .map(|(_, defaults)| defaults)
+}
+
+/// How errors name an entry of the array of tables at `path`: by its name
+/// (`namespace["chat"]`), or by its place when the name is missing or not
+/// a string.
+pub(super) fn entry_key(path: &str, entry: &Table, index: usize) -> String {
     match entry.get("name") {
-        Some(Value::String(name)) => namespace_key(name),
-        _ => format!("{NAMESPACES}[{index}]"),
+        Some(Value::String(name)) => format!("{path}[{name:?}]"),
+        _ => format!("{path}[{index}]"),
     }
 }
 
@@ -165,14 +186,15 @@ pub(super) fn table_of<T: serde::Serialize>(value: &T) -> Table {
     Table::try_from(value).expect("config types serialize to TOML tables")
 }
 
-/// The dotted paths of every value outside tables, except the namespaces.
+/// The dotted paths of every value outside tables, except the arrays of
+/// tables.
 pub(super) fn leaf_paths(table: &Table) -> Vec<String> {
     fn walk(table: &Table, prefix: &str, paths: &mut Vec<String>) {
         for (key, value) in table {
             let path = join(prefix, key);
             match value {
                 Value::Table(inner) => walk(inner, &path, paths),
-                _ if path == NAMESPACES => {}
+                _ if ENTRY_ARRAYS.contains(&path.as_str()) => {}
                 _ => paths.push(path),
             }
         }
