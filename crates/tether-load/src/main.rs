@@ -26,6 +26,7 @@ mod framing;
 mod gateway;
 mod handshake;
 mod held;
+mod hooks;
 mod http1;
 mod idle;
 mod meter;
@@ -63,6 +64,9 @@ enum Command {
     BroadcastWorker(subscriber::WorkerArgs),
     /// Connection churn: open, optionally echo one message, close, at a rate.
     Handshake(handshake::Args),
+    /// A gateway's proxy hooks: connects or RPC calls per second through
+    /// them, with the gateway's and the backend's CPU apart.
+    Hooks(hooks::Args),
     /// Bytes on the wire: one message stream by HTTP polling and by WebSocket.
     #[command(long_about = overhead::LONG_HELP)]
     Overhead(overhead::Args),
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Echo(args) => echo::run(args),
+        Command::Hooks(args) => hooks::run(args),
         Command::Idle(args) => idle::run(args),
         Command::Worker(args) => idle::worker(args),
         Command::Broadcast(args) => broadcast::run(args),

@@ -500,7 +500,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_in_arrays_of_tables_are_named() {
+    fn unknown_keys_are_named_and_centrifugo_keys_tether_lacks_explained() {
         let found = problems(
             r#"
             [[proxies]]
@@ -511,11 +511,17 @@ mod tests {
             [[rpc.namespaces]]
             name = "billing"
             proxy_enabld = true
+
+            [client.proxy.connect]
+            grpc_metadata = ["x"]
+            http.status_to_code_transforms = []
             "#,
         );
         assert_eq!(
             found,
             [
+                "client.proxy.connect.grpc_metadata: gRPC proxies are not supported: use an http:// or https:// endpoint",
+                "client.proxy.connect.http.status_to_code_transforms: not supported: any status but 200 is the temporary error 100",
                 "proxies[\"backend\"].timout: unknown key (did you mean proxies[\"backend\"].timeout?)",
                 "rpc.namespaces[\"billing\"].proxy_enabld: unknown key (did you mean rpc.namespaces[\"billing\"].proxy_enabled?)",
             ]

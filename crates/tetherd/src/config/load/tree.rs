@@ -27,6 +27,36 @@ const REPLACED_NAMESPACE_KEYS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Keys of Centrifugo's proxy object that Tether does not have, with why:
+/// a config moved over from Centrifugo is refused with this, not a bare
+/// "unknown key".
+const UNSUPPORTED_PROXY_KEYS: &[(&str, &str)] = &[
+    (
+        "grpc",
+        "gRPC proxies are not supported: use an http:// or https:// endpoint",
+    ),
+    (
+        "grpc_metadata",
+        "gRPC proxies are not supported: use an http:// or https:// endpoint",
+    ),
+    (
+        "emulated_headers",
+        "header emulation is not supported: forward real headers with http_headers",
+    ),
+    (
+        "include_connection_meta",
+        "connection meta is not supported: the backend gets client and user in every request",
+    ),
+    (
+        "binary_encoding",
+        "Tether speaks the JSON protocol: payloads are JSON, b64data answers are decoded",
+    ),
+    (
+        "status_to_code_transforms",
+        "not supported: any status but 200 is the temporary error 100",
+    ),
+];
+
 /// The table holding `path` (a dotted path through tables of the defaults)
 /// and the last key of the path.
 pub(super) fn parent<'t, 'p>(root: &'t mut Table, path: &'p str) -> (&'t mut Table, &'p str) {
@@ -62,9 +92,15 @@ pub(super) fn merge(
     for (key, value) in over {
         let path = join(prefix, &key);
         let Some(slot) = base.get_mut(&key) else {
+            let in_proxy = prefix.contains("proxy") || prefix.starts_with("proxies");
             let replaced = REPLACED_NAMESPACE_KEYS
                 .iter()
-                .find(|(old, _)| prefix.starts_with(NAMESPACES) && *old == key);
+                .find(|(old, _)| prefix.starts_with(NAMESPACES) && *old == key)
+                .or_else(|| {
+                    UNSUPPORTED_PROXY_KEYS
+                        .iter()
+                        .find(|(unsupported, _)| in_proxy && *unsupported == key)
+                });
             let reason = match (replaced, suggestion(base, &key)) {
                 (Some((_, advice)), _) => (*advice).to_owned(),
                 (None, Some(near)) => {
