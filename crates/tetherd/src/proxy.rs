@@ -185,6 +185,8 @@ pub(crate) struct Proxies {
     endpoints: Vec<Endpoint>,
     named: HashMap<String, usize>,
     connect: Route,
+    /// The connect hook takes clients with tokens too.
+    connect_always: bool,
     refresh: Route,
     send: Route,
     subscribe: Route,
@@ -209,7 +211,11 @@ impl Proxies {
             Some(endpoints.len() - 1)
         };
         let client_hooks = &config.client.proxy;
-        let connect = enabled(&client_hooks.connect).and_then(&mut add);
+        let connect_hook = &client_hooks.connect;
+        let connect = connect_hook
+            .enabled
+            .then_some(&connect_hook.proxy)
+            .and_then(&mut add);
         let refresh = enabled(&client_hooks.refresh).and_then(&mut add);
         let send = enabled(&client_hooks.send).and_then(&mut add);
         let channel = &config.channel.proxy;
@@ -247,6 +253,7 @@ impl Proxies {
             endpoints,
             named,
             connect,
+            connect_always: connect_hook.always,
             refresh,
             send,
             subscribe,
@@ -284,8 +291,10 @@ impl Proxies {
         }
     }
 
-    pub(crate) fn connect(&self) -> Route {
-        self.connect
+    /// The connect hook, for a client that sent a token (`with_token`) or
+    /// not: only token-less ones unless the hook takes every client.
+    pub(crate) fn connect(&self, with_token: bool) -> Route {
+        self.connect.filter(|_| !with_token || self.connect_always)
     }
 
     pub(crate) fn refresh(&self) -> Route {
@@ -545,7 +554,7 @@ mod tests {
         assert_eq!(uri(proxies.subscribe(chat)), Some("/subscribe".into()));
         assert_eq!(uri(proxies.subscribe(news)), None);
         assert_eq!(uri(proxies.publish(chat)), None);
-        assert_eq!(proxies.connect(), None, "not enabled");
+        assert_eq!(proxies.connect(false), None, "not enabled");
     }
 
     #[test]

@@ -296,3 +296,39 @@ async fn publish_p99(client: &mut Client) -> Duration {
     times.sort();
     times[times.len() * 99 / 100]
 }
+
+/// A client with a token is not asked about (as in Centrifugo) unless
+/// `client.proxy.connect.always` is on; then the backend alone decides, and
+/// this one (no cookie) refuses with 4501.
+#[tokio::test]
+async fn tokens_skip_the_connect_hook_unless_it_takes_every_client() {
+    let backend = Backend::start("normal");
+    let token = hs256_token(HMAC_SECRET, &json!({"sub": "token-user"}));
+    for always in [false, true] {
+        let config = config(&backend.url).replace(
+            "[client.proxy.connect]\nenabled = true",
+            &format!("[client.proxy.connect]\nenabled = true\nalways = {always}"),
+        );
+        let server = Tetherd::gateway(&config, &[]);
+        let (ws, _) = tether::connect(&server.gateway_url()).await.unwrap();
+        let mut client = Client::unconnected(ws);
+        let answer = client
+            .reply_or_close("connect", json!({ "token": token }))
+            .await;
+        if always {
+            assert_eq!(
+                answer,
+                Err(4501),
+                "the backend refuses a client without its cookie"
+            );
+        } else {
+            let reply = answer.expect("connected with the token");
+            assert!(reply["connect"]["client"].is_string(), "{reply}");
+            let metrics = server.http("GET", "/metrics", "", "");
+            assert!(
+                !metrics.contains("tether_proxy_requests_total{hook=\"connect\"}"),
+                "no call"
+            );
+        }
+    }
+}

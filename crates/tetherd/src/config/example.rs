@@ -54,6 +54,7 @@ mod tests {
             ("Namespace", "namespace"),
             ("ClientProxies", "client.proxy"),
             ("ClientHook", "client.proxy.connect"),
+            ("ConnectHook", "client.proxy.connect"),
             ("Proxy", "client.proxy.connect"),
             ("ProxyHttp", "client.proxy.connect.http"),
             ("Channel", "channel"),
@@ -99,7 +100,7 @@ mod tests {
         }
         assert_eq!(
             checked,
-            14 + 2 + 15 + 5 + 6 + 4 + 1 + 24 + (3 + 1 + 5 + 1) + (1 + 3) + (3 + 2),
+            14 + 2 + 15 + 5 + 6 + 4 + 1 + 24 + (3 + 1 + 2 + 5 + 1) + (1 + 3) + (3 + 2),
             "every field is checked"
         );
     }

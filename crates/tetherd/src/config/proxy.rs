@@ -69,6 +69,21 @@ pub(crate) struct ClientHook {
     pub(crate) proxy: Proxy,
 }
 
+/// The connect hook: a client hook that may also take clients with tokens.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct ConnectHook {
+    /// Call this hook.
+    pub(crate) enabled: bool,
+    /// Ask the backend about every client, also those that send a token
+    /// (Tether's own key; Centrifugo asks only about clients without one):
+    /// tokens are then ignored and the backend alone says who connects,
+    /// e.g. while moving from tokens to cookies.
+    pub(crate) always: bool,
+    #[serde(flatten)]
+    pub(crate) proxy: Proxy,
+}
+
 /// `[client.proxy]`: hooks for the connection as a whole.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -76,7 +91,7 @@ pub(crate) struct ClientProxies {
     /// A client that connects without a token is identified by the backend:
     /// it answers with the user (and expire_at, info, data, channels, subs)
     /// or an error or disconnect.
-    pub(crate) connect: ClientHook,
+    pub(crate) connect: ConnectHook,
     /// A connection identified by the connect hook that reaches its
     /// expire_at is extended (or ended) by the backend instead of the
     /// client refreshing a token.
@@ -276,19 +291,26 @@ impl super::Config {
             named.proxy.check(&key, refuse);
         }
         let hooks = &self.client.proxy;
-        for (name, hook) in [
-            ("connect", &hooks.connect),
-            ("refresh", &hooks.refresh),
-            ("send", &hooks.send),
+        let connect = &hooks.connect;
+        for (name, enabled, proxy) in [
+            ("connect", connect.enabled, &connect.proxy),
+            ("refresh", hooks.refresh.enabled, &hooks.refresh.proxy),
+            ("send", hooks.send.enabled, &hooks.send.proxy),
         ] {
             let key = format!("client.proxy.{name}");
-            if hook.enabled && !hook.proxy.configured() {
+            if enabled && !proxy.configured() {
                 refuse(
                     format!("{key}.endpoint"),
                     format!("must be set while {key}.enabled is on"),
                 );
             }
-            hook.proxy.check(&key, refuse);
+            proxy.check(&key, refuse);
+        }
+        if connect.always && !connect.enabled {
+            refuse(
+                "client.proxy.connect.always".into(),
+                "has no effect while client.proxy.connect.enabled is off".into(),
+            );
         }
         let channel = &self.channel.proxy;
         for (name, proxy) in [

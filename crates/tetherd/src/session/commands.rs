@@ -181,7 +181,7 @@ impl Session {
         let mut server_channels = Vec::new();
         let mut expires_at = None;
         let mut data = None;
-        let proxy_connect = node.proxies.connect().filter(|_| request.token.is_empty());
+        let proxy_connect = node.proxies.connect(!request.token.is_empty());
         if let Some(route) = proxy_connect {
             let identified = match self
                 .connect_hook(route, &client.to_string(), &request)

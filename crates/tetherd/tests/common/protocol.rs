@@ -59,6 +59,15 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client over `ws` that has not sent `connect` yet.
+    pub fn unconnected(ws: WebSocket<MaybeTls>) -> Self {
+        Self {
+            ws,
+            id: String::new(),
+            next_id: 1,
+        }
+    }
+
     /// Connects anonymously.
     pub async fn connect(node: &Tetherd) -> Self {
         Self::connect_with(node, json!({})).await.0
@@ -68,11 +77,7 @@ impl Client {
     /// the client and the connect result.
     pub async fn connect_with(node: &Tetherd, params: Value) -> (Self, Value) {
         let (ws, _) = tether::connect(&node.gateway_url()).await.unwrap();
-        let mut client = Self {
-            ws,
-            id: String::new(),
-            next_id: 1,
-        };
+        let mut client = Self::unconnected(ws);
         let connected = client.call("connect", params).await;
         client.id = connected["client"]
             .as_str()
