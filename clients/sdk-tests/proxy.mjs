@@ -15,6 +15,7 @@
 // The gateway's config must have (see the Rust test that runs this):
 //   connect hook   -> BACKEND/connect, http_headers = ["Cookie", "Origin", "User-Agent",
 //                     "X-Real-Ip"], static header X-Tether-Secret: proxy-secret-0123
+//   subscribe hook -> BACKEND/subscribe, http_headers = ["Cookie"]
 //   refresh hook   -> BACKEND/refresh
 //   rpc hook       -> BACKEND/rpc (methods without a namespace)
 //   send hook      -> BACKEND/send
@@ -325,8 +326,10 @@ const scenarios = {
 
         const asked = (await requests('/subscribe')).filter((r) => r.body?.channel === room);
         check(asked.length === 1, `${asked.length} /subscribe requests for ${room}`);
-        const { body } = asked[0];
+        const { body, headers } = asked[0];
         check(body.user === 'alice' && body.client === connected.client, `/subscribe request ${show(asked[0])}`);
+        // The subscribe hook forwards the cookie too: the session kept it past connect.
+        check((headers.cookie ?? '').includes('session=alice'), `/subscribe headers ${show(headers)}`);
     },
 
     async 'publish-rewritten'() {

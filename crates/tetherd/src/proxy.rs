@@ -198,6 +198,9 @@ pub(crate) struct Proxies {
     /// Every header any hook forwards: what a session keeps of its
     /// upgrade request.
     forwarded: Vec<HeaderName>,
+    /// A hook other than connect forwards headers: a session keeps them
+    /// after it connected.
+    forwarded_after_connect: bool,
     started: Instant,
 }
 
@@ -229,21 +232,24 @@ impl Proxies {
                 named.insert(proxy.name.clone(), index);
             }
         }
-        let mut forwarded: Vec<HeaderName> = config
+        let after_connect: Vec<&Proxy> = config
             .proxies
             .iter()
             .map(|named| &named.proxy)
-            .chain([
-                &client_hooks.connect.proxy,
-                &client_hooks.refresh.proxy,
-                &client_hooks.send.proxy,
-            ])
+            .chain([&client_hooks.refresh.proxy, &client_hooks.send.proxy])
             .chain([
                 &channel.subscribe,
                 &channel.publish,
                 &channel.sub_refresh,
                 &config.rpc.proxy,
             ])
+            .collect();
+        let forwarded_after_connect = after_connect
+            .iter()
+            .any(|proxy| !proxy.http_headers.is_empty());
+        let mut forwarded: Vec<HeaderName> = after_connect
+            .into_iter()
+            .chain([&client_hooks.connect.proxy])
             .flat_map(|proxy| header_names(&proxy.http_headers))
             .collect();
         forwarded.sort_by(|a, b| a.as_str().cmp(b.as_str()));
@@ -262,6 +268,7 @@ impl Proxies {
             rpc,
             rpc_routes: HashMap::new(),
             forwarded,
+            forwarded_after_connect,
             started: Instant::now(),
         };
         let rpc_config = &config.rpc;
@@ -359,6 +366,12 @@ impl Proxies {
             ip: Some(ip),
             headers: kept,
         })
+    }
+
+    /// Whether a connected session still needs its headers: some hook
+    /// besides connect forwards them.
+    pub(crate) fn forwards_after_connect(&self) -> bool {
+        self.forwarded_after_connect
     }
 
     /// Calls `hook` at `route` with `body`; the backend's checked decision.

@@ -13,7 +13,7 @@ use std::{
     io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
     sync::{
-        Arc,
+        Arc, Mutex, MutexGuard, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -27,6 +27,14 @@ const API_KEY: &str = "proxy-test-api-key-0123456789";
 const HMAC_SECRET: &str = "proxy-test-hmac-secret-0123456789abcdef";
 /// The shared secret the gateway adds to every call.
 const SECRET_HEADER: &str = r#"X-Tether-Secret = "proxy-secret-0123""#;
+
+/// Held by each test: they run one at a time, so that the latency test
+/// does not share the machine's two cores with the others.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// How long one run of the SDK script may take.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -97,6 +105,7 @@ endpoint = "{backend}/send"
 
 [channel.proxy.subscribe]
 endpoint = "{backend}/subscribe"
+http_headers = ["Cookie"]
 [channel.proxy.publish]
 endpoint = "{backend}/publish"
 [channel.proxy.sub_refresh]
@@ -164,6 +173,7 @@ fn run_script(server: &Tetherd, backend: &str, only: Option<&str>) -> String {
 
 #[test]
 fn the_sdk_works_through_every_hook_of_a_real_backend() {
+    let _serial = one_at_a_time();
     let backend = Backend::start("normal");
     let server = Tetherd::gateway(&config(&backend.url), &[]);
     let out = run_script(&server, &backend.url, None);
@@ -187,6 +197,7 @@ fn the_sdk_works_through_every_hook_of_a_real_backend() {
 /// retries; the failure is counted by kind and logged once per burst.
 #[test]
 fn a_failing_backend_gives_the_temporary_error_and_is_logged_once() {
+    let _serial = one_at_a_time();
     for (mode, kind) in [
         ("down", "connection"),
         ("slow", "timeout"),
@@ -223,8 +234,13 @@ fn a_failing_backend_gives_the_temporary_error_and_is_logged_once() {
 /// p99 with a healthy backend under the same churn (or 2 ms, whichever is
 /// more: on loopback a healthy p99 is a fraction of a millisecond, below
 /// what one scheduling delay on a shared 2-core machine adds).
+#[expect(
+    clippy::await_holding_lock,
+    reason = "the guard keeps whole tests apart; each test has its own runtime"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_clients_stay_responsive_while_500_clients_hammer_a_hanging_backend() {
+    let _serial = one_at_a_time();
     let (healthy, answered) = p99_under_churn("normal").await;
     let (hanging, timed_out) = p99_under_churn("slow").await;
     println!(
@@ -300,8 +316,13 @@ async fn publish_p99(client: &mut Client) -> Duration {
 /// A client with a token is not asked about (as in Centrifugo) unless
 /// `client.proxy.connect.always` is on; then the backend alone decides, and
 /// this one (no cookie) refuses with 4501.
+#[expect(
+    clippy::await_holding_lock,
+    reason = "the guard keeps whole tests apart; each test has its own runtime"
+)]
 #[tokio::test]
 async fn tokens_skip_the_connect_hook_unless_it_takes_every_client() {
+    let _serial = one_at_a_time();
     let backend = Backend::start("normal");
     let token = hs256_token(HMAC_SECRET, &json!({"sub": "token-user"}));
     for always in [false, true] {

@@ -227,6 +227,13 @@ impl Session {
             }
         }
         self.handle.set_identity(Identity { client, user });
+        if !node.proxies.forwards_after_connect() {
+            // Only the connect hook wanted them (a cookie can be kilobytes,
+            // held for the connection's life).
+            if let Some(extras) = &mut self.extras {
+                extras.headers = None;
+            }
+        }
         self.timers.connected(&node);
         // A connection the backend identified is refreshed by the backend
         // (or ends at expire_at): the client has no token to refresh with,
@@ -239,7 +246,7 @@ impl Session {
         };
         let mut subs = Vec::new();
         if server_channels.len() > MAX_CHANNELS {
-            info!(peer = %self.peer, client = %self.client(), channels = server_channels.len(), "the token lists more server-side channels than a connection may hold; the rest are ignored");
+            info!(peer = %self.peer, client = %self.client(), channels = server_channels.len(), "the token or the connect hook lists more server-side channels than a connection may hold; the rest are ignored");
         }
         for (channel, chan_info) in server_channels.into_iter().take(MAX_CHANNELS) {
             let since = request
