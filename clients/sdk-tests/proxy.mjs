@@ -33,7 +33,7 @@ import { isDeepStrictEqual, parseArgs } from 'node:util';
 import { Centrifuge } from 'centrifuge';
 import WebSocket from 'ws';
 
-import { apiCall, check, next, sleep, until } from './support.mjs';
+import { apiCall, check, next, runScenarios, sleep, until } from './support.mjs';
 
 const { values: args } = parseArgs({
     options: {
@@ -100,7 +100,7 @@ function expect(emitter, event, ms = 5000, filter = () => true) {
 }
 
 /** Clients made by a scenario; all disconnected when it ends. */
-let clients = [];
+const clients = [];
 
 /**
  * A `Centrifuge` client with quick reconnects, not yet connected, logging its
@@ -465,41 +465,11 @@ const onDemand = new Set(['backend-down']);
 // ---------------------------------------------------------------------------------------
 
 const names = args.only ? [args.only] : Object.keys(scenarios).filter((name) => !onDemand.has(name));
-let passed = 0;
-let failed = 0;
-for (const name of names) {
-    const scenario = scenarios[name];
-    if (!scenario) {
-        console.log(`FAIL ${name}: no such scenario (have: ${Object.keys(scenarios).join(', ')})`);
-        failed += 1;
-        continue;
+await runScenarios(scenarios, names, clients, async (name) => {
+    if (onDemand.has(name)) {
+        // Its backend may well be down: nothing to reset then.
+        await resetBackend().catch(() => {});
+    } else {
+        await resetBackend();
     }
-    clients = [];
-    let timer;
-    try {
-        if (onDemand.has(name)) {
-            // Its backend may well be down: nothing to reset then.
-            await resetBackend().catch(() => {});
-        } else {
-            await resetBackend();
-        }
-        await Promise.race([
-            scenario(),
-            new Promise((_, reject) => {
-                timer = setTimeout(() => reject(new Error('scenario timed out after 30 s')), 30000);
-            }),
-        ]);
-        console.log(`ok ${name}`);
-        passed += 1;
-    } catch (error) {
-        console.log(`FAIL ${name}: ${error?.stack ?? JSON.stringify(error)}`);
-        failed += 1;
-    } finally {
-        clearTimeout(timer);
-        for (const centrifuge of clients) {
-            centrifuge.disconnect();
-        }
-    }
-}
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed === 0 ? 0 : 1);
+});

@@ -24,7 +24,7 @@ import { parseArgs } from 'node:util';
 import { Centrifuge } from 'centrifuge';
 import WebSocket from 'ws';
 
-import { apiCall, b64url, check, hs256 as signHs256, next, sleep, until } from './support.mjs';
+import { apiCall, b64url, check, hs256 as signHs256, next, runScenarios, sleep, until } from './support.mjs';
 
 const { values: args } = parseArgs({
     options: {
@@ -67,7 +67,7 @@ const channel = (namespace, name) => `${namespace}:${name}-${randomBytes(4).toSt
 const api = (method, body) => apiCall(args.http, args['api-key'], method, body);
 
 /** Clients made by a scenario; all disconnected when it ends. */
-let clients = [];
+const clients = [];
 
 /** A `Centrifuge` client with `ws` as its WebSocket and quick reconnects; not yet connected. */
 function client(options = {}, url = args.ws) {
@@ -599,35 +599,4 @@ async function recoveryScenario({ removeHistory }) {
 // ---------------------------------------------------------------------------------------
 
 const names = args.only ? [args.only] : Object.keys(scenarios);
-let passed = 0;
-let failed = 0;
-for (const name of names) {
-    const scenario = scenarios[name];
-    if (!scenario) {
-        console.log(`FAIL ${name}: no such scenario (have: ${Object.keys(scenarios).join(', ')})`);
-        failed += 1;
-        continue;
-    }
-    clients = [];
-    let timer;
-    try {
-        await Promise.race([
-            scenario(),
-            new Promise((_, reject) => {
-                timer = setTimeout(() => reject(new Error('scenario timed out after 30 s')), 30000);
-            }),
-        ]);
-        console.log(`ok ${name}`);
-        passed += 1;
-    } catch (error) {
-        console.log(`FAIL ${name}: ${error?.stack ?? JSON.stringify(error)}`);
-        failed += 1;
-    } finally {
-        clearTimeout(timer);
-        for (const centrifuge of clients) {
-            centrifuge.disconnect();
-        }
-    }
-}
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed === 0 ? 0 : 1);
+await runScenarios(scenarios, names, clients);

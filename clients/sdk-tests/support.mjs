@@ -67,3 +67,45 @@ export async function apiCall(http, key, method, body) {
     check(!reply.error, `/api/${method}: ${JSON.stringify(reply)}`);
     return reply.result;
 }
+
+/**
+ * Runs each of `names` from `scenarios` (an object of async functions), at most 30 s each,
+ * printing `ok NAME` or `FAIL NAME: reason`, then `N passed, N failed`, and exits (0 only when
+ * all passed). `before(name)` runs first for each; `clients` is the array the scenarios push
+ * their Centrifuge clients into: emptied before each and every one disconnected after it.
+ */
+export async function runScenarios(scenarios, names, clients, before = async () => {}) {
+    let passed = 0;
+    let failed = 0;
+    for (const name of names) {
+        const scenario = scenarios[name];
+        if (!scenario) {
+            console.log(`FAIL ${name}: no such scenario (have: ${Object.keys(scenarios).join(', ')})`);
+            failed += 1;
+            continue;
+        }
+        clients.length = 0;
+        let timer;
+        try {
+            await before(name);
+            await Promise.race([
+                scenario(),
+                new Promise((_, reject) => {
+                    timer = setTimeout(() => reject(new Error('scenario timed out after 30 s')), 30000);
+                }),
+            ]);
+            console.log(`ok ${name}`);
+            passed += 1;
+        } catch (error) {
+            console.log(`FAIL ${name}: ${error?.stack ?? JSON.stringify(error)}`);
+            failed += 1;
+        } finally {
+            clearTimeout(timer);
+            for (const centrifuge of clients) {
+                centrifuge.disconnect();
+            }
+        }
+    }
+    console.log(`${passed} passed, ${failed} failed`);
+    process.exit(failed === 0 ? 0 : 1);
+}

@@ -11,14 +11,13 @@
 mod common;
 
 use std::{
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use common::{
     RedisCluster, RedisServer, Tetherd,
     protocol::{self, Client},
-    sdk_dir,
 };
 use serde_json::{Value, json};
 use tether::Message;
@@ -59,21 +58,20 @@ fn wait_for_nodes(node: &Tetherd, count: usize) -> Vec<Value> {
 /// Runs `clients/sdk-tests/cluster.mjs`: the SDK client on `client_node`,
 /// the API calls to `api_node`; panics unless it printed `ok`.
 fn sdk_across(api_node: &Tetherd, client_node: &Tetherd) {
-    let dir = sdk_dir();
-    let child = Command::new("node")
-        .arg(dir.join("cluster.mjs"))
-        .args(["--ws", &client_node.gateway_url()])
-        .args(["--http", &api_node.http_url()])
-        .args(["--api-key", API_KEY, "--secret", HMAC_SECRET])
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node runs (is Node.js installed?)");
-    let (status, stdout, stderr) = common::run_to_end(child, SCRIPT_TIMEOUT);
-    print!("{stdout}");
-    eprint!("{stderr}");
+    let (status, stdout, stderr) = common::run_sdk_script(
+        [
+            "cluster.mjs",
+            "--ws",
+            &client_node.gateway_url(),
+            "--http",
+            &api_node.http_url(),
+            "--api-key",
+            API_KEY,
+            "--secret",
+            HMAC_SECRET,
+        ],
+        SCRIPT_TIMEOUT,
+    );
     assert!(
         status.is_some_and(|status| status.success()) && stdout.lines().any(|line| line == "ok"),
         "cluster.mjs failed ({status:?}):\n{stdout}\n{stderr}"

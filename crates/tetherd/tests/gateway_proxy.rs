@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Tetherd, hs256_token, protocol::Client, repo_root, sdk_dir};
+use common::{Tetherd, hs256_token, protocol::Client, repo_root};
 use serde_json::json;
 use tether::Message;
 
@@ -143,25 +143,19 @@ allow_publish_for_client = true
 /// Runs proxy.mjs (`only`: one scenario) against `server` and `backend`;
 /// panics with its output unless every scenario passed.
 fn run_script(server: &Tetherd, backend: &str, only: Option<&str>) -> String {
-    let dir = sdk_dir();
-    let mut command = Command::new("node");
-    command
-        .arg(dir.join("proxy.mjs"))
-        .args(["--ws", &server.gateway_url(), "--http", &server.http_url()])
-        .args(["--api-key", API_KEY, "--backend", backend]);
-    if let Some(only) = only {
-        command.args(["--only", only]);
-    }
-    let child = command
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node runs (is Node.js installed?)");
-    let (status, stdout, stderr) = common::run_to_end(child, SCRIPT_TIMEOUT);
-    print!("{stdout}");
-    eprint!("{stderr}");
+    let (ws, http) = (server.gateway_url(), server.http_url());
+    let mut args = vec![
+        "proxy.mjs",
+        "--ws",
+        &ws,
+        "--http",
+        &http,
+        "--api-key",
+        API_KEY,
+    ];
+    args.extend(["--backend", backend]);
+    args.extend(only.iter().flat_map(|only| ["--only", *only]));
+    let (status, stdout, stderr) = common::run_sdk_script(args, SCRIPT_TIMEOUT);
     let status =
         status.unwrap_or_else(|| panic!("proxy.mjs still running after {SCRIPT_TIMEOUT:?}"));
     assert!(

@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Tetherd, sdk_dir};
+use common::Tetherd;
 
 const API_KEY: &str = "sdk-test-api-key-0123456789";
 const HMAC_SECRET: &str = "sdk-test-hmac-secret-0123456789abcdef";
@@ -114,25 +114,16 @@ token_refresh_grace = "1s"
 /// Starts a gateway and runs the scenario `name` against it; panics with the
 /// script's output unless it printed `ok NAME` and exited 0.
 fn scenario(name: &str) {
-    let dir = sdk_dir();
     let (private_key, public_key) = rsa_keys();
     let server = Tetherd::gateway(&config(public_key), &[]);
-    let child = Command::new("node")
-        .arg(dir.join("scenarios.mjs"))
-        .args(["--ws", &server.gateway_url(), "--http", &server.http_url()])
-        .args(["--api-key", API_KEY, "--secret", HMAC_SECRET])
-        .arg("--rsa-key")
-        .arg(private_key)
-        .args(["--only", name])
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node runs (is Node.js installed?)");
-    let (status, stdout, stderr) = common::run_to_end(child, SCENARIO_TIMEOUT);
-    print!("{stdout}");
-    eprint!("{stderr}");
+    let mut args: Vec<std::ffi::OsString> = ["scenarios.mjs", "--ws", &server.gateway_url()]
+        .into_iter()
+        .chain(["--http", &server.http_url(), "--api-key", API_KEY])
+        .chain(["--secret", HMAC_SECRET, "--only", name, "--rsa-key"])
+        .map(Into::into)
+        .collect();
+    args.push(private_key.into());
+    let (status, stdout, stderr) = common::run_sdk_script(args, SCENARIO_TIMEOUT);
     let status = status.unwrap_or_else(|| {
         panic!("scenario {name} still running after {SCENARIO_TIMEOUT:?}:\n{stdout}\n{stderr}")
     });

@@ -262,15 +262,7 @@ fn check_name(name: &str) -> Result<(), String> {
     if name.len() < 2 {
         return Err("must be at least 2 characters".into());
     }
-    match name
-        .chars()
-        .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
-    {
-        Some(c) => Err(format!(
-            "contains {c:?}: use letters, digits, \"_\", \"-\" and \".\""
-        )),
-        None => Ok(()),
-    }
+    super::validate::check_name_characters(name)
 }
 
 impl super::Config {

@@ -213,6 +213,11 @@ fn check_namespace_name(name: &str) -> Result<(), String> {
     if name.len() > MAX_NAMESPACE_NAME {
         return Err(format!("is longer than {MAX_NAMESPACE_NAME} characters"));
     }
+    check_name_characters(name)
+}
+
+/// Names of namespaces and proxies: letters, digits, "_", "-" and ".".
+pub(super) fn check_name_characters(name: &str) -> Result<(), String> {
     match name
         .chars()
         .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))

@@ -750,6 +750,33 @@ fn start_listening(name: &str, mut command: Command, port: u16, log: impl Fn() -
     child
 }
 
+/// Runs a Node script of the SDK drivers (`node` with `args`, in
+/// `clients/sdk-tests`) to its end, at most `limit`, and prints what it
+/// wrote: its exit status (`None` when killed at the limit), stdout and
+/// stderr.
+pub fn run_sdk_script<I, S>(
+    args: I,
+    limit: Duration,
+) -> (Option<std::process::ExitStatus>, String, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let dir = sdk_dir();
+    let child = Command::new("node")
+        .args(args)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node runs (is Node.js installed?)");
+    let (status, stdout, stderr) = run_to_end(child, limit);
+    print!("{stdout}");
+    eprint!("{stderr}");
+    (status, stdout, stderr)
+}
+
 /// Runs a child to its end, at most `limit`: its exit status (`None` when
 /// it was killed at the limit), stdout and stderr.
 pub fn run_to_end(
