@@ -255,129 +255,136 @@ impl HistoryRequest {
 
 /// A command as it sits on the wire: at most one of the method fields.
 #[derive(Deserialize)]
-struct RawCommand {
+pub(super) struct RawCommand {
     #[serde(default, deserialize_with = "nullable")]
-    id: u32,
-    connect: Option<RawConnect>,
-    subscribe: Option<RawSubscribe>,
-    unsubscribe: Option<RawChannel>,
-    publish: Option<RawPublish>,
-    presence: Option<RawChannel>,
-    presence_stats: Option<RawChannel>,
-    history: Option<RawHistory>,
-    ping: Option<IgnoredAny>,
-    send: Option<RawData>,
-    rpc: Option<RawRpc>,
-    refresh: Option<RawRefresh>,
-    sub_refresh: Option<RawSubRefresh>,
+    pub(super) id: u32,
+    pub(super) connect: Option<RawConnect>,
+    pub(super) subscribe: Option<RawSubscribe>,
+    pub(super) unsubscribe: Option<RawChannel>,
+    pub(super) publish: Option<RawPublish>,
+    pub(super) presence: Option<RawChannel>,
+    pub(super) presence_stats: Option<RawChannel>,
+    pub(super) history: Option<RawHistory>,
+    pub(super) ping: Option<IgnoredAny>,
+    pub(super) send: Option<RawData>,
+    pub(super) rpc: Option<RawRpc>,
+    pub(super) refresh: Option<RawRefresh>,
+    pub(super) sub_refresh: Option<RawSubRefresh>,
 }
 
 /// Accepts any JSON value (the empty `ping` object).
-type IgnoredAny = serde::de::IgnoredAny;
+pub(super) type IgnoredAny = serde::de::IgnoredAny;
 
 #[derive(Deserialize)]
-struct RawConnect {
+pub(super) struct RawConnect {
     #[serde(default, deserialize_with = "nullable")]
-    token: String,
-    data: Option<Box<RawValue>>,
+    pub(super) token: String,
+    #[serde(default, deserialize_with = "json_bytes")]
+    pub(super) data: Option<Bytes>,
     #[serde(default, deserialize_with = "nullable")]
-    subs: HashMap<String, RawSubscribe>,
+    pub(super) subs: HashMap<String, RawSubscribe>,
     #[serde(default, deserialize_with = "nullable")]
-    name: String,
+    pub(super) name: String,
     #[serde(default, deserialize_with = "nullable")]
-    version: String,
+    pub(super) version: String,
 }
 
 #[derive(Deserialize)]
-struct RawSubscribe {
+pub(super) struct RawSubscribe {
     #[serde(default, deserialize_with = "nullable")]
-    channel: String,
+    pub(super) channel: String,
     #[serde(default, deserialize_with = "nullable")]
-    token: String,
+    pub(super) token: String,
     #[serde(default, deserialize_with = "nullable")]
-    recover: bool,
+    pub(super) recover: bool,
     #[serde(default, deserialize_with = "nullable")]
-    epoch: String,
+    pub(super) epoch: String,
     #[serde(default, deserialize_with = "offset")]
-    offset: u64,
-    data: Option<Box<RawValue>>,
+    pub(super) offset: u64,
+    #[serde(default, deserialize_with = "json_bytes")]
+    pub(super) data: Option<Bytes>,
     #[serde(default, deserialize_with = "nullable")]
-    positioned: bool,
+    pub(super) positioned: bool,
     #[serde(default, deserialize_with = "nullable")]
-    recoverable: bool,
+    pub(super) recoverable: bool,
     #[serde(default, deserialize_with = "nullable")]
-    join_leave: bool,
+    pub(super) join_leave: bool,
     #[serde(default, deserialize_with = "offset")]
-    flag: u64,
+    pub(super) flag: u64,
     #[serde(default, deserialize_with = "nullable")]
-    delta: String,
+    pub(super) delta: String,
     #[serde(rename = "type", default, deserialize_with = "nullable")]
-    kind: u32,
-    tf: Option<IgnoredAny>,
+    pub(super) kind: u32,
+    pub(super) tf: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
-struct RawChannel {
+pub(super) struct RawChannel {
     #[serde(default, deserialize_with = "nullable")]
-    channel: String,
+    pub(super) channel: String,
 }
 
 #[derive(Deserialize)]
-struct RawPublish {
+pub(super) struct RawPublish {
     #[serde(default, deserialize_with = "nullable")]
-    channel: String,
-    data: Option<Box<RawValue>>,
+    pub(super) channel: String,
+    #[serde(default, deserialize_with = "json_bytes")]
+    pub(super) data: Option<Bytes>,
     #[serde(rename = "type", default, deserialize_with = "nullable")]
-    kind: u32,
+    pub(super) kind: u32,
 }
 
 #[derive(Deserialize)]
-struct RawHistory {
+pub(super) struct RawHistory {
     #[serde(default, deserialize_with = "nullable")]
-    channel: String,
+    pub(super) channel: String,
     #[serde(default, deserialize_with = "nullable")]
-    limit: i32,
-    since: Option<RawPosition>,
+    pub(super) limit: i32,
+    pub(super) since: Option<RawPosition>,
     #[serde(default, deserialize_with = "nullable")]
-    reverse: bool,
+    pub(super) reverse: bool,
 }
 
 #[derive(Deserialize)]
-struct RawPosition {
+pub(super) struct RawPosition {
     #[serde(default, deserialize_with = "offset")]
-    offset: u64,
+    pub(super) offset: u64,
     #[serde(default, deserialize_with = "nullable")]
-    epoch: String,
+    pub(super) epoch: String,
 }
 
 #[derive(Deserialize)]
-struct RawData {
-    data: Option<Box<RawValue>>,
+pub(super) struct RawData {
+    #[serde(default, deserialize_with = "json_bytes")]
+    pub(super) data: Option<Bytes>,
 }
 
 #[derive(Deserialize)]
-struct RawRpc {
+pub(super) struct RawRpc {
     #[serde(default, deserialize_with = "nullable")]
-    method: String,
-    data: Option<Box<RawValue>>,
+    pub(super) method: String,
+    #[serde(default, deserialize_with = "json_bytes")]
+    pub(super) data: Option<Bytes>,
 }
 
 #[derive(Deserialize)]
-struct RawRefresh {
+pub(super) struct RawRefresh {
     #[serde(default, deserialize_with = "nullable")]
-    token: String,
+    pub(super) token: String,
 }
 
 #[derive(Deserialize)]
-struct RawSubRefresh {
+pub(super) struct RawSubRefresh {
     #[serde(default, deserialize_with = "nullable")]
-    channel: String,
+    pub(super) channel: String,
     #[serde(default, deserialize_with = "nullable")]
-    token: String,
+    pub(super) token: String,
 }
 
 impl RawCommand {
-    fn into_command(self, line: usize) -> Result<ClientCommand, WireError> {
+    /// The command, checked: one method, the fields it needs, an id unless
+    /// it is a send or a pong. Both protocols decode into this.
+    pub(super) fn into_command(self, line: usize) -> Result<ClientCommand, WireError> {
         let present = [
             self.connect.is_some(),
             self.subscribe.is_some(),
@@ -424,7 +431,7 @@ impl RawCommand {
                 .collect();
             Request::Connect(ConnectRequest {
                 token: c.token,
-                data: c.data.map(raw_bytes),
+                data: c.data,
                 subs,
                 name: c.name,
                 version: c.version,
@@ -437,7 +444,7 @@ impl RawCommand {
                     offset: s.offset,
                     epoch: s.epoch,
                 }),
-                data: s.data.map(raw_bytes),
+                data: s.data,
                 positioned: s.positioned,
                 recoverable: s.recoverable,
                 join_leave: s.join_leave,
@@ -453,10 +460,7 @@ impl RawCommand {
         } else if let Some(p) = self.publish {
             Request::Publish(PublishRequest {
                 channel: channel("publish", p.channel)?,
-                data: p
-                    .data
-                    .map(raw_bytes)
-                    .ok_or_else(|| missing("publish", "data"))?,
+                data: p.data.ok_or_else(|| missing("publish", "data"))?,
                 kind: p.kind,
             })
         } else if let Some(p) = self.presence {
@@ -480,13 +484,11 @@ impl RawCommand {
         } else if self.ping.is_some() {
             Request::Ping
         } else if let Some(s) = self.send {
-            Request::Send(SendRequest {
-                data: s.data.map(raw_bytes),
-            })
+            Request::Send(SendRequest { data: s.data })
         } else if let Some(r) = self.rpc {
             Request::Rpc(RpcRequest {
                 method: r.method,
-                data: r.data.map(raw_bytes),
+                data: r.data,
             })
         } else if let Some(r) = self.refresh {
             if r.token.is_empty() {
@@ -520,9 +522,11 @@ impl RawCommand {
 /// Subscribe flag: refuse an unrecoverable position with error 112.
 const FLAG_REJECT_UNRECOVERED: u64 = 2;
 
-/// Raw JSON as shared bytes, without copying (it was validated by parsing).
-fn raw_bytes(raw: Box<RawValue>) -> Bytes {
-    Bytes::from(String::from(Box::<str>::from(raw)))
+/// A payload: raw JSON as shared bytes, without copying (it was validated
+/// by parsing); `null` is none.
+fn json_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Bytes>, D::Error> {
+    Ok(Option::<Box<RawValue>>::deserialize(deserializer)?
+        .map(|raw| Bytes::from(String::from(Box::<str>::from(raw)))))
 }
 
 /// Reads `null` as the default value, as protobuf's JSON mapping does.
