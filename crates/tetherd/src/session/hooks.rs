@@ -34,12 +34,12 @@ pub(super) struct Identified {
     pub(super) expire_at: Option<u64>,
     pub(super) info: Option<Bytes>,
     pub(super) data: Option<Bytes>,
-    /// Server-side subscriptions, with the connection's info in each.
+    /// Server-side subscriptions (`channels`, and `subs` with the channel
+    /// info each gives).
     pub(super) channels: Vec<(String, Option<Bytes>)>,
 }
 
 /// What the subscribe hook granted.
-#[derive(Default)]
 pub(super) struct SubscribeGrant {
     pub(super) info: Option<Bytes>,
     pub(super) data: Option<Bytes>,
