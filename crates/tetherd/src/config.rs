@@ -46,10 +46,7 @@ pub(crate) use self::{
     command::{ConfigCommand, run},
     example::EXAMPLE,
     load::Flags,
-    proxy::{
-        Channel, ClientHook, ClientProxies, NamedProxy, Proxy, Rpc, RpcNamespace,
-        UNFORWARDABLE_HEADERS,
-    },
+    proxy::{Channel, ClientHook, ClientProxies, NamedProxy, Proxy, Rpc, RpcNamespace},
 };
 
 /// The gateway's settings. Each section and key has a default, so an empty

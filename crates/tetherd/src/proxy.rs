@@ -50,7 +50,7 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 const POOL_IDLE_PER_HOST: usize = 64;
 
 /// Which hook a call is for: the metrics' label and the log's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Hook {
     Connect,
     Refresh,
@@ -117,7 +117,7 @@ impl std::fmt::Display for ProxyError {
 
 /// One backend endpoint, ready to call.
 #[derive(Debug)]
-pub(crate) struct Endpoint {
+struct Endpoint {
     uri: Uri,
     timeout: Duration,
     /// The client's headers to copy, lower-case.
@@ -156,22 +156,20 @@ impl Endpoint {
     }
 }
 
-/// The names in `names` that may be forwarded, lower-case.
+/// The header names of a validated `http_headers` (no hop-by-hop or
+/// handshake ones), lower-case.
 fn header_names(names: &[String]) -> Vec<HeaderName> {
     names
         .iter()
-        .filter(|name| {
-            !crate::config::UNFORWARDABLE_HEADERS.contains(&name.to_ascii_lowercase().as_str())
-        })
         .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect()
 }
 
 /// What a client brings to every call: its address and the headers of its
 /// upgrade request that some hook forwards.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct ClientHeaders {
-    pub(crate) ip: Option<IpAddr>,
+    pub(crate) ip: IpAddr,
     pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -362,10 +360,7 @@ impl Proxies {
                     .map(move |value| (name.clone(), value.clone()))
             })
             .collect();
-        Some(ClientHeaders {
-            ip: Some(ip),
-            headers: kept,
-        })
+        Some(ClientHeaders { ip, headers: kept })
     }
 
     /// Whether a connected session still needs its headers: some hook
@@ -374,25 +369,27 @@ impl Proxies {
         self.forwarded_after_connect
     }
 
-    /// Calls `hook` at `route` with `body`; the backend's checked decision.
-    /// `refresh_only`: see [`Answer::verdict`].
-    pub(crate) async fn call<R: DeserializeOwned + Default>(
+    /// Calls `hook` at `route` with `body`; the backend's checked decision,
+    /// its granted result passed through `check` (which may find it
+    /// unusable: then it counts and logs as a malformed answer).
+    pub(crate) async fn call<R: DeserializeOwned, T>(
         &self,
         hook: Hook,
         route: usize,
         body: &impl Serialize,
         client: Option<&ClientHeaders>,
         metrics: &Metrics,
-    ) -> Result<Verdict<R>, ProxyError> {
+        check: impl FnOnce(R) -> Result<T, ProxyError>,
+    ) -> Result<Verdict<T>, ProxyError> {
         let endpoint = &self.endpoints[route];
         let started = Instant::now();
+        let refresh_only = matches!(hook, Hook::Refresh | Hook::SubRefresh);
         let result =
             match tokio::time::timeout(endpoint.timeout, self.post(endpoint, body, client)).await {
                 Ok(Ok(answer)) => serde_json::from_slice::<Answer<R>>(&answer)
                     .map_err(|error| ProxyError::Malformed(error.to_string()))
-                    .and_then(|answer| {
-                        answer.verdict(matches!(hook, Hook::Refresh | Hook::SubRefresh))
-                    }),
+                    .and_then(|answer| answer.verdict(refresh_only))
+                    .and_then(|verdict| verdict.checked(check)),
                 Ok(Err(error)) => Err(error),
                 Err(_) => Err(ProxyError::Timeout),
             };
@@ -423,8 +420,7 @@ impl Proxies {
         if let Some(client) = client {
             for name in &endpoint.forward {
                 if name == "x-real-ip" {
-                    if let Some(Ok(ip)) = client.ip.map(|ip| HeaderValue::from_str(&ip.to_string()))
-                    {
+                    if let Ok(ip) = HeaderValue::from_str(&client.ip.to_string()) {
                         headers.insert(name.clone(), ip);
                     }
                     continue;
@@ -591,7 +587,7 @@ mod tests {
         let kept = proxies
             .keep_headers(&headers, ip)
             .expect("some are forwarded");
-        assert_eq!(kept.ip, Some(ip));
+        assert_eq!(kept.ip, ip);
         let names: Vec<_> = kept
             .headers
             .iter()

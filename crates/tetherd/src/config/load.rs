@@ -370,7 +370,8 @@ impl Layers {
             }
         }
         for (array, defaults) in &self.entry_defaults {
-            let Some(Value::Array(entries)) = lookup_mut(&mut self.tree, array) else {
+            let (table, last) = parent(&mut self.tree, array);
+            let Some(Value::Array(entries)) = table.get_mut(last) else {
                 continue;
             };
             for (index, entry) in entries.iter_mut().enumerate() {
@@ -397,14 +398,4 @@ impl Layers {
         }
         bad
     }
-}
-
-/// The value at a dotted path of tables, to change it.
-fn lookup_mut<'a>(table: &'a mut Table, path: &str) -> Option<&'a mut Value> {
-    let (tables, key) = path.rsplit_once('.').unwrap_or(("", path));
-    let mut table = table;
-    for name in tables.split('.').filter(|name| !name.is_empty()) {
-        table = table.get_mut(name)?.as_table_mut()?;
-    }
-    table.get_mut(key)
 }

@@ -174,7 +174,7 @@ pub(crate) struct NamedProxy {
 
 /// Request headers that belong to one hop or to the WebSocket handshake,
 /// and those the call sets itself: never copied into a proxy call.
-pub(crate) const UNFORWARDABLE_HEADERS: &[&str] = &[
+const UNFORWARDABLE_HEADERS: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-authenticate",

@@ -121,7 +121,7 @@ pub(crate) enum Verdict<R> {
     Disconnect(Disconnect),
 }
 
-impl<R: Default> Answer<R> {
+impl<R> Answer<R> {
     /// The decision, checked: a disconnect code must be 4000–4999 (the
     /// application's range; 4500 and up are terminal), an error code at
     /// least 100. A refresh answers with a result only (`refresh_only`:
@@ -225,6 +225,26 @@ pub(crate) struct RpcResult {
     pub(crate) b64data: String,
 }
 
+impl<R> Verdict<R> {
+    /// A granted result through `check` (its payloads, say), which may find
+    /// the answer unusable; refusals and disconnects as they are.
+    pub(crate) fn checked<T>(
+        self,
+        check: impl FnOnce(R) -> Result<T, ProxyError>,
+    ) -> Result<Verdict<T>, ProxyError> {
+        Ok(match self {
+            Self::Granted(result) => Verdict::Granted(check(result)?),
+            Self::Refused(error) => Verdict::Refused(error),
+            Self::Disconnect(disconnect) => Verdict::Disconnect(disconnect),
+        })
+    }
+}
+
+/// An `expire_at` in Unix seconds; 0 is none (never expires).
+pub(crate) fn expiry(expire_at: u64) -> Option<u64> {
+    (expire_at > 0).then_some(expire_at)
+}
+
 /// A payload given as JSON or as base64 (`b64data`, `b64info`). The JSON
 /// protocol carries JSON only, so base64 must decode to JSON; `null` and
 /// absent are none.
@@ -256,9 +276,7 @@ pub(crate) fn client_json(data: Option<&Bytes>) -> Json<'_> {
 mod tests {
     use super::*;
 
-    fn answer<R: Default + for<'de> Deserialize<'de>>(
-        json: &str,
-    ) -> Result<Verdict<R>, ProxyError> {
+    fn answer<R: for<'de> Deserialize<'de>>(json: &str) -> Result<Verdict<R>, ProxyError> {
         serde_json::from_str::<Answer<R>>(json)
             .unwrap()
             .verdict(false)
@@ -325,6 +343,20 @@ mod tests {
             panic!("result");
         };
         assert!(result.expired);
+    }
+
+    #[test]
+    fn a_check_sees_granted_results_only() {
+        let unusable = |_: RpcResult| Err::<(), _>(ProxyError::Malformed("no".into()));
+        let granted = answer::<RpcResult>(r#"{"result":{"b64data":"AAEC"}}"#).unwrap();
+        assert!(matches!(
+            granted.checked(unusable),
+            Err(ProxyError::Malformed(_))
+        ));
+        let refused = answer::<RpcResult>(r#"{"error":{"code":400}}"#).unwrap();
+        assert!(
+            matches!(refused.checked(unusable), Ok(Verdict::Refused(error)) if error.code == 400)
+        );
     }
 
     #[test]

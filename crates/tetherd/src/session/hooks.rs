@@ -18,7 +18,8 @@ use crate::{
         ClientHeaders, Hook, ProxyError,
         messages::{
             Caller, ChannelRequest, ConnectRequest, ConnectResult, PublishResult, RefreshRequest,
-            RefreshResult, RpcRequest, RpcResult, SubscribeResult, Verdict, client_json, payload,
+            RefreshResult, RpcRequest, RpcResult, SubscribeResult, Verdict, client_json, expiry,
+            payload,
         },
     },
     wire::{ConnectRequest as ClientConnect, Disconnect, ReplyError},
@@ -84,11 +85,7 @@ impl Session {
             version: &request.version,
             data: client_json(request.data.as_ref()),
         };
-        let result: ConnectResult = match call.decide(Hook::Connect, route, &body).await? {
-            Ok(result) => result,
-            Err(error) => return Ok(Err(error)),
-        };
-        let checked = (|| {
+        call.decide(Hook::Connect, route, &body, |result: ConnectResult| {
             let mut channels: Vec<(String, Option<Bytes>)> = result
                 .channels
                 .into_iter()
@@ -99,15 +96,15 @@ impl Session {
                 channels.retain(|(listed, _)| *listed != channel);
                 channels.push((channel, chan_info));
             }
-            Ok::<_, ProxyError>(Identified {
+            Ok(Identified {
                 user: result.user,
-                expire_at: (result.expire_at > 0).then_some(result.expire_at),
+                expire_at: expiry(result.expire_at),
                 info: payload(result.info, &result.b64info)?,
                 data: payload(result.data, &result.b64data)?,
                 channels,
             })
-        })();
-        Ok(checked.map_err(|error| call.failed(Hook::Connect, &error)))
+        })
+        .await
     }
 
     /// Asks the refresh hook whether the connection goes on.
@@ -119,7 +116,7 @@ impl Session {
         let body = RefreshRequest {
             caller: call.caller(true),
         };
-        refreshed(call.decide(Hook::Refresh, route, &body).await)
+        refreshed(call.decide(Hook::Refresh, route, &body, Ok).await)
     }
 
     /// Asks the subscribe hook at `route` about `channel`.
@@ -135,18 +132,14 @@ impl Session {
             channel,
             data: client_json(data),
         };
-        let result: SubscribeResult = match call.decide(Hook::Subscribe, route, &body).await? {
-            Ok(result) => result,
-            Err(error) => return Ok(Err(error)),
-        };
-        let checked = (|| {
-            Ok::<_, ProxyError>(SubscribeGrant {
+        call.decide(Hook::Subscribe, route, &body, |result: SubscribeResult| {
+            Ok(SubscribeGrant {
                 info: payload(result.info, &result.b64info)?,
                 data: payload(result.data, &result.b64data)?,
-                expire_at: (result.expire_at > 0).then_some(result.expire_at),
+                expire_at: expiry(result.expire_at),
             })
-        })();
-        Ok(checked.map_err(|error| call.failed(Hook::Subscribe, &error)))
+        })
+        .await
     }
 
     /// Asks the publish hook at `route` about a publication of `data` into
@@ -163,17 +156,15 @@ impl Session {
             channel,
             data: client_json(Some(&data)),
         };
-        let result: PublishResult = match call.decide(Hook::Publish, route, &body).await? {
-            Ok(result) => result,
-            Err(error) => return Ok(Err(error)),
-        };
-        Ok(match payload(result.data, &result.b64data) {
-            Ok(rewritten) => Ok(PublishGrant {
-                data: rewritten.unwrap_or(data),
+        // Shared bytes: the clone is a reference count.
+        let original = data.clone();
+        call.decide(Hook::Publish, route, &body, |result: PublishResult| {
+            Ok(PublishGrant {
+                data: payload(result.data, &result.b64data)?.unwrap_or(original),
                 skip_history: result.skip_history,
-            }),
-            Err(error) => Err(call.failed(Hook::Publish, &error)),
+            })
         })
+        .await
     }
 
     /// Asks the sub_refresh hook of `namespace` whether a subscription to
@@ -192,7 +183,7 @@ impl Session {
             channel,
             data: None,
         };
-        refreshed(call.decide(Hook::SubRefresh, route, &body).await)
+        refreshed(call.decide(Hook::SubRefresh, route, &body, Ok).await)
     }
 
     /// The rpc command: the backend of `method`'s namespace answers; 108
@@ -211,11 +202,10 @@ impl Session {
             method,
             data: client_json(data),
         };
-        let result: RpcResult = match call.decide(Hook::Rpc, route, &body).await? {
-            Ok(result) => result,
-            Err(error) => return Ok(Err(error)),
-        };
-        Ok(payload(result.data, &result.b64data).map_err(|error| call.failed(Hook::Rpc, &error)))
+        call.decide(Hook::Rpc, route, &body, |result: RpcResult| {
+            payload(result.data, &result.b64data)
+        })
+        .await
     }
 
     /// The send command: handed to the send hook without waiting for it;
@@ -239,7 +229,14 @@ impl Session {
             };
             let _ = node
                 .proxies
-                .call::<IgnoredAny>(Hook::Send, route, &body, headers.as_ref(), &node.metrics)
+                .call(
+                    Hook::Send,
+                    route,
+                    &body,
+                    headers.as_ref(),
+                    &node.metrics,
+                    |_: IgnoredAny| Ok(()),
+                )
                 .await;
         });
         Ok(())
@@ -274,18 +271,19 @@ impl HookCall<'_> {
         Caller::websocket(&self.client, with_user.then_some(self.user.as_str()))
     }
 
-    /// One call: the backend's decision, a refusal, or the disconnect it
-    /// asked for; a backend failure is the temporary error 100.
-    async fn decide<R: DeserializeOwned + Default>(
+    /// One call: the backend's decision (its result through `check`), a
+    /// refusal, or the disconnect it asked for; a backend that fails or
+    /// gives an unusable answer is the temporary error 100.
+    async fn decide<R: DeserializeOwned, T>(
         &self,
         hook: Hook,
         route: usize,
         body: &impl Serialize,
-    ) -> Decision<R> {
-        match self
-            .node
-            .proxies
-            .call(hook, route, body, self.headers, &self.node.metrics)
+        check: impl FnOnce(R) -> Result<T, ProxyError>,
+    ) -> Decision<T> {
+        let proxies = &self.node.proxies;
+        match proxies
+            .call(hook, route, body, self.headers, &self.node.metrics, check)
             .await
         {
             Ok(Verdict::Granted(result)) => Ok(Ok(result)),
@@ -297,20 +295,13 @@ impl HookCall<'_> {
             Err(_) => Ok(Err(ReplyError::INTERNAL)),
         }
     }
-
-    /// A usable answer with a payload that is not: logged, and the client
-    /// gets the temporary error 100.
-    fn failed(&self, hook: Hook, error: &ProxyError) -> ReplyError {
-        info!(peer = %self.peer, client = %self.client, hook = hook.name(), %error, "unusable proxy answer");
-        ReplyError::INTERNAL
-    }
 }
 
 /// A refresh or sub_refresh call's outcome.
 fn refreshed(answer: Decision<RefreshResult>) -> Refreshed {
     match answer {
         Ok(Ok(RefreshResult { expired: true, .. })) => Refreshed::Expired,
-        Ok(Ok(result)) => Refreshed::Until((result.expire_at > 0).then_some(result.expire_at)),
+        Ok(Ok(result)) => Refreshed::Until(expiry(result.expire_at)),
         _ => Refreshed::Failed,
     }
 }

@@ -122,29 +122,47 @@ pub(super) fn merge(
                 path.clone(),
                 format!("expected a [{path}] table, found {}", a(other.type_str())),
             )),
-            (slot, Value::Array(entries)) if entry_defaults_of(entry_defaults, &path).is_some() => {
-                // Invariant: just checked.
-                let defaults = entry_defaults_of(entry_defaults, &path).expect("entry defaults");
-                let mut merged = Vec::with_capacity(entries.len());
-                for (index, entry) in entries.into_iter().enumerate() {
-                    match entry {
-                        Value::Table(entry) => {
-                            let key = entry_key(&path, &entry, index);
-                            let mut full = defaults.clone();
-                            merge(&mut full, entry, &key, entry_defaults, errors);
-                            merged.push(Value::Table(full));
-                        }
-                        other => errors.push(ConfigError::new(
-                            format!("{path}[{index}]"),
-                            format!("expected a [[{path}]] table, found {}", a(other.type_str())),
-                        )),
-                    }
+            (slot, Value::Array(entries)) => match entry_defaults_of(entry_defaults, &path) {
+                Some(defaults) => {
+                    *slot = Value::Array(merge_entries(
+                        &path,
+                        entries,
+                        defaults,
+                        entry_defaults,
+                        errors,
+                    ))
                 }
-                *slot = Value::Array(merged);
-            }
+                None => *slot = Value::Array(entries),
+            },
             (slot, value) => *slot = value,
         }
     }
+}
+
+/// Each entry of the array of tables at `path` merged over `defaults`.
+fn merge_entries(
+    path: &str,
+    entries: Vec<Value>,
+    defaults: &Table,
+    entry_defaults: &EntryDefaults,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Value> {
+    let mut merged = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.into_iter().enumerate() {
+        match entry {
+            Value::Table(entry) => {
+                let key = entry_key(path, &entry, index);
+                let mut full = defaults.clone();
+                merge(&mut full, entry, &key, entry_defaults, errors);
+                merged.push(Value::Table(full));
+            }
+            other => errors.push(ConfigError::new(
+                format!("{path}[{index}]"),
+                format!("expected a [[{path}]] table, found {}", a(other.type_str())),
+            )),
+        }
+    }
+    merged
 }
 
 /// The defaults of the entries of the array of tables at `path`, if it is one.
