@@ -12,10 +12,7 @@
 //! Closed connections leave `TIME_WAIT`s behind, so connection `i` comes
 //! from source address `127.0.0.(1 + i % sources)`.
 
-use std::{
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
-};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
@@ -94,14 +91,13 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
 async fn load(args: &Args, data: Value) -> Result<HooksReport, String> {
     let sources = args.sources.clamp(1, sources::source_count(&args.url));
     let rpc = json!({"id": 2, "rpc": {"method": args.method, "data": data}}).to_string();
-    let shared = Arc::new(Mutex::new(Tally::default()));
     let meter = CpuMeter::start(args.server_pid, own_cpu_time)?;
     let backend = CpuMeter::start(args.backend_pid, || Duration::ZERO)?;
     let start = Instant::now();
     let deadline = start + args.duration;
     let mut tasks = Vec::new();
     for worker in 0..args.concurrency.max(1) {
-        let (url, rpc, shared, hook) = (args.url.clone(), rpc.clone(), shared.clone(), args.hook);
+        let (url, rpc, hook) = (args.url.clone(), rpc.clone(), args.hook);
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally::default();
             let mut cycle = worker;
@@ -119,19 +115,16 @@ async fn load(args: &Args, data: Value) -> Result<HooksReport, String> {
                     *tally.failures.entry(error).or_default() += 1;
                 }
             }
-            shared
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .merge(&tally);
+            tally
         }));
     }
+    let mut tally = Tally::default();
     for task in tasks {
-        task.await.map_err(|error| error.to_string())?;
+        tally.merge(&task.await.map_err(|error| error.to_string())?);
     }
     let wall = start.elapsed();
     let cpu = meter.stop(wall, os::cores(), own_cpu_time)?;
     let backend_cpu = backend.stop(wall, os::cores(), || Duration::ZERO)?.server;
-    let tally = std::mem::take(&mut *shared.lock().unwrap_or_else(PoisonError::into_inner));
     Ok(HooksReport {
         target: args.url.to_string(),
         hook: args.hook,
