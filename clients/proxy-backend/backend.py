@@ -105,6 +105,8 @@ class Backend:
                     # A server-side subscription: the client is subscribed
                     # without asking, and may not subscribe to it itself.
                     "channels": ["notify:alice"],
+                    # What she may do where no namespace option grants it.
+                    "caps": [{"channels": ["capped:alice"], "allow": ["sub"]}],
                 }
             }
         if session == "shortlived":

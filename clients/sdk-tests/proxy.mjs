@@ -21,7 +21,8 @@
 //   send hook      -> BACKEND/send
 //   namespaces     room (subscribe + publish proxied), secret (subscribe proxied),
 //                  expiring (subscribe + sub_refresh proxied), notify (no grants:
-//                  server-side subscriptions only)
+//                  server-side subscriptions only), capped (no grants: the connect
+//                  answer's caps only)
 //
 // `backend-down` is not in the default list: run it alone (`--only backend-down`)
 // against a gateway whose connect hook is down, too slow for its timeout, or
@@ -323,6 +324,15 @@ const scenarios = {
         check(sub.state === 'unsubscribed', `${secret}: state ${sub.state}: ${show(sub.events)}`);
         check(!sub.events.some((e) => e.event === 'subscribed' || e.event === 'error'), `${secret}: ${show(sub.events)}`);
         check(alice.state === 'connected', `a refused subscription changed the connection: ${alice.state}`);
+
+        // `capped` grants nothing and asks no hook: only the `caps` of the connect
+        // answer let alice subscribe to capped:alice (and nobody to capped:bob).
+        await subscribe(alice, 'capped:alice');
+        const other = subscription(alice, 'capped:bob');
+        const denied = next(other, 'unsubscribed');
+        other.subscribe();
+        const deniedCtx = await denied;
+        check(deniedCtx.code === 103, `capped:bob: unsubscribed with ${deniedCtx.code}, expected 103`);
 
         const asked = (await requests('/subscribe')).filter((r) => r.body?.channel === room);
         check(asked.length === 1, `${asked.length} /subscribe requests for ${room}`);

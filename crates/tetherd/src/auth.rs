@@ -35,8 +35,9 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header,
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use self::capabilities::RawCapability;
-pub(crate) use self::capabilities::{Capability, Permission, channel_matches, granted};
+pub(crate) use self::capabilities::{
+    Capability, Permission, RawCapability, channel_matches, granted,
+};
 
 /// Checks token signatures with the configured keys.
 #[derive(Clone)]
@@ -161,12 +162,7 @@ impl Verifier {
             }
             None => claims.channels,
         };
-        let caps = claims
-            .caps
-            .into_iter()
-            .map(Capability::parse)
-            .collect::<Result<_, _>>()
-            .map_err(invalid)?;
+        let caps = Capability::parse_all(claims.caps).map_err(invalid)?;
         Ok(ConnectionClaims {
             user: claims.sub,
             expires_at: expiry(claims.expire_at.as_ref(), claims.exp.as_ref()),

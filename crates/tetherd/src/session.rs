@@ -167,7 +167,7 @@ struct Sub {
 struct Extras {
     /// The connection token's `info`, or the connect hook's.
     info: Option<Bytes>,
-    /// The connection token's `caps`.
+    /// The connection token's `caps`, or the connect hook's.
     caps: Vec<Capability>,
     /// What the proxy hooks forward of the upgrade request.
     headers: Option<ClientHeaders>,

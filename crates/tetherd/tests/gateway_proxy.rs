@@ -134,6 +134,9 @@ sub_refresh_proxy_enabled = true
 name = "notify"
 
 [[namespace]]
+name = "capped"
+
+[[namespace]]
 name = "plain"
 allow_publish_for_client = true
 "#

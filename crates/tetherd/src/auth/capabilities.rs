@@ -46,10 +46,10 @@ enum Channels {
     Regex(Vec<Regex>),
 }
 
-/// A `caps` entry as it appears in the token.
-#[derive(Deserialize)]
+/// A `caps` entry as it appears in a token or a connect hook's answer.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawCapability {
+pub(crate) struct RawCapability {
     channels: Vec<String>,
     #[serde(default)]
     allow: Vec<String>,
@@ -76,6 +76,11 @@ impl PartialEq for Channels {
 impl Eq for Channels {}
 
 impl Capability {
+    /// Reads every entry of a `caps` list; one bad entry refuses them all.
+    pub(crate) fn parse_all(raw: Vec<RawCapability>) -> Result<Vec<Self>, String> {
+        raw.into_iter().map(Self::parse).collect()
+    }
+
     /// Reads a token's entry; an unknown permission or match type, or a bad
     /// regular expression, makes the token invalid rather than grant less
     /// (or more) than its issuer meant.

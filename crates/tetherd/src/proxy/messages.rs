@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::ProxyError;
-use crate::wire::{Disconnect, ReplyError};
+use crate::{
+    auth::RawCapability,
+    wire::{Disconnect, ReplyError},
+};
 
 /// Who is calling: the part every request shares.
 #[derive(Debug, Serialize)]
@@ -181,6 +184,8 @@ pub(crate) struct ConnectResult {
     pub(crate) channels: Vec<String>,
     /// Server-side subscriptions with options.
     pub(crate) subs: BTreeMap<String, SubscribeOptions>,
+    /// What the connection may do in which channels, as a token's `caps`.
+    pub(crate) caps: Vec<RawCapability>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -285,7 +290,7 @@ mod tests {
     #[test]
     fn a_connect_result_keeps_its_json_as_it_came() {
         let Ok(Verdict::Granted(result)) = answer::<ConnectResult>(
-            r#"{"result":{"user":"56","expire_at":1700000000,"info":{"a":[1, 2]},"channels":["x"],"meta":{"k":1}}}"#,
+            r#"{"result":{"user":"56","expire_at":1700000000,"info":{"a":[1, 2]},"channels":["x"],"meta":{"k":1},"caps":[{"channels":["news"],"allow":["sub"]}]}}"#,
         ) else {
             panic!("granted");
         };
@@ -296,6 +301,7 @@ mod tests {
             &br#"{"a":[1, 2]}"#[..]
         );
         assert_eq!(result.channels, ["x"]);
+        assert_eq!(result.caps.len(), 1);
     }
 
     #[test]

@@ -196,6 +196,7 @@ impl Session {
             server_channels = identified.channels;
             let extras = self.extras_mut();
             extras.info = identified.info;
+            extras.caps = identified.caps;
             extras.by_backend = true;
         } else if request.token.is_empty() {
             if !node.config.auth.allow_anonymous {

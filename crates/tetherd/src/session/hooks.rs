@@ -12,6 +12,7 @@ use tracing::info;
 
 use super::Session;
 use crate::{
+    auth::Capability,
     config::Namespace,
     node::Node,
     proxy::{
@@ -38,6 +39,8 @@ pub(super) struct Identified {
     /// Server-side subscriptions (`channels`, and `subs` with the channel
     /// info each gives).
     pub(super) channels: Vec<(String, Option<Bytes>)>,
+    /// What the connection may do in which channels (as a token's `caps`).
+    pub(super) caps: Vec<Capability>,
 }
 
 /// What the subscribe hook granted.
@@ -102,6 +105,7 @@ impl Session {
                 info: payload(result.info, &result.b64info)?,
                 data: payload(result.data, &result.b64data)?,
                 channels,
+                caps: Capability::parse_all(result.caps).map_err(ProxyError::Malformed)?,
             })
         })
         .await
