@@ -179,7 +179,7 @@ impl Session {
             }
             match self.refresh_hook().await {
                 Refreshed::Expired => {
-                    info!(peer = %self.peer, client = %self.client(), user = %self.user(), "the backend did not extend the connection");
+                    info!(peer = %self.peer, client = %self.client(), user = %self.user(), "the connection reached the expire_at of its connect hook and no refresh hook extended it");
                     return Err(Disconnect::EXPIRED);
                 }
                 Refreshed::Until(at) => self.timers.backend_expires(&self.node, at),
